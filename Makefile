@@ -1,0 +1,31 @@
+# Two commands for a fresh machine: `make demo` and `make test`; both run `make setup` first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test test-fast demo bench clean-data
+
+setup: $(STAMP)
+
+# Idempotent: re-runs pip only when pyproject.toml changes. Registries only, nothing else downloaded.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[test]'
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+demo: setup
+	$(BIN)/python workflows/demo.py
+
+bench: setup
+	$(BIN)/python benchmarks/model_speed.py
+	$(BIN)/python benchmarks/data_speed.py
+
+clean-data:
+	rm -rf data/demo

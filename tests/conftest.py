@@ -1,0 +1,24 @@
+"""Shared test configuration.
+
+Markers (see pyproject.toml): ``slow``, ``ray`` (starts a local Ray), ``gpu`` (needs CUDA; skipped
+where there is none, which is the only skip the suite has).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Two cores on CI: keep torch from oversubscribing when Ray workers share the machine.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
