@@ -1,0 +1,110 @@
+"""The shard schema, written down once: what a sample is in a tar, in the manifest and in rejects.
+
+A sample in ``<split>-NNNNNN.tar`` is four adjacent members sharing a ``__key__`` (no dots):
+
+  ``<key>.<video_ext>``  the re-encoded clip (``webm`` = VP9, ``avi`` = MJPEG, ``mp4`` = H.264)
+  ``<key>.nf``           number of frames, little-endian int32 (read by DALI without JSON parsing)
+  ``<key>.cls``          labels, little-endian int64, one per head in ``heads`` order
+  ``<key>.json``         metadata: labels, source id, frames, fps, size, segment
+
+``.nf`` and ``.cls`` duplicate the JSON on purpose: DALI's webdataset reader hands them over as typed
+tensors, so frame indices and labels are computed inside the pipeline without a Python JSON step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+# Label heads per dataset; the label-map format everywhere is {head: {class_id_str: class_name}}.
+SINGLE_HEAD: tuple[str, ...] = ("label",)
+EK100_HEADS: tuple[str, ...] = ("verb", "noun")
+
+# Shard member extensions (besides the video).
+NUM_FRAMES_EXT = "nf"
+LABELS_EXT = "cls"
+META_EXT = "json"
+
+# Shard video codec -> (PyAV encoder, container format, member extension, DALI CPU can decode it).
+CODECS: dict[str, tuple[str, str, str, bool]] = {
+    "vp9": ("libvpx-vp9", "webm", "webm", True),
+    "mjpeg": ("mjpeg", "avi", "avi", True),
+    "h264": ("libx264", "mp4", "mp4", False),
+}
+
+# Reasons an input did not make it to the shards (rejects.parquet ``reason`` column).
+REJECT_REASONS: tuple[str, ...] = (
+    "missing",  # listed in the annotations, no file on disk
+    "empty",  # zero-byte file, or a container without video frames
+    "truncated",  # decoding stopped early / fewer frames than the container promises
+    "undecodable",  # not a video the decoders understand
+    "segment_out_of_range",  # EK100 segment starts past the end of its video
+    "too_short",  # fewer decodable frames than the minimum kept
+    "encode_failed",  # re-encoding for the shards failed
+)
+
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "key", "split", "shard", "source_id", "num_frames", "fps", "height", "width", "bytes",
+)
+REJECT_COLUMNS: tuple[str, ...] = ("split", "source_id", "path", "reason", "detail")
+
+
+def label_column(head: str) -> str:
+    """Manifest column of a label head: ``label`` stays ``label``; EK100 heads become ``verb_class``."""
+    return head if head == "label" else f"{head}_class"
+
+
+@dataclass(frozen=True)
+class VideoRow:
+    """One input to preprocess, the same for every dataset.
+
+    ``segment`` is ``(start_frame, stop_frame)`` inclusive in units of ``segment_fps`` frames
+    (EK100's released-frame numbering); ``None`` means the whole video.
+    """
+
+    source_id: str
+    path: str
+    labels: dict[str, int]
+    segment: tuple[int, int] | None = None
+    segment_fps: float | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def to_record(self) -> dict:
+        """A flat, Arrow-friendly dict (Ray Data rows)."""
+        return {
+            "source_id": self.source_id,
+            "path": self.path,
+            "labels": dict(self.labels),
+            "seg_start": -1 if self.segment is None else int(self.segment[0]),
+            "seg_stop": -1 if self.segment is None else int(self.segment[1]),
+            "seg_fps": float("nan") if self.segment_fps is None else float(self.segment_fps),
+        }
+
+    @staticmethod
+    def from_record(rec: dict) -> "VideoRow":
+        seg = None if int(rec["seg_start"]) < 0 else (int(rec["seg_start"]), int(rec["seg_stop"]))
+        fps = rec["seg_fps"]
+        fps = None if fps is None or fps != fps else float(fps)  # NaN -> None
+        return VideoRow(str(rec["source_id"]), str(rec["path"]), {k: int(v) for k, v in rec["labels"].items()},
+                        seg, fps)
+
+
+_KEY_OK = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def sample_key(source_id: str) -> str:
+    """A WebDataset ``__key__`` for a source id: no dots, no slashes, stable, unique per source id.
+
+    Ids that are already safe are kept as they are (readable shards); others are sanitised and get a
+    short hash so two ids that sanitise alike ("a.b", "a/b") cannot collide.
+    """
+    safe = _KEY_OK.sub("_", source_id)
+    if safe == source_id and safe:
+        return safe
+    digest = hashlib.sha1(source_id.encode()).hexdigest()[:10]
+    return f"{safe}-{digest}"
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:06d}.tar"
