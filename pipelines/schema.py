@@ -42,6 +42,7 @@ REJECT_REASONS: tuple[str, ...] = (
     "segment_out_of_range",  # EK100 segment starts past the end of its video
     "too_short",  # fewer decodable frames than the minimum kept
     "encode_failed",  # re-encoding for the shards failed
+    "duplicate",  # the same source id listed again (the first one is kept)
 )
 
 MANIFEST_COLUMNS: tuple[str, ...] = (

@@ -1,0 +1,120 @@
+"""Reading what a preprocessing run produced: ``classes.json``, ``manifest.parquet``,
+``rejects.parquet`` and the shard lists; and consolidating the per-shard fragments into them.
+
+One ``manifest.parquet`` and one ``rejects.parquet`` per output folder, with a ``split`` column; they
+are rebuilt from ``_parts/`` (the per-shard commit markers) at the end of every run, so they always
+list exactly the committed shards of every split in the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipelines.schema import label_column
+from pipelines.shards import PARTS_DIR, join, list_names, resolve_out, write_atomic, write_table_atomic
+
+CLASSES_FILE = "classes.json"
+MANIFEST_FILE = "manifest.parquet"
+REJECTS_FILE = "rejects.parquet"
+_SHARD_PART = re.compile(r"^(?P<split>.+)-(?P<index>\d{6})\.parquet$")
+_REJECT_PART = re.compile(r"^(?P<split>.+)-rejects-[0-9a-f]+\.parquet$")
+
+
+def read_label_map(out_dir: str) -> dict[str, dict[str, str]]:
+    """``{head: {class_id_str: class_name}}`` from ``OUT/classes.json``."""
+    fs, base = resolve_out(out_dir)
+    with fs.open_input_stream(join(base, CLASSES_FILE)) as f:
+        return json.loads(f.read().decode())
+
+
+def write_label_map(out_dir: str, label_map: dict[str, dict[str, str]]) -> None:
+    fs, base = resolve_out(out_dir)
+    write_atomic(fs, join(base, CLASSES_FILE), json.dumps(label_map, indent=1, sort_keys=False).encode())
+
+
+def heads_of(label_map: dict[str, dict[str, str]]) -> tuple[str, ...]:
+    return tuple(label_map)
+
+
+def _read_parquet(fs, path: str) -> pa.Table:
+    with fs.open_input_file(path) as f:
+        return pq.read_table(f)
+
+
+def shard_parts(fs, base: str) -> dict[str, list[int]]:
+    """Committed shard indices per split (from the commit markers in ``_parts/``)."""
+    out: dict[str, list[int]] = {}
+    for name in list_names(fs, base, PARTS_DIR):
+        m = _SHARD_PART.match(name)
+        if m and not _REJECT_PART.match(name):
+            out.setdefault(m["split"], []).append(int(m["index"]))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table | None:
+    tables = [t for t in tables if t.num_rows]
+    return pa.concat_tables(tables, promote_options="default") if tables else None
+
+
+def read_fragments(fs, base: str, split: str | None = None, rejects: bool = False) -> pa.Table | None:
+    """Concatenate the committed manifest (or rejects) fragments, optionally of one split only."""
+    tables = []
+    for name in list_names(fs, base, PARTS_DIR):
+        is_reject = bool(_REJECT_PART.match(name))
+        m = _REJECT_PART.match(name) if rejects else _SHARD_PART.match(name)
+        if m is None or is_reject != rejects or (split is not None and m["split"] != split):
+            continue
+        tables.append(_read_parquet(fs, join(base, PARTS_DIR, name)))
+    return _concat(tables)
+
+
+def consolidate(out_dir: str) -> tuple[int, int]:
+    """Rebuild ``manifest.parquet`` and ``rejects.parquet`` from all committed fragments; returns
+    (samples, rejects)."""
+    fs, base = resolve_out(out_dir)
+    manifest = read_fragments(fs, base)
+    rejects = read_fragments(fs, base, rejects=True)
+    if manifest is not None:
+        manifest = manifest.sort_by([("split", "ascending"), ("shard", "ascending"), ("key", "ascending")])
+        write_table_atomic(fs, join(base, MANIFEST_FILE), manifest)
+    if rejects is not None:
+        rejects = rejects.sort_by([("split", "ascending"), ("source_id", "ascending")])
+        write_table_atomic(fs, join(base, REJECTS_FILE), rejects)
+    return (0 if manifest is None else manifest.num_rows), (0 if rejects is None else rejects.num_rows)
+
+
+def _read_and_filter(out_dir: str, name: str, split: str | None) -> pa.Table:
+    fs, base = resolve_out(out_dir)
+    table = _read_parquet(fs, join(base, name))
+    if split is not None:
+        table = table.filter(pc.equal(table["split"], split))
+    return table
+
+
+def read_manifest(out_dir: str, split: str | None = None) -> pa.Table:
+    """``manifest.parquet`` (one row per sample: key, split, shard, source_id, num_frames, fps, height,
+    width, bytes, label columns), optionally one split only. ``.to_pandas()`` for a DataFrame."""
+    return _read_and_filter(out_dir, MANIFEST_FILE, split)
+
+
+def read_rejects(out_dir: str, split: str | None = None) -> pa.Table:
+    """``rejects.parquet`` (split, source_id, path, reason, detail)."""
+    return _read_and_filter(out_dir, REJECTS_FILE, split)
+
+
+def shard_paths(out_dir: str, split: str) -> list[str]:
+    """Committed shard tars of ``split``, in index order (local paths: DALI reads files)."""
+    fs, base = resolve_out(out_dir)
+    idx = shard_parts(fs, base).get(split, [])
+    if not idx:
+        raise FileNotFoundError(f"no committed shards of split {split!r} in {out_dir}")
+    return [join(base, f"{split}-{i:06d}.tar") for i in idx]
+
+
+def label_columns(label_map: dict[str, dict[str, str]]) -> list[str]:
+    return [label_column(h) for h in label_map]
