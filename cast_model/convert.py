@@ -292,7 +292,7 @@ def load_official_cast(checkpoint: str | Path | Mapping[str, object], config: CA
 
 def _expert_keys(model: CAST, side: str) -> set[str]:
     stem = f"{side}_stem."
-    layer = re.compile(rf"blocks\.\d+\.{side}\.(norm[12]|attn\.(qkv|proj|q_bias|v_bias)|mlp)")
+    layer = re.compile(rf"blocks\.\d+\.{side}\.(norm[12]|attn\.(qkv|proj|q_bias|v_bias)|mlp\.)")
     return {k for k in model.state_dict() if k.startswith(stem) or layer.match(k)}
 
 
