@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -158,6 +157,8 @@ def _build_pipeline(train: bool, shards: ShardSet, tars: list[str], cfg: LoaderC
                     world_size: int, seed: int):
     """The DALI graph; ``train`` switches sampling and augmentation, ``cfg.device`` the backend."""
     from nvidia.dali import fn, pipeline_def, types
+
+    # (DALI 2.4's auto_aug calls fn.experimental.* aliases and forces their DeprecationWarning on.)
     from nvidia.dali.auto_aug import rand_augment
 
     gpu = cfg.device == "gpu"
@@ -197,12 +198,9 @@ def _build_pipeline(train: bool, shards: ShardSet, tars: list[str], cfg: LoaderC
             out = fn.stack(*crops)  # (crops, 3, clips*T, S, S)
         return out, labels, meta
 
-    with warnings.catch_warnings():
-        # DALI's own auto_aug still calls operators through their deprecated experimental names.
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"nvidia\.dali")
-        p = pipe(batch_size=cfg.batch_size, num_threads=cfg.num_threads, device_id=device_id, seed=seed,
-                 prefetch_queue_depth=cfg.prefetch)
-        p.build()
+    p = pipe(batch_size=cfg.batch_size, num_threads=cfg.num_threads, device_id=device_id, seed=seed,
+             prefetch_queue_depth=cfg.prefetch)
+    p.build()
     return p
 
 
