@@ -403,18 +403,30 @@ def test_cronjob_runs_a_script_from_its_mounted_configmap(docs):
     assert placeholders == set(re.findall(r"s/(__[A-Z]+__)/", script))
 
 
-def test_kustomization_lists_every_manifest_and_maps_every_image(docs):
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    listed = {(K8S / r).resolve() for r in kustomization["resources"]}
-    assert all(p.exists() for p in listed)
-    expected = {p.resolve() for p in _manifest_files() if p.is_relative_to(K8S)} - {(K8S / "secrets.example.yaml").resolve()}
-    assert listed == expected, f"not listed: {expected - listed}; missing: {listed - expected}"
-    mapped = {i["name"] for i in kustomization["images"]}
-    used = {c["image"] for _, d in docs for _, t in _pod_templates(d) for c in _containers(t)}
-    unpinned = {i for i in used - mapped if ":" not in i}
-    assert not unpinned, f"images neither mapped by kustomize nor tagged: {unpinned}"
-    assert {"cast-video", "cast-mlflow"} <= used & mapped
-    assert kustomization["namespace"] == next(d["metadata"]["name"] for _, d in _of_kind(docs, "Namespace"))
+def test_kustomizations_list_every_manifest_once_and_map_every_image(docs):
+    """The base (infra/k8s) and the training run (infra/k8s/train) together apply every manifest but
+    the example Secrets, each once, in one namespace, with the same image mapping."""
+    namespace = next(d["metadata"]["name"] for _, d in _of_kind(docs, "Namespace"))
+    listed: list[Path] = []
+    mapping: dict[str, tuple[str, str]] = {}
+    for kustomization_path in sorted(K8S.rglob("kustomization.yaml")):
+        kustomization = yaml.safe_load(kustomization_path.read_text())
+        assert kustomization["namespace"] == namespace, kustomization_path
+        resources = [(kustomization_path.parent / r).resolve() for r in kustomization["resources"]]
+        assert all(p.is_relative_to(kustomization_path.parent) and p.exists() for p in resources)
+        listed += resources
+        images = {i["name"]: (i["newName"], i["newTag"]) for i in kustomization["images"]}
+        for name, target in images.items():
+            assert mapping.setdefault(name, target) == target, f"{kustomization_path}: {name} mapped differently"
+        used = {c["image"] for p in resources for doc in yaml.safe_load_all(p.read_text()) if doc
+                for _, t in _pod_templates(doc) for c in _containers(t)}
+        unpinned = {i for i in used - set(images) if ":" not in i}
+        assert not unpinned, f"{kustomization_path}: images neither mapped nor tagged: {unpinned}"
+    assert len(listed) == len(set(listed)), "a manifest is listed twice"
+    expected = {p.resolve() for p in _manifest_files() if p.is_relative_to(K8S)}
+    expected -= {(K8S / "secrets.example.yaml").resolve()}
+    assert set(listed) == expected, f"not listed: {expected - set(listed)}; missing: {set(listed) - expected}"
+    assert {"cast-video", "cast-mlflow", "kubectl"} <= set(mapping)
 
 
 # --------------------------------------------------------------------------------------------
