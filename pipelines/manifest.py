@@ -73,6 +73,13 @@ def read_fragments(fs, base: str, split: str | None = None, rejects: bool = Fals
     return _concat(tables)
 
 
+def _write_if_changed(fs, path: str, table: pa.Table) -> None:
+    # A rerun with nothing to do must leave the folder exactly as it was.
+    if fs.get_file_info(path).type.name == "File" and _read_parquet(fs, path).equals(table):
+        return
+    write_table_atomic(fs, path, table)
+
+
 def consolidate(out_dir: str) -> tuple[int, int]:
     """Rebuild ``manifest.parquet`` and ``rejects.parquet`` from all committed fragments; returns
     (samples, rejects)."""
@@ -81,10 +88,10 @@ def consolidate(out_dir: str) -> tuple[int, int]:
     rejects = read_fragments(fs, base, rejects=True)
     if manifest is not None:
         manifest = manifest.sort_by([("split", "ascending"), ("shard", "ascending"), ("key", "ascending")])
-        write_table_atomic(fs, join(base, MANIFEST_FILE), manifest)
+        _write_if_changed(fs, join(base, MANIFEST_FILE), manifest)
     if rejects is not None:
         rejects = rejects.sort_by([("split", "ascending"), ("source_id", "ascending")])
-        write_table_atomic(fs, join(base, REJECTS_FILE), rejects)
+        _write_if_changed(fs, join(base, REJECTS_FILE), rejects)
     return (0 if manifest is None else manifest.num_rows), (0 if rejects is None else rejects.num_rows)
 
 

@@ -253,7 +253,8 @@ def run_preprocess(cfg: PreprocessConfig, on_commit: Callable[[str], None] | Non
     result = PreprocessResult(listed=len(listing.rows), already_done=len(seen & done), written=0, rejected=0)
     log(f"[preprocess {cfg.split}] {len(listing.rows)} listed, {result.already_done} already done, "
         f"{len(rows)} to process, {len(committed)} committed shard(s) kept")
-    _write_job_record(cfg, fs, base)
+    if rows:
+        _write_job_record(cfg, fs, base)
 
     video_ext = CODECS[cfg.codec][2]
     pending_rejects: list[dict] = [r for r in dup_rejects if r["source_id"] not in done]

@@ -64,13 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     # Inside ``ray job submit`` RAY_ADDRESS points at the cluster; otherwise this starts a local Ray.
-    ray.init(num_cpus=a.num_cpus if not os.environ.get("RAY_ADDRESS") else None, include_dashboard=False)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=a.num_cpus if not os.environ.get("RAY_ADDRESS") else None, include_dashboard=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False  # our own progress lines instead
     try:
         if a.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0:
             cfg = config_from_args(a, "gpu")
         result = run_preprocess(cfg)
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
     print(json.dumps(asdict(result) | {"shards": len(result.shards)}))
     return 0
 
