@@ -1,0 +1,110 @@
+"""Classification metrics as pure numpy functions, plus the two artifact writers (PNG, CSV).
+
+Scores are (N, C) arrays (logits or probabilities: only their order matters), labels (N,) ints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+def _check(scores: np.ndarray, labels: np.ndarray) -> None:
+    if scores.ndim != 2 or labels.ndim != 1 or len(scores) != len(labels):
+        raise ValueError(f"scores (N, C) and labels (N,) expected, got {scores.shape} and {labels.shape}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= scores.shape[1]):
+        raise ValueError(f"labels must lie in 0..{scores.shape[1] - 1}")
+
+
+def topk_correct(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """(N,) bool: the label is among the k highest scores."""
+    _check(scores, labels)
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # (N, k), unordered
+    return (top == labels[:, None]).any(axis=1)
+
+
+def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
+    """Fraction of samples whose label is in the top k (0.0 for an empty set)."""
+    return float(topk_correct(scores, labels, k).mean()) if len(labels) else 0.0
+
+
+def confusion_matrix(preds: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C, C) int64 counts, rows = true class, columns = predicted class."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (labels, preds), 1)
+    return cm
+
+
+def per_class_accuracy(cm: np.ndarray) -> np.ndarray:
+    """(C,) recall per true class; NaN for classes without samples."""
+    support = cm.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)
+
+
+def action_accuracy(verb_scores: np.ndarray, verb_labels: np.ndarray, noun_scores: np.ndarray,
+                    noun_labels: np.ndarray, k: int = 1) -> float:
+    """EK100 action top-k: verb and noun both right (top-1: both argmaxes right)."""
+    if len(verb_labels) != len(noun_labels):
+        raise ValueError("verb and noun sets differ in size")
+    both = topk_correct(verb_scores, verb_labels, k) & topk_correct(noun_scores, noun_labels, k)
+    return float(both.mean()) if len(both) else 0.0
+
+
+def classification_summary(scores: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Top-1/top-5 per head; with verb and noun heads also the action top-1.
+
+    Keys: ``top1``/``top5`` for a single ``label`` head; ``verb_top1``, ``noun_top1``, ...,
+    ``action_top1`` and ``top1`` (= action top-1, the figure the registry compares) for EK100.
+    """
+    out: dict[str, float] = {}
+    for head in scores:
+        prefix = "" if head == "label" else f"{head}_"
+        out[f"{prefix}top1"] = topk_accuracy(scores[head], labels[head], 1)
+        out[f"{prefix}top5"] = topk_accuracy(scores[head], labels[head], 5)
+    if set(scores) == {"verb", "noun"}:
+        out["action_top1"] = action_accuracy(scores["verb"], labels["verb"], scores["noun"], labels["noun"])
+        out["top1"] = out["action_top1"]
+    return out
+
+
+def write_per_class_csv(path: str | Path, cm: np.ndarray, class_names: Sequence[str]) -> Path:
+    """class_id, name, support, correct, accuracy per class (accuracy empty without support)."""
+    import pandas as pd
+
+    acc = per_class_accuracy(cm)
+    frame = pd.DataFrame({"class_id": np.arange(len(cm)), "name": list(class_names),
+                          "support": cm.sum(axis=1), "correct": np.diag(cm), "accuracy": acc})
+    path = Path(path)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def plot_confusion_matrix(path: str | Path, cm: np.ndarray, class_names: Sequence[str], title: str = "") -> Path:
+    """Row-normalised confusion matrix as a PNG (class names on the axes up to 60 classes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on training nodes
+    import matplotlib.pyplot as plt
+
+    support = cm.sum(axis=1, keepdims=True)
+    norm = cm / np.maximum(support, 1)
+    n = len(cm)
+    size = min(4 + 0.25 * n, 24)
+    fig, ax = plt.subplots(figsize=(size, size))
+    im = ax.imshow(norm, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or f"confusion matrix ({int(cm.sum())} clips)")
+    if n <= 60:
+        ax.set_xticks(range(n), [str(c)[:24] for c in class_names], rotation=90, fontsize=6)
+        ax.set_yticks(range(n), [str(c)[:24] for c in class_names], fontsize=6)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,78 @@
+"""Logging a trained checkpoint as an MLflow pyfunc model and moving the registry aliases.
+
+``candidate`` always points at the newest version; ``champion`` moves to it only when its validation
+top-1 (stored as the version tag ``val_top1``) beats the current champion's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+
+from . import tracking
+from .serving import CHECKPOINT_ARTIFACT, checkpoint_config, input_example_for, signature_for
+
+CANDIDATE = "candidate"
+CHAMPION = "champion"
+VAL_TAG = "val_top1"
+_HERE = Path(__file__).resolve().parent
+MODEL_CODE = _HERE / "serving_model.py"
+CODE_PATHS = [str(_HERE.parent / "cast_model"), str(_HERE)]
+
+
+@dataclass(frozen=True)
+class Registered:
+    name: str
+    version: str
+    model_uri: str
+    val_top1: float
+    champion: bool  # this version holds the champion alias now
+    previous_champion: str | None  # the version that held it before (None: there was none)
+
+
+def log_model(run_id: str, checkpoint_dir: str | Path, registered_model: str | None) -> mlflow.models.model.ModelInfo:
+    """Log ``checkpoint_dir`` (cast_model format) into run ``run_id`` as pyfunc model ``model``."""
+    config = checkpoint_config(checkpoint_dir)
+    tracking.client()
+    active = mlflow.active_run()
+    if active is None or active.info.run_id != run_id:
+        mlflow.start_run(run_id=run_id)
+    return mlflow.pyfunc.log_model(
+        name="model", python_model=str(MODEL_CODE), code_paths=CODE_PATHS,
+        artifacts={CHECKPOINT_ARTIFACT: str(checkpoint_dir)}, signature=signature_for(config),
+        input_example=input_example_for(config), registered_model_name=registered_model,
+        pip_requirements=_requirements())
+
+
+def register(run_id: str, checkpoint_dir: str | Path, name: str, val_top1: float,
+             tags: dict[str, str] | None = None) -> Registered:
+    """Log, register as a new version of ``name``, tag it, point ``candidate`` at it and maybe ``champion``."""
+    info = log_model(run_id, checkpoint_dir, name)
+    version = str(info.registered_model_version)
+    client = tracking.client()
+    for key, value in {VAL_TAG: repr(float(val_top1)), "run_id": run_id, **(tags or {})}.items():
+        client.set_model_version_tag(name, version, key, str(value))
+    client.set_registered_model_alias(name, CANDIDATE, version)
+    previous = champion_version(name)
+    wins = previous is None or float(val_top1) > float(previous.tags.get(VAL_TAG, "-inf"))
+    if wins:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    return Registered(name, version, f"models:/{name}/{version}", float(val_top1), wins,
+                      None if previous is None else str(previous.version))
+
+
+def champion_version(name: str):
+    try:
+        return tracking.client().get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def _requirements() -> list[str]:
+    """Pinned from this environment (MLflow's inference would scan the whole code path)."""
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("mlflow", "torch", "numpy", "safetensors", "timm")]

@@ -1,0 +1,358 @@
+"""Training configuration: one flat dataclass, the recipe YAMLs, command-line overrides, validation.
+
+Precedence: dataclass defaults < ``configs/<dataset>.yaml`` ``recipe`` < its ``presets.<name>`` (when
+``--preset`` names one) < command-line flags. Everything is checked by :func:`validate` before Ray
+starts a worker, so a wrong path or size fails at once with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from cast_model import PRESETS, CASTConfig
+
+from ..tracking import DATA_DIR, REPO_ROOT
+
+CONFIG_DIR = REPO_ROOT / "configs"
+DATASETS = ("ssv2", "k400", "ek100")
+HEADS = {"single": ("label",), "verb_noun": ("verb", "noun")}
+SAMPLINGS = ("uniform", "dense")
+PRECISIONS = ("bf16", "fp16", "fp32")
+
+
+class TrainConfigError(ValueError):
+    """A training configuration that cannot run; raised before any work starts."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # -- what to train on ---------------------------------------------------------------------------
+    dataset: str
+    shards: str  # folder of training shards (``train-NNNNNN.tar`` + ``.idx``, classes.json)
+    val_shards: str  # folder of validation shards
+    train_split: str = "train"
+    val_split: str = "validation"
+    head: str = "single"
+    # -- model ----------------------------------------------------------------------------------------
+    preset: str = "base"
+    drop_path: float = 0.1
+    head_drop: float = 0.0
+    init_scale: float = 0.001
+    grad_checkpointing: bool = False
+    clip_weights: str | None = None  # expert init: CLIP ViT-B/16 state dict (safetensors or .pt)
+    videomae_weights: str | None = None  # expert init: VideoMAE state dict
+    init_checkpoint: str | None = None  # an official CAST release checkpoint (all weights)
+    # -- optimisation (the paper's recipe) ----------------------------------------------------------
+    epochs: int = 30
+    batch_size: int = 6  # clips per worker per forward pass
+    total_batch_size: int = 384  # clips per optimizer step, all workers, all accumulation steps
+    base_lr: float = 1e-3  # per 256 clips: lr = base_lr * total_batch_size / 256
+    min_lr: float = 1e-6
+    warmup_lr: float = 1e-6
+    warmup_epochs: float = 5.0
+    weight_decay: float = 0.05
+    layer_decay: float = 0.75
+    betas: tuple[float, float] = (0.9, 0.999)
+    opt_eps: float = 1e-8
+    clip_grad: float | None = None
+    label_smoothing: float = 0.1
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    precision: str = "bf16"  # autocast dtype on GPU; CPU always runs fp32
+    # -- data -------------------------------------------------------------------------------------------
+    sampling: str = "uniform"
+    sampling_rate: int = 4
+    hflip: bool = True
+    rand_augment: bool = True
+    rand_augment_n: int = 2  # ops per clip
+    rand_augment_m: int = 9  # magnitude of 10
+    test_clips: int = 2
+    test_crops: int = 3
+    loader_threads: int = 2
+    shuffle_buffer: int = 256
+    # -- cluster ----------------------------------------------------------------------------------------
+    num_workers: int = 1
+    gpus_per_worker: float | None = None  # None: 1 when the cluster has a GPU per worker, else 0
+    cpus_per_worker: float = 1.0
+    # -- run bookkeeping ----------------------------------------------------------------------------------
+    run_name: str = ""
+    experiment: str = ""  # MLflow experiment; default cast-<dataset>
+    registered_model: str = ""  # default cast-<dataset>
+    storage_path: str = str(DATA_DIR / "ray_results")
+    checkpoint_every: int = 0  # also checkpoint every N optimizer steps (0: epoch ends only)
+    keep_checkpoints: int = 2  # best k by validation top-1 (the latest is always kept too)
+    max_failures: int = 1
+    log_every: int = 1  # optimizer steps between MLflow step metrics
+    seed: int = 0
+    register: bool = True
+    # Test-only: rank 1 ends its process with os._exit(1) at this global optimizer step, once per run
+    # (a marker file in the run folder keeps the restarted worker alive). Exercises FailureConfig.
+    fault_kill_step: int | None = None
+    # Filled by :func:`resolve` from the shards (label maps) and the cluster (gpus_per_worker).
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    # -- derived ---------------------------------------------------------------------------------------
+    @property
+    def heads(self) -> tuple[str, ...]:
+        return HEADS[self.head]
+
+    @property
+    def update_freq(self) -> int:
+        """Micro-batches accumulated per optimizer step."""
+        return self.total_batch_size // (self.batch_size * self.num_workers)
+
+    @property
+    def lr(self) -> float:
+        return self.base_lr * self.total_batch_size / 256
+
+    @property
+    def use_gpu(self) -> bool:
+        return bool(self.gpus_per_worker)
+
+    def model_config(self) -> CASTConfig:
+        sizes = ({"num_classes": len(self.labels["label"])} if self.head == "single" else
+                 {"num_verbs": len(self.labels["verb"]), "num_nouns": len(self.labels["noun"])})
+        return CASTConfig.preset(self.preset, head=self.head, drop_path_rate=self.drop_path,
+                                 head_drop_rate=self.head_drop, init_scale=self.init_scale,
+                                 grad_checkpointing=self.grad_checkpointing, **sizes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["betas"] = list(self.betas)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TrainConfigError(f"unknown training settings: {unknown}")
+        values = dict(values)
+        if "betas" in values:
+            values["betas"] = tuple(float(b) for b in values["betas"])
+        return cls(**values)
+
+    def params(self) -> dict[str, str]:
+        """The resolved config as flat MLflow params (label maps are an artifact, not params)."""
+        flat = {k: v for k, v in self.to_dict().items() if k != "labels"}
+        flat.update(lr=self.lr, update_freq=self.update_freq,
+                    **{f"num_{h}_classes": len(self.labels.get(h, {})) for h in self.heads})
+        return {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in flat.items()}
+
+
+# -- YAML recipes ---------------------------------------------------------------------------------------
+def load_recipe(dataset: str, preset: str | None, config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
+    """``recipe`` of ``configs/<dataset>.yaml`` with ``presets.<preset>`` applied on top."""
+    if dataset not in DATASETS:
+        raise TrainConfigError(f"unknown dataset {dataset!r}; datasets: {list(DATASETS)}")
+    path = Path(config_dir) / f"{dataset}.yaml"
+    if not path.is_file():
+        raise TrainConfigError(f"recipe {path} is missing")
+    doc = yaml.safe_load(path.read_text())
+    if not isinstance(doc, dict) or not isinstance(doc.get("recipe"), dict):
+        raise TrainConfigError(f"{path}: expected a mapping with a 'recipe' section")
+    if doc.get("dataset") != dataset:
+        raise TrainConfigError(f"{path} describes dataset {doc.get('dataset')!r}, not {dataset!r}")
+    values = {"dataset": dataset, "head": doc.get("head", "single"), **doc["recipe"]}
+    if preset is not None:
+        overlays = doc.get("presets") or {}
+        if preset in overlays:
+            values.update(overlays[preset])
+        values["preset"] = preset
+    return values
+
+
+# -- command line -----------------------------------------------------------------------------------------
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _optional_float(text: str) -> float | None:
+    return None if text.lower() in ("none", "null", "off") else float(text)
+
+
+def build_parser(dataset: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"train_{dataset}.py",
+        description=f"Fine-tune CAST on {dataset} with Ray Train, tracked in MLflow. Defaults come from "
+                    f"configs/{dataset}.yaml (the paper's recipe); flags override them.")
+    p.add_argument("--shards", required=True, help="folder of training shards")
+    p.add_argument("--val-shards", required=True, help="folder of validation shards")
+    p.add_argument("--config-dir", default=str(CONFIG_DIR), help="folder holding <dataset>.yaml")
+    # Every TrainConfig field settable from the command line; None = keep the recipe's value.
+    flags: dict[str, Any] = {
+        "train_split": str, "val_split": str, "preset": str, "drop_path": float, "head_drop": float,
+        "init_scale": float, "grad_checkpointing": _bool, "clip_weights": str, "videomae_weights": str,
+        "init_checkpoint": str, "epochs": int, "batch_size": int, "total_batch_size": int,
+        "base_lr": float, "min_lr": float, "warmup_lr": float, "warmup_epochs": float,
+        "weight_decay": float, "layer_decay": float, "opt_eps": float, "clip_grad": _optional_float,
+        "label_smoothing": float, "mixup": float, "cutmix": float, "mixup_prob": float,
+        "mixup_switch_prob": float, "precision": str, "sampling": str, "sampling_rate": int,
+        "hflip": _bool, "rand_augment": _bool, "rand_augment_n": int, "rand_augment_m": int, "test_clips": int, "test_crops": int,
+        "loader_threads": int, "shuffle_buffer": int, "num_workers": int, "gpus_per_worker": float,
+        "cpus_per_worker": float, "run_name": str, "experiment": str, "registered_model": str,
+        "storage_path": str, "checkpoint_every": int, "keep_checkpoints": int, "max_failures": int,
+        "log_every": int, "seed": int, "register": _bool,
+    }
+    for name, kind in flags.items():
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None)
+    p.add_argument("--betas", type=float, nargs=2, default=None)
+    return p
+
+
+def config_from_args(dataset: str, argv: Sequence[str] | None = None) -> TrainConfig:
+    """Parse flags over the dataset's recipe -> an unresolved :class:`TrainConfig`."""
+    args = build_parser(dataset).parse_args(argv)
+    values = load_recipe(dataset, args.preset, Path(args.config_dir))
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k != "config_dir"}
+    values.update(overrides)
+    try:
+        return TrainConfig.from_dict(values)
+    except TypeError as err:  # a required field missing from the recipe
+        raise TrainConfigError(str(err)) from err
+
+
+# -- validation -----------------------------------------------------------------------------------------
+def shard_files(folder: str | Path, split: str) -> list[Path]:
+    return sorted(Path(folder).glob(f"{split}-*.tar"))
+
+
+def read_label_map(folder: str | Path) -> dict[str, dict[str, str]]:
+    path = Path(folder) / "classes.json"
+    if not path.is_file():
+        raise TrainConfigError(f"{folder}: classes.json is missing (not a shard folder?)")
+    try:
+        labels = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise TrainConfigError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(labels, dict) or not all(isinstance(v, dict) for v in labels.values()):
+        raise TrainConfigError(f"{path}: expected {{head: {{class_id: name}}}}")
+    return {h: {str(k): str(v) for k, v in m.items()} for h, m in labels.items()}
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Every check that needs no cluster: fields, sizes, paths, shards, label maps."""
+    problems: list[str] = []
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            problems.append(message)
+
+    need(cfg.dataset in DATASETS, f"dataset must be one of {DATASETS}, got {cfg.dataset!r}")
+    need(cfg.head in HEADS, f"head must be one of {sorted(HEADS)}, got {cfg.head!r}")
+    need(cfg.preset in PRESETS, f"unknown preset {cfg.preset!r}; presets: {sorted(PRESETS)}")
+    need(cfg.sampling in SAMPLINGS, f"sampling must be one of {SAMPLINGS}, got {cfg.sampling!r}")
+    need(cfg.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
+    for name in ("epochs", "batch_size", "total_batch_size", "num_workers", "test_clips", "test_crops",
+                 "loader_threads", "sampling_rate", "keep_checkpoints", "log_every", "shuffle_buffer",
+                 "rand_augment_n"):
+        need(isinstance(getattr(cfg, name), int) and getattr(cfg, name) > 0,
+             f"{name} must be a positive integer, got {getattr(cfg, name)!r}")
+    for name in ("checkpoint_every", "max_failures"):
+        need(getattr(cfg, name) >= 0, f"{name} must be >= 0, got {getattr(cfg, name)!r}")
+    for name in ("base_lr", "cpus_per_worker"):
+        need(getattr(cfg, name) > 0, f"{name} must be > 0, got {getattr(cfg, name)!r}")
+    for name in ("min_lr", "warmup_lr", "warmup_epochs", "weight_decay", "mixup", "cutmix", "opt_eps"):
+        need(getattr(cfg, name) >= 0, f"{name} must be >= 0, got {getattr(cfg, name)!r}")
+    for name in ("label_smoothing", "mixup_prob", "mixup_switch_prob"):
+        need(0.0 <= getattr(cfg, name) <= 1.0, f"{name} must lie in [0, 1], got {getattr(cfg, name)!r}")
+    need(0 <= cfg.rand_augment_m <= 10, f"rand_augment_m must lie in [0, 10], got {cfg.rand_augment_m!r}")
+    need(0.0 < cfg.layer_decay <= 1.0, f"layer_decay must lie in (0, 1], got {cfg.layer_decay!r}")
+    need(0.0 <= cfg.drop_path < 1.0, f"drop_path must lie in [0, 1), got {cfg.drop_path!r}")
+    need(len(cfg.betas) == 2 and all(0.0 <= b < 1.0 for b in cfg.betas), f"betas must be two values in [0, 1)")
+    need(cfg.clip_grad is None or cfg.clip_grad > 0, f"clip_grad must be > 0 or None, got {cfg.clip_grad!r}")
+    need(cfg.gpus_per_worker is None or cfg.gpus_per_worker >= 0,
+         f"gpus_per_worker must be >= 0, got {cfg.gpus_per_worker!r}")
+    need(bool(cfg.run_name) and "/" not in cfg.run_name, f"run_name must be a non-empty name without '/', "
+         f"got {cfg.run_name!r}")
+    need(Path(cfg.storage_path).is_absolute(), f"storage_path must be absolute (Ray workers change their "
+         f"working directory), got {cfg.storage_path!r}")
+    if problems:
+        raise TrainConfigError("invalid training config: " + "; ".join(problems))
+
+    # Batch arithmetic: the total batch must split evenly into workers x micro-batches.
+    per_step = cfg.batch_size * cfg.num_workers
+    if cfg.total_batch_size % per_step:
+        problems.append(
+            f"total_batch_size {cfg.total_batch_size} is not divisible by batch_size {cfg.batch_size} x "
+            f"num_workers {cfg.num_workers} = {per_step} (it sets the gradient accumulation steps)")
+    if cfg.mixup_prob > 0 and (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.batch_size % 2:
+        problems.append(f"batch_size {cfg.batch_size} must be even while mixup/cutmix is on (it mixes "
+                        f"each clip with its mirror in the batch)")
+
+    for name in ("clip_weights", "videomae_weights", "init_checkpoint"):
+        path = getattr(cfg, name)
+        if path is not None and not Path(path).is_file():
+            problems.append(f"{name}: {path} does not exist")
+    if cfg.init_checkpoint and (cfg.clip_weights or cfg.videomae_weights):
+        problems.append("init_checkpoint already holds the experts: drop clip_weights/videomae_weights")
+
+    for name, split in (("shards", cfg.train_split), ("val_shards", cfg.val_split)):
+        folder = Path(getattr(cfg, name))
+        if not folder.is_dir():
+            problems.append(f"{name}: {folder} is not a folder")
+            continue
+        tars = shard_files(folder, split)
+        if not tars:
+            problems.append(f"{name}: no '{split}-*.tar' shards in {folder}")
+        missing_idx = [t.name for t in tars if not t.with_suffix(".idx").is_file()]
+        if missing_idx:
+            problems.append(f"{name}: shards without a DALI .idx file: {missing_idx[:5]}")
+        if not (folder / "classes.json").is_file():
+            problems.append(f"{name}: classes.json is missing in {folder}")
+    if problems:
+        raise TrainConfigError("invalid training config: " + "; ".join(problems))
+
+    train_labels, val_labels = read_label_map(cfg.shards), read_label_map(cfg.val_shards)
+    if set(train_labels) != set(cfg.heads):
+        raise TrainConfigError(f"{cfg.shards}/classes.json has heads {sorted(train_labels)}; the {cfg.dataset} "
+                               f"recipe trains heads {list(cfg.heads)}")
+    if train_labels != val_labels:
+        raise TrainConfigError(f"the label maps of {cfg.shards} and {cfg.val_shards} differ")
+    for head, names in train_labels.items():
+        ids = sorted(int(k) for k in names)
+        if ids != list(range(len(ids))) or len(ids) < 2:
+            raise TrainConfigError(f"classes.json head '{head}' must name classes 0..C-1 (C >= 2)")
+    if cfg.labels and cfg.labels != train_labels:
+        raise TrainConfigError("labels in the config differ from the shards' classes.json")
+    # The model must be buildable with these sizes (catches e.g. a preset override that breaks it).
+    dataclasses.replace(cfg, labels=train_labels).model_config()
+
+
+def resolve(cfg: TrainConfig, cluster_gpus: float, cluster_cpus: float) -> TrainConfig:
+    """Fill the label maps and the GPU count, and check the request fits the cluster."""
+    validate(cfg)
+    gpus = cfg.gpus_per_worker
+    if gpus is None:
+        gpus = 1.0 if cluster_gpus >= cfg.num_workers else 0.0
+    if gpus * cfg.num_workers > cluster_gpus:
+        raise TrainConfigError(f"{cfg.num_workers} workers x {gpus:g} GPUs requested, the Ray cluster has "
+                               f"{cluster_gpus:g} GPUs")
+    if cfg.cpus_per_worker * cfg.num_workers > cluster_cpus:
+        raise TrainConfigError(f"{cfg.num_workers} workers x {cfg.cpus_per_worker:g} CPUs requested, the Ray "
+                               f"cluster has {cluster_cpus:g} CPUs")
+    return dataclasses.replace(cfg, gpus_per_worker=gpus, labels=read_label_map(cfg.shards))
+
+
+def steps_per_epoch(batches_per_epoch: int, update_freq: int) -> int:
+    """Optimizer steps in an epoch of ``batches_per_epoch`` micro-batches (a partial last group of
+    micro-batches is dropped, as a DataLoader with ``drop_last`` would)."""
+    return batches_per_epoch // update_freq
+
+
+def warmup_steps(cfg: TrainConfig, steps_in_epoch: int) -> int:
+    return int(math.ceil(cfg.warmup_epochs * steps_in_epoch))

@@ -1,0 +1,140 @@
+"""The driver of a training job: validate, connect to Ray, run ``TorchTrainer``, register the model.
+
+    python workflows/train_ssv2.py --shards OUT/train --val-shards OUT/validation --preset tiny
+    ray job submit --working-dir . -- python workflows/train_ssv2.py --shards ... --num-workers 8
+
+The driver owns the job's MLflow run: it opens it (a rerun under the same ``--run-name`` reopens it and
+Ray resumes from the run's latest checkpoint), hands its id to the workers, logs and registers the
+final model, and closes the run FINISHED, or FAILED on any error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import tracker
+from .config import TrainConfig, TrainConfigError, config_from_args, resolve, validate
+from .state import MODEL_DIR, read_progress
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    run_name: str
+    metrics: dict[str, Any]  # the final report (final_val_*, step, epoch, ...)
+    checkpoint_path: str | None  # the final Ray checkpoint folder
+    model_version: str | None  # registered version (None with --register false or an already finished run)
+    champion: bool
+    seconds: float
+
+
+def with_defaults(cfg: TrainConfig) -> TrainConfig:
+    """Names a job needs and the user may leave out: run name, experiment, registered model."""
+    return dataclasses.replace(
+        cfg,
+        run_name=cfg.run_name or f"{cfg.dataset}-{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}",
+        experiment=cfg.experiment or f"cast-{cfg.dataset}",
+        registered_model=cfg.registered_model or f"cast-{cfg.dataset}")
+
+
+def connect_ray(num_cpus: int | None = None) -> None:
+    """Join the cluster of ``ray job submit`` (RAY_ADDRESS) or start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Run one training job on the connected Ray cluster. ``cfg`` must have passed :func:`validate`."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from .. import registry, tracking
+    from .loop import train_loop_per_worker
+
+    resources = ray.cluster_resources()
+    cfg = resolve(cfg, resources.get("GPU", 0.0), resources.get("CPU", 0.0))
+    run_id, previous = tracker.open_run(cfg.experiment, cfg.run_name,
+                                        {tracker.DATASET_TAG: cfg.dataset, "cast.preset": cfg.preset})
+    started = time.perf_counter()
+    if previous == "FINISHED":
+        print(f"[train] run {cfg.run_name!r} already finished (MLflow run {run_id}); nothing to do", flush=True)
+        return TrainResult(run_id, cfg.run_name, {}, None, None, False, 0.0)
+    print(f"[train] {cfg.dataset}/{cfg.preset}: {cfg.num_workers} workers x {cfg.gpus_per_worker:g} GPU, "
+          f"batch {cfg.batch_size} x accumulate {cfg.update_freq} x workers = {cfg.total_batch_size}, "
+          f"lr {cfg.lr:.3g}, {cfg.epochs} epochs; MLflow run {run_id}"
+          f"{' (resumed)' if previous else ''}", flush=True)
+    ok = False
+    try:
+        resources_per_worker = {"CPU": cfg.cpus_per_worker}
+        if cfg.gpus_per_worker:
+            resources_per_worker["GPU"] = cfg.gpus_per_worker
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            # The tracking URI resolved here, absolute: workers run elsewhere (another working dir/node).
+            train_loop_config={"train": cfg.to_dict(), "mlflow_run_id": run_id,
+                               "tracking_uri": tracking.tracking_uri()},
+            scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                         resources_per_worker=resources_per_worker),
+            run_config=RunConfig(
+                name=cfg.run_name, storage_path=cfg.storage_path,
+                failure_config=FailureConfig(max_failures=cfg.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints,
+                                                   checkpoint_score_attribute="val_top1",
+                                                   checkpoint_score_order="max")))
+        result = trainer.fit()
+        if result.error is not None:
+            raise result.error
+        if result.checkpoint is None:
+            raise RuntimeError("training ended without a checkpoint")
+        with result.checkpoint.as_directory() as folder:
+            progress = read_progress(folder)
+            if not progress.finished:
+                raise RuntimeError(f"the last checkpoint ({folder}) is not the final one")
+            metrics = dict(result.metrics or {})
+            version, champion = None, False
+            if cfg.register:
+                top1 = float(metrics["val_top1"])
+                reg = registry.register(run_id, Path(folder) / MODEL_DIR, cfg.registered_model, top1,
+                                        tags={"dataset": cfg.dataset, "preset": cfg.preset,
+                                              "run_name": cfg.run_name})
+                version, champion = reg.version, reg.champion
+                print(f"[train] registered {reg.name} version {reg.version} (val top-1 {top1:.4f}): alias "
+                      f"'candidate'{', champion' if reg.champion else ''}"
+                      f"{'' if reg.champion or reg.previous_champion is None else f' (champion stays {reg.previous_champion})'}",
+                      flush=True)
+            ok = True
+            return TrainResult(run_id, cfg.run_name, metrics, result.checkpoint.path, version, champion,
+                               time.perf_counter() - started)
+    finally:
+        tracker.close_run(run_id, ok)
+
+
+def main(dataset: str, argv: Sequence[str] | None = None) -> int:
+    try:
+        cfg = with_defaults(config_from_args(dataset, argv))
+        validate(cfg)  # before Ray starts: a wrong config fails in a second
+    except TrainConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    connect_ray()
+    try:
+        result = train(cfg)
+    except TrainConfigError as err:  # the cluster cannot host the request (GPUs, CPUs)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    final = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("final_val_")}
+    print(f"[train] done in {result.seconds:.0f}s: {final}", flush=True)
+    return 0

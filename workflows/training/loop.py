@@ -1,0 +1,313 @@
+"""The per-worker training loop run by Ray Train's ``TorchTrainer`` on every rank.
+
+Every rank: builds the model, reads its own part of the shards through the DALI loader, trains with
+DDP (gloo on CPU, NCCL on GPU: Ray picks the backend from the device), evaluates its part of the
+validation split, and calls ``ray.train.report`` at the same points as every other rank (it is a
+barrier). Rank 0 alone writes checkpoints and logs to MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from cast_model import save_checkpoint
+
+from pipelines.loader import LoaderConfig, eval_loader, train_loader
+
+from .. import metrics as M
+from .config import TrainConfig, steps_per_epoch, warmup_steps
+from .recipe import VideoMixup, as_heads, build_criterion, build_model, build_optimizer, build_scheduler, total_loss
+from .state import MODEL_DIR, Progress, load_train_state, rng_state, save_train_state
+from .tracker import RunLogger
+
+NOT_VALIDATED = float("nan")  # val_top1 of a mid-epoch checkpoint: Ray ranks NaN below every score
+
+
+@dataclass
+class Worker:
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def all_gather(self, obj: Any) -> list[Any]:
+        if self.world == 1:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def sum(self, values: list[float]) -> list[float]:
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+
+def loader_config(cfg: TrainConfig, worker: Worker, views: tuple[int, int]) -> LoaderConfig:
+    mc = cfg.model_config()
+    return LoaderConfig(num_frames=mc.num_frames, img_size=mc.img_size, sampling=cfg.sampling,
+                        dense_stride=cfg.sampling_rate, hflip=cfg.hflip, rand_augment=cfg.rand_augment,
+                        ra_n=cfg.rand_augment_n, ra_m=cfg.rand_augment_m, batch_size=cfg.batch_size,
+                        shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
+                        num_threads=cfg.loader_threads, device="gpu" if worker.device.type == "cuda" else "cpu",
+                        eval_clips=views[0], eval_crops=views[1])
+
+
+def labels_of(batch: dict[str, Any], heads: tuple[str, ...], device: torch.device) -> dict[str, torch.Tensor]:
+    return {h: batch[h].to(device, non_blocking=True).long() for h in heads}
+
+
+def autocast(cfg: TrainConfig, device: torch.device):
+    """bf16 (or fp16) autocast on GPU; CPU runs fp32 (the same code, the device switched)."""
+    if device.type != "cuda" or cfg.precision == "fp32":
+        return nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader, cfg: TrainConfig, worker: Worker) -> tuple[dict, dict]:
+    """Multi-view evaluation of this rank's part, gathered on every rank.
+
+    Returns ({head: (N, C) mean softmax over views}, {head: (N,) labels}) over the whole split, each clip
+    once (deduplicated by key in case a loader pads the last batch of a rank).
+    """
+    model.eval()
+    keys: list[str] = []
+    scores: dict[str, list[np.ndarray]] = {h: [] for h in cfg.heads}
+    labels: dict[str, list[np.ndarray]] = {h: [] for h in cfg.heads}
+    for batch in loader:
+        video = batch["video"].to(worker.device, non_blocking=True)  # (B, V, 3, T, H, W)
+        B, V = video.shape[:2]
+        with autocast(cfg, worker.device):
+            out = as_heads(model(video.flatten(0, 1)))  # {head: (B*V, C)}
+        for h in cfg.heads:
+            prob = out[h].float().softmax(-1).view(B, V, -1).mean(1)  # (B, C)
+            scores[h].append(prob.cpu().numpy())
+            labels[h].append(batch[h].cpu().numpy().astype(np.int64))
+        keys.extend(batch["key"])
+    model.train()
+    local = (keys, {h: _cat(scores[h], 2) for h in cfg.heads}, {h: _cat(labels[h], 1) for h in cfg.heads})
+    parts = worker.all_gather(local)
+    all_keys = [k for p in parts for k in p[0]]
+    _, first = np.unique(np.asarray(all_keys, dtype=object), return_index=True)
+    first.sort()
+    merged_scores = {h: np.concatenate([p[1][h] for p in parts])[first] for h in cfg.heads}
+    merged_labels = {h: np.concatenate([p[2][h] for p in parts])[first] for h in cfg.heads}
+    return merged_scores, merged_labels
+
+
+def _cat(parts: list[np.ndarray], ndim: int) -> np.ndarray:
+    if parts:
+        return np.concatenate(parts)
+    return np.zeros((0,) * ndim, dtype=np.float32 if ndim == 2 else np.int64)
+
+
+def _maybe_fault(cfg: TrainConfig, worker: Worker, step: int) -> None:
+    """Test-only: a real process death of rank 1 at ``fault_kill_step``, once per run."""
+    if cfg.fault_kill_step is None or worker.rank != 1 or step != cfg.fault_kill_step:
+        return
+    marker = Path(cfg.storage_path) / cfg.run_name / "fault_injected"
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(str(step))
+    os._exit(1)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
+    cfg = TrainConfig.from_dict(config["train"])
+    run_id: str = config["mlflow_run_id"]
+    os.environ["MLFLOW_TRACKING_URI"] = config["tracking_uri"]  # the driver's, absolute
+    ctx = ray.train.get_context()
+    worker = Worker(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
+    torch.manual_seed(cfg.seed + worker.rank)
+    np.random.seed(cfg.seed + worker.rank)
+    if worker.device.type == "cpu":
+        torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+
+    # -- data: each rank reads its own part of the shards --------------------------------------------------
+    train = train_loader(cfg.shards, split=cfg.train_split, cfg=loader_config(cfg, worker, (1, 1)),
+                         rank=worker.rank, world_size=worker.world)
+    # Per-epoch validation: one centre view per clip; the final one uses the recipe's test views.
+    val = eval_loader(cfg.val_shards, split=cfg.val_split, cfg=loader_config(cfg, worker, (1, 1)),
+                      rank=worker.rank, world_size=worker.world)
+    batches = len(train)
+    steps_in_epoch = steps_per_epoch(batches, cfg.update_freq)
+    if steps_in_epoch == 0:
+        raise ValueError(f"an epoch of {batches} batches per rank is shorter than update_freq {cfg.update_freq}: "
+                         f"lower batch_size or total_batch_size")
+    total_steps = steps_in_epoch * cfg.epochs
+
+    # -- model, optimizer, schedule ----------------------------------------------------------------------
+    model = build_model(cfg).to(worker.device)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer, total_steps, warmup_steps(cfg, steps_in_epoch))
+    scaler = torch.amp.GradScaler("cuda", enabled=worker.device.type == "cuda" and cfg.precision == "fp16")
+    progress = Progress()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            progress = load_train_state(folder, model, optimizer, scheduler, scaler, worker.rank)
+    scheduler.step_update(progress.step)
+    ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": False})
+
+    heads = cfg.heads
+    num_classes = {h: len(cfg.labels[h]) for h in heads}
+    mixup = VideoMixup(cfg, num_classes)
+    criterion = build_criterion(cfg, mixup.active)
+    logger = RunLogger(run_id) if worker.is_main else None
+    if logger is not None:
+        logger.log_params(cfg.params() | {"steps_per_epoch": str(steps_in_epoch), "total_steps": str(total_steps),
+                                          "world_size": str(worker.world), "device": worker.device.type,
+                                          "batches_per_epoch_per_rank": str(batches)})
+        logger.log_json("config/train_config.json", cfg.to_dict())
+        logger.log_json("config/classes.json", cfg.labels)
+        if progress.step:
+            logger.client.set_tag(run_id, "cast.resumed_from_step", str(progress.step))
+
+    def report(metrics: dict[str, float], final_model: bool = False) -> None:
+        """Every rank calls this at the same point (it is a barrier); rank 0 attaches the checkpoint
+        with the RNG states of every rank."""
+        metrics = {**metrics, "epoch": progress.epoch, "step": progress.step, "clips_seen": progress.clips_seen}
+        rngs = worker.all_gather(rng_state())
+        if not worker.is_main:
+            ray.train.report(metrics, checkpoint=None)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            save_train_state(tmp, model, optimizer, scheduler, scaler, progress, rngs)
+            if final_model:
+                save_checkpoint(Path(tmp) / MODEL_DIR, model, labels=cfg.labels,
+                                extra={"run_id": run_id, "val_top1": metrics.get("val_top1")})
+            name = f"{'final' if final_model else 'checkpoint'}_step{progress.step:08d}"
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
+
+    try:
+        if not progress.finished:
+            train_epochs(cfg, worker, ddp, model, train, val, optimizer, scheduler, scaler, mixup, criterion,
+                         progress, steps_in_epoch, logger, report)
+            # -- final multi-view validation on the recipe's test views, then the model checkpoint ----------
+            final_val = eval_loader(cfg.val_shards, split=cfg.val_split,
+                                    cfg=loader_config(cfg, worker, (cfg.test_clips, cfg.test_crops)),
+                                    rank=worker.rank, world_size=worker.world)
+            scores, labels = evaluate(model, final_val, cfg, worker)
+            summary = M.classification_summary(scores, labels)
+            final_metrics = {f"final_val_{k}": v for k, v in summary.items()}
+            if logger is not None:
+                logger.log_metrics(final_metrics, step=progress.step)
+                log_eval_artifacts(logger, cfg, scores, labels, "final_validation")
+            progress.finished = True
+            report({**final_metrics, "val_top1": summary["top1"]}, final_model=True)
+        return {"step": progress.step, "epoch": progress.epoch}
+    finally:
+        if logger is not None:
+            logger.close()
+
+
+def train_epochs(cfg: TrainConfig, worker: Worker, ddp: torch.nn.Module, model: torch.nn.Module, train, val,
+                 optimizer, scheduler, scaler, mixup: VideoMixup, criterion, progress: Progress, steps_in_epoch: int,
+                 logger: RunLogger | None, report) -> None:
+    heads = cfg.heads
+    accum = cfg.update_freq
+    ddp.train()
+    while progress.epoch < cfg.epochs:
+        train.set_epoch(progress.epoch)
+        window = {"clips": 0, "loss": 0.0, "wait": 0.0, "micro": 0}
+        t_step = time.perf_counter()
+        train.skip(progress.batch_in_epoch)  # a resumed epoch continues where its checkpoint stopped
+        batches = iter(train)
+        while progress.batch_in_epoch < steps_in_epoch * accum:
+            t_wait = time.perf_counter()
+            batch = next(batches)
+            window["wait"] += time.perf_counter() - t_wait
+            video = batch["video"].to(worker.device, non_blocking=True)  # (B, 3, T, H, W)
+            video, targets = mixup(video, labels_of(batch, heads, worker.device))
+            last_micro = (progress.batch_in_epoch + 1) % accum == 0
+            # Gradients are all-reduced only on the micro-batch that ends an accumulation group.
+            with (nullcontext() if last_micro or worker.world == 1 else ddp.no_sync()):
+                with autocast(cfg, worker.device):
+                    logits = as_heads(ddp(video))
+                loss = total_loss(criterion, logits, targets)
+                scaler.scale(loss / accum).backward()
+            progress.batch_in_epoch += 1
+            progress.clips_seen += len(video) * worker.world
+            window["clips"] += len(video)
+            window["loss"] += float(loss.detach())
+            window["micro"] += 1
+            if not last_micro:
+                continue
+            if cfg.clip_grad is not None:
+                scaler.unscale_(optimizer)
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad))
+            else:
+                grad_norm = float("nan")
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            progress.step += 1
+            scheduler.step_update(progress.step)
+            _maybe_fault(cfg, worker, progress.step)
+
+            if progress.step % cfg.log_every == 0:
+                elapsed = time.perf_counter() - t_step
+                clips_all, loss_all = worker.sum([window["clips"], window["loss"] / window["micro"]])
+                if logger is not None:
+                    step_metrics = {
+                        "train_loss": loss_all / worker.world,
+                        "lr": max(g["lr"] for g in optimizer.param_groups),
+                        "clips_per_s_worker": window["clips"] / elapsed,
+                        "clips_per_s_total": clips_all / elapsed,
+                        "data_wait_s": window["wait"],
+                        "data_wait_frac": window["wait"] / elapsed,
+                        "epoch_float": progress.epoch + progress.batch_in_epoch / (steps_in_epoch * accum),
+                    }
+                    if not math.isnan(grad_norm):
+                        step_metrics["grad_norm"] = grad_norm
+                    logger.log_metrics(step_metrics, step=progress.step)
+                window = {"clips": 0, "loss": 0.0, "wait": 0.0, "micro": 0}
+                t_step = time.perf_counter()
+
+            epoch_done = progress.batch_in_epoch >= steps_in_epoch * accum
+            if cfg.checkpoint_every and progress.step % cfg.checkpoint_every == 0 and not epoch_done:
+                report({"val_top1": NOT_VALIDATED})
+        batches.close()
+
+        # -- end of epoch: single-view validation, checkpoint ranked by it ---------------------------------
+        progress.epoch += 1
+        progress.batch_in_epoch = 0
+        scores, labels = evaluate(model, val, cfg, worker)
+        summary = M.classification_summary(scores, labels)
+        progress.best_val_top1 = max(progress.best_val_top1, summary["top1"])
+        epoch_metrics = {f"val_{k}": v for k, v in summary.items()}
+        if logger is not None:
+            logger.log_metrics({**epoch_metrics, "epoch": progress.epoch}, step=progress.step)
+        report(epoch_metrics)
+
+
+def log_eval_artifacts(logger: RunLogger, cfg: TrainConfig, scores: dict[str, np.ndarray],
+                       labels: dict[str, np.ndarray], folder: str) -> None:
+    """Confusion-matrix PNG and per-class accuracy CSV per head."""
+    files = {}
+    for h in cfg.heads:
+        names = [cfg.labels[h][str(i)] for i in range(len(cfg.labels[h]))]
+        cm = M.confusion_matrix(scores[h].argmax(1), labels[h], len(names))
+        files[f"confusion_{h}.png"] = (lambda p, cm=cm, names=names, h=h: M.plot_confusion_matrix(
+            p, cm, names, title=f"{cfg.dataset} {h}: {int(cm.sum())} clips, top-1 {np.trace(cm) / max(cm.sum(), 1):.3f}"))
+        files[f"per_class_{h}.csv"] = lambda p, cm=cm, names=names: M.write_per_class_csv(p, cm, names)
+    logger.log_files(files, folder)

@@ -1,0 +1,88 @@
+"""The MLflow side of a training job: one run per job name, opened by the driver, written by rank 0.
+
+Ray Train v2 has no MLflow callback, so the driver creates (or, for a resumed job, reopens) the run and
+passes its id to the workers; rank 0 logs into it by id with a plain client. The driver alone decides
+the run's final status, so a crash anywhere leaves the run FAILED rather than FINISHED.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+from .. import tracking
+
+RUN_NAME_TAG = "cast.run_name"
+DATASET_TAG = "cast.dataset"
+
+
+def open_run(experiment: str, run_name: str, tags: Mapping[str, str]) -> tuple[str, str | None]:
+    """(run id, previous status) of the job ``run_name`` in ``experiment``; a new run when the name is
+    new (previous status ``None``), else the same run set back to RUNNING (a resumed job)."""
+    client = tracking.client()
+    exp_id = tracking.ensure_experiment(experiment)
+    found = client.search_runs([exp_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'",
+                               max_results=1, order_by=["attributes.start_time DESC"])
+    if found:
+        run = found[0]
+        if run.info.status != "FINISHED":
+            client.update_run(run.info.run_id, status="RUNNING")
+        return run.info.run_id, run.info.status
+    run = client.create_run(exp_id, run_name=run_name, tags={RUN_NAME_TAG: run_name, **tags})
+    return run.info.run_id, None
+
+
+def close_run(run_id: str, ok: bool) -> None:
+    tracking.client().set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
+
+
+class RunLogger:
+    """Rank 0's handle on the job's run: params once, step/epoch metrics, artifacts, system metrics."""
+
+    def __init__(self, run_id: str, system_metrics_interval_s: float = 10.0) -> None:
+        self.run_id = run_id
+        self.client = tracking.client()
+        self._monitor = SystemMetricsMonitor(run_id, sampling_interval=system_metrics_interval_s,
+                                             resume_logging=True, tracking_uri=tracking.tracking_uri())
+        self._monitor.start()
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        existing = self.client.get_run(self.run_id).data.params
+        # A resumed job logs its params again: MLflow refuses changed values, so only new keys go.
+        changed = {k: (existing[k], v) for k, v in params.items() if k in existing and existing[k] != v}
+        if changed:
+            self.client.set_tag(self.run_id, "cast.resumed_with_changed_params", json.dumps(changed)[:4000])
+        fresh = {k: v for k, v in params.items() if k not in existing}
+        items = list(fresh.items())
+        for i in range(0, len(items), 100):  # MLflow's batch limit
+            self.client.log_batch(self.run_id, params=[_param(k, v) for k, v in items[i:i + 100]])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def log_json(self, name: str, obj: Any) -> None:
+        self.client.log_dict(self.run_id, obj, name)
+
+    def log_file(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_files(self, files: Mapping[str, Any], artifact_path: str) -> None:
+        """Write ``{file name: writer(path)}`` into a temp folder and log them under ``artifact_path``."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, write in files.items():
+                write(Path(tmp) / name)
+            self.client.log_artifacts(self.run_id, tmp, artifact_path)
+
+    def close(self) -> None:
+        self._monitor.finish()
+
+
+def _param(key: str, value: str) -> Param:
+    return Param(key, value[:6000])  # MLflow's param value limit
