@@ -679,3 +679,101 @@ def test_local_scheduler_does_not_overlap_a_running_one(tmp_path):
         holder.wait()
     assert proc.returncode == 0, proc.stderr
     assert "skipping" in proc.stdout
+
+
+# A stand-in for kubectl (no API server here) that keeps RayJobs as JSON files and answers exactly
+# the calls submit.sh makes; the script itself, its date logic, sed and awk run for real.
+_FAKE_KUBECTL = r'''#!PYTHON
+import json, pathlib, sys, yaml
+store = pathlib.Path(sys.argv[0]).parent.parent / "rayjobs"
+store.mkdir(exist_ok=True)
+args = sys.argv[1:]
+jobs = sorted((json.loads(p.read_text()) for p in store.glob("*.json")), key=lambda j: j["_created"])
+def labelled(selector):
+    key, value = selector.split("=")
+    return [j for j in jobs if j["metadata"].get("labels", {}).get(key) == value]
+if args[:2] == ["get", "rayjobs"] and any(a.startswith("jsonpath=") for a in args):
+    for j in labelled(args[args.index("-l") + 1]):
+        print(f"{j['metadata']['name']}={j.get('status', {}).get('jobDeploymentStatus', '')}")
+elif args[:2] == ["get", "rayjobs"] and "name" in args:
+    for j in labelled(args[args.index("-l") + 1]):
+        print(f"rayjob.ray.io/{j['metadata']['name']}")
+elif args[:2] == ["get", "rayjob"]:
+    sys.exit(0 if (store / f"{args[2]}.json").exists() else 1)
+elif args[:2] == ["create", "-f"]:
+    doc = yaml.safe_load(sys.stdin)
+    doc["_created"] = len(jobs)
+    (store / f"{doc['metadata']['name']}.json").write_text(json.dumps(doc))
+    print(f"rayjob.ray.io/{doc['metadata']['name']} created")
+elif args[0] == "delete":
+    for ref in args[1:]:
+        (store / (ref.split("/")[-1] + ".json")).unlink()
+else:
+    sys.exit(f"fake kubectl: unexpected call {args}")
+'''
+
+
+def _run_submit_script(docs, tmp_path: Path) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    configmaps = {d["metadata"]["name"]: d for _, d in _of_kind(docs, "ConfigMap")}
+    files = configmaps["cast-batch-infer"]["data"]
+    etc, shared, bin_dir = tmp_path / "etc", tmp_path / "shared", tmp_path / "bin"
+    for d in (etc, shared, bin_dir):
+        d.mkdir(exist_ok=True)
+    for key, text in files.items():
+        (etc / key).write_text(text)
+    script = files["submit.sh"].replace("/etc/cast-batch-infer", str(etc)).replace("/mnt/cluster_storage", str(shared))
+    kubectl = bin_dir / "kubectl"
+    kubectl.write_text(_FAKE_KUBECTL.replace("#!PYTHON", f"#!{sys.executable}"))
+    kubectl.chmod(0o755)
+    proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    jobs = [json.loads(p.read_text()) for p in sorted((tmp_path / "rayjobs").glob("*.json"))] \
+        if (tmp_path / "rayjobs").exists() else []
+    return proc, jobs
+
+
+def test_cronjob_script_creates_one_rayjob_for_todays_prefix(docs, tmp_path, kuberay_validator):
+    import datetime as dt
+
+    proc, jobs = _run_submit_script(docs, tmp_path)  # no inbox folder yet
+    assert proc.returncode == 0, proc.stderr
+    assert "nothing to do" in proc.stdout and jobs == []
+
+    before = dt.datetime.now(dt.timezone.utc)
+    (tmp_path / "shared" / "inbox" / before.strftime("%Y-%m-%d")).mkdir(parents=True)
+    proc, jobs = _run_submit_script(docs, tmp_path)
+    after = dt.datetime.now(dt.timezone.utc)
+    assert proc.returncode == 0, proc.stderr
+    (job,) = jobs
+    assert job["metadata"]["name"] in {f"cast-batch-infer-{t:%Y%m%d-%H}" for t in (before, after)}
+    day = job["metadata"]["labels"]["cast-video/day"]
+    assert day in {f"{t:%Y-%m-%d}" for t in (before, after)}
+    argv = shlex.split(job["spec"]["entrypoint"])
+    assert argv[argv.index("--input") + 1] == f"/mnt/cluster_storage/inbox/{day}"
+    assert argv[argv.index("--out") + 1] == f"/mnt/cluster_storage/predictions/{day}"
+    job.pop("_created")
+    assert not _kuberay_errors(kuberay_validator, job)
+
+    # The same hour again while that job runs: nothing new.
+    proc, jobs = _run_submit_script(docs, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "still running" in proc.stdout and len(jobs) == 1
+
+
+def test_cronjob_script_keeps_the_newest_48_rayjobs(docs, tmp_path):
+    import datetime as dt
+
+    store = tmp_path / "rayjobs"
+    store.mkdir()
+    for i in range(50):  # finished runs of earlier hours
+        job = {"metadata": {"name": f"cast-batch-infer-old-{i:02d}",
+                            "labels": {"app.kubernetes.io/component": "batch-infer"}},
+               "status": {"jobDeploymentStatus": "Complete" if i % 2 else "Failed"}, "_created": i}
+        (store / f"{job['metadata']['name']}.json").write_text(json.dumps(job))
+    (tmp_path / "shared" / "inbox" / dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")).mkdir(parents=True)
+    proc, jobs = _run_submit_script(docs, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    names = sorted(j["metadata"]["name"] for j in jobs)
+    assert len(names) == 48
+    assert "cast-batch-infer-old-00" not in names and "cast-batch-infer-old-02" not in names
+    assert "cast-batch-infer-old-03" in names and any(not n.startswith("cast-batch-infer-old") for n in names)
