@@ -100,6 +100,7 @@ def commit_shard(fs: pafs.FileSystem, base: str, tar_name: str, samples: list[li
         index = write_tar(f, samples)
     write_atomic(fs, tar_path[: -len(".tar")] + ".idx", index.encode())
     fs.move(tmp, tar_path)
+    fs.create_dir(join(base, PARTS_DIR), recursive=True)
     write_table_atomic(fs, join(base, PARTS_DIR, tar_name[: -len(".tar")] + ".parquet"), manifest)
 
 
