@@ -17,6 +17,7 @@ so everything that can be checked without one is checked.
 from __future__ import annotations
 
 import configparser
+import datetime as dt
 import copy
 import json
 import os
@@ -318,7 +319,7 @@ def _example_secrets(docs) -> dict[str, set[str]]:
     secrets = {}
     for where, doc in _of_kind(docs, "Secret"):
         assert where.startswith("infra/k8s/secrets.example.yaml"), f"{where}: Secrets belong in the example file"
-        for key, value in {**doc.get("data", {}), **doc.get("stringData", {})}.items():
+        for key in {**doc.get("data", {}), **doc.get("stringData", {})}:
             secrets.setdefault(doc["metadata"]["name"], set()).add(key)
     return secrets
 
@@ -733,7 +734,6 @@ def _run_submit_script(docs, tmp_path: Path) -> tuple[subprocess.CompletedProces
 
 
 def test_cronjob_script_creates_one_rayjob_for_todays_prefix(docs, tmp_path, kuberay_validator):
-    import datetime as dt
 
     proc, jobs = _run_submit_script(docs, tmp_path)  # no inbox folder yet
     assert proc.returncode == 0, proc.stderr
@@ -761,7 +761,6 @@ def test_cronjob_script_creates_one_rayjob_for_todays_prefix(docs, tmp_path, kub
 
 
 def test_cronjob_script_keeps_the_newest_48_rayjobs(docs, tmp_path):
-    import datetime as dt
 
     store = tmp_path / "rayjobs"
     store.mkdir()
