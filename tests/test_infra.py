@@ -17,8 +17,8 @@ so everything that can be checked without one is checked.
 from __future__ import annotations
 
 import configparser
-import datetime as dt
 import copy
+import datetime as dt
 import json
 import os
 import re
