@@ -121,7 +121,8 @@ def decode_video(src: str | bytes, *, segment: tuple[int, int] | None = None, se
                  short_side: int | None = None, backend: str = "auto", device: str = "cpu",
                  min_frames: int = 1) -> DecodedVideo:
     """Decode ``src`` (path or bytes) into RGB frames, optionally only ``segment`` (EK100 frame
-    numbers, see :func:`segment_seconds`) and resized to ``short_side``.
+    numbers, see :func:`segment_seconds`) and resized down to ``short_side`` (never up: a source
+    already smaller keeps its size).
 
     ``backend="auto"`` picks DALI ``mixed`` on ``device="gpu"``, DALI CPU for VP8/VP9/MJPEG and PyAV
     otherwise. A segment that starts past the end is ``segment_out_of_range``; one that ends past the
@@ -145,6 +146,8 @@ def decode_video(src: str | bytes, *, segment: tuple[int, int] | None = None, se
                 clamped = True
                 end_s = info.duration_s
         window = (start_s, end_s)
+    if short_side is not None and short_side >= min(info.height, info.width):
+        short_side = None
     use_dali = backend == "dali" or (backend == "auto" and (device == "gpu" or info.codec in DALI_CPU_CODECS))
     if use_dali:
         if device == "cpu" and info.codec not in DALI_CPU_CODECS:

@@ -1,8 +1,8 @@
 """A small dataset in each native layout, with real codecs, for tests and the demo.
 
 A class is an appearance (colour + shape) times a direction of motion, and the object's position in
-any single frame is distributed the same way for every direction, so one frame is not enough: a model
-must compare frames. Objects are big and high-contrast and cross about half the frame per clip, so
+any single frame is distributed the same way for every direction (it wraps around the frame from a
+uniform random start), so one frame is not enough: a model must compare frames. Objects are big and high-contrast and cross about half the frame per clip, so
 motion stays visible between sparsely sampled frames.
 
     python -m pipelines.synthetic --dataset ssv2 --out data/synth_ssv2 --num-classes 8 --bad 3
@@ -79,28 +79,41 @@ def _mask(shape: str, r: int) -> np.ndarray:
     return (yy + r) >= 2 * np.abs(xx)  # triangle pointing up
 
 
+def _paint(img: np.ndarray, mask: np.ndarray, cy: int, cx: int, colour) -> None:
+    """Paint ``mask`` centred at (cy, cx), clipped at the borders."""
+    r = mask.shape[0] // 2
+    h, w = img.shape[:2]
+    y0, x0 = cy - r, cx - r
+    ys, xs = slice(max(y0, 0), min(y0 + 2 * r + 1, h)), slice(max(x0, 0), min(x0 + 2 * r + 1, w))
+    if ys.start < ys.stop and xs.start < xs.stop:
+        sub = mask[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
+        img[ys, xs][sub] = colour
+
+
 def render_clip(rng: np.random.Generator, appearance: int, direction: int, frames: int, height: int,
                 width: int) -> np.ndarray:
-    """(F, H, W, 3) uint8: one object of ``appearance`` moving in ``direction`` over a noisy background."""
+    """(F, H, W, 3) uint8: one object of ``appearance`` moving in ``direction`` over a noisy background.
+
+    The object wraps around the frame (leaves on one side, comes back on the other) from a uniform
+    random start, so in *every* frame its position is uniform whatever the direction: no single frame
+    tells the directions apart, only the change between frames does.
+    """
     _, colour, shape = APPEARANCES[appearance]
     r = max(height // 6, 4)
     dy, dx = DIRECTIONS[direction][1]
-    travel = 0.5 * (height if dy else width)  # pixels over the whole clip
-    # Start so that the clip stays inside the frame; along the motion axis the start is uniform over
-    # the allowed range, which makes the mid-clip position the same distribution for every direction.
     along = width if dx else height
-    lo, hi = r + 1, along - r - 2 - travel
-    start_along = rng.uniform(lo, hi) if dx + dy > 0 else rng.uniform(lo + travel, hi + travel)
+    travel = 0.5 * along  # pixels over the whole clip
+    start = rng.uniform(0, along)
     across = rng.uniform(r + 1, (height if dx else width) - r - 2)
     bg = rng.integers(20, 60, size=3)
     out = np.empty((frames, height, width, 3), np.uint8)
     m = _mask(shape, r)
     for t in range(frames):
         img = np.clip(bg + rng.normal(0, 6, size=(height, width, 1)), 0, 255).astype(np.uint8)
-        pos = start_along + (dx + dy) * travel * t / (frames - 1)
-        cy, cx = (int(round(pos)), int(round(across))) if dy else (int(round(across)), int(round(pos)))
-        ys, xs = slice(cy - r, cy + r + 1), slice(cx - r, cx + r + 1)
-        img[ys, xs][m] = colour
+        pos = (start + (dx + dy) * travel * t / (frames - 1)) % along
+        for p in (pos - along, pos, pos + along):  # the parts of a wrapping object on either side
+            cy, cx = (int(round(p)), int(round(across))) if dy else (int(round(across)), int(round(p)))
+            _paint(img, m, cy, cx, colour)
         out[t] = img
     return out
 
