@@ -483,48 +483,28 @@ def test_every_named_entrypoint_exists(docs):
     assert mode & stat.S_IXUSR, "run_scheduled_inference.sh must be executable"
 
 
-_HELP_RUNNER = """
-import contextlib, io, json, runpy, sys
-texts = {}
-for script in sys.argv[1:]:
-    sys.argv, sys.path[0] = [script, "--help"], script.rsplit("/", 1)[0]  # as `python SCRIPT --help`
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        try:
-            runpy.run_path(script, run_name="__main__")
-        except SystemExit as e:
-            if e.code not in (0, None):
-                raise
-    texts[script] = out.getvalue()
-print(json.dumps(texts))
-"""
-
-
-def _help_texts(scripts: list[str]) -> dict[str, str]:
-    """What `python SCRIPT --help` prints, for each script, from one process: the entry points import
-    torch, Ray, DALI and MLflow, so they share one set of imports."""
-    proc = subprocess.run([sys.executable, "-c", _HELP_RUNNER, *(str(REPO / s) for s in scripts)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"--help failed:\n{proc.stderr[-3000:]}"
-    texts = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {s: texts[str(REPO / s)] for s in scripts}
+def _flags_by_script(docs) -> dict[str, set[str]]:
+    """The --flags each Python entry point is given by the RayJobs and by the local scheduler."""
+    flags: dict[str, set[str]] = {}
+    for _, argv in _ray_entrypoint_argv(docs):
+        for script in _python_scripts(argv):
+            flags.setdefault(script, set()).update(a for a in argv if a.startswith("--"))
+    script = (LOCAL / "run_scheduled_inference.sh").read_text()
+    flags.setdefault("workflows/batch_infer.py", set()).update(
+        re.findall(r"(--[a-z][a-z-]+) (?:\"\$|\d)", script))
+    return flags
 
 
 @pytest.mark.slow
-def test_entrypoint_flags_are_accepted_by_the_entry_points(docs):
+def test_entrypoint_flags_are_accepted_by_the_entry_points(docs, python_probe):
     """Every --flag a manifest or the local script passes is one the entry point's --help lists."""
-    argv_by_script: dict[str, set[str]] = {}
-    for _, argv in _ray_entrypoint_argv(docs):
-        for script in _python_scripts(argv):
-            argv_by_script.setdefault(script, set()).update(a for a in argv if a.startswith("--"))
-    script = (LOCAL / "run_scheduled_inference.sh").read_text()
-    argv_by_script.setdefault("workflows/batch_infer.py", set()).update(
-        re.findall(r"(--[a-z][a-z-]+) (?:\"\$|\d)", script))
-    missing_scripts = [s for s in argv_by_script if not (REPO / s).is_file()]
+    flags_by_script = _flags_by_script(docs)
+    missing_scripts = [s for s in flags_by_script if not (REPO / s).is_file()]
     assert not missing_scripts, f"entry points not in the repository yet: {missing_scripts}"
-    help_texts = _help_texts(sorted(argv_by_script))
-    for script_path, flags in sorted(argv_by_script.items()):
-        help_text = help_texts[script_path]
+    for script_path, flags in sorted(flags_by_script.items()):
+        assert script_path not in python_probe["errors"], \
+            f"{script_path} --help failed:\n{python_probe['errors'][script_path]}"
+        help_text = python_probe["help"][script_path]
         unknown = sorted(f for f in flags if not re.search(rf"{re.escape(f)}(?![\w-])", help_text))
         assert not unknown, f"{script_path} does not accept {unknown}"
 
@@ -561,22 +541,20 @@ def _mlflow_container(docs) -> dict:
     return container
 
 
-@pytest.mark.slow
-def test_mlflow_start_script_writes_an_auth_config_and_a_valid_server_command(docs, tmp_path):
-    """Run the container's start script with a recording `mlflow` on PATH (no Postgres or S3 here),
-    then hand what it wrote to MLflow's own auth-config reader and its own CLI parser."""
+@pytest.fixture(scope="module")
+def mlflow_start(docs, tmp_path_factory) -> dict[str, Any]:
+    """Run the MLflow container's start script with a recording `mlflow` on PATH (no Postgres or
+    S3 here): what it wrote (the auth INI) and the command line it would exec."""
+    tmp_path = tmp_path_factory.mktemp("mlflow-start")
     container = _mlflow_container(docs)
-    script = container["args"][0]
     env_values = {"POSTGRES_USER": "mlflow", "POSTGRES_PASSWORD": "s3cr3t",
                   "MLFLOW_AUTH_ADMIN_PASSWORD": "adm1n", "MLFLOW_FLASK_SERVER_SECRET_KEY": "k",
                   "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b",
                   "ARTIFACTS_DESTINATION": "s3://bucket/mlflow", "MLFLOW_S3_ENDPOINT_URL": "http://s3:9000",
                   "ALLOWED_HOSTS": "mlflow,mlflow:*"}
-    env = {}
-    for var in container["env"]:
-        env[var["name"]] = var["value"] if "value" in var else env_values[var["name"]]
+    env = {var["name"]: var["value"] if "value" in var else env_values[var["name"]] for var in container["env"]}
     env["MLFLOW_AUTH_CONFIG_PATH"] = str(tmp_path / "auth" / "basic_auth.ini")
-    script = script.replace("/tmp/mlflow-auth", str(tmp_path / "auth"))
+    script = container["args"][0].replace("/tmp/mlflow-auth", str(tmp_path / "auth"))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     recorder = bin_dir / "mlflow"
@@ -585,35 +563,72 @@ def test_mlflow_start_script_writes_an_auth_config_and_a_valid_server_command(do
     recorder.chmod(0o755)
     env["PATH"] = f"{bin_dir}:/usr/bin:/bin"
     subprocess.run(container["command"][-2:] + [script], env=env, check=True, timeout=30)
+    return {"argv": json.loads((tmp_path / "argv.json").read_text()), "env": env,
+            "ini": Path(env["MLFLOW_AUTH_CONFIG_PATH"]).read_text()}
 
-    argv = json.loads((tmp_path / "argv.json").read_text())
+
+# One fresh Python process for everything that needs the heavy imports (torch, Ray, DALI, MLflow):
+# each entry point's `--help` (as `python SCRIPT --help` would print it), MLflow's own parse of the
+# server command line, and MLflow's own read of the auth INI. (The auth config module is loaded by
+# file: the auth package's __init__ needs Flask-WTF, an extra that only the server image installs.)
+_PROBE = """
+import contextlib, importlib.util, io, json, pathlib, runpy, sys, traceback
+request = json.loads(sys.argv[1])
+result = {"help": {}, "errors": {}}
+for script in request["scripts"]:
+    sys.argv, sys.path[0] = [script, "--help"], script.rsplit("/", 1)[0]
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            runpy.run_path(script, run_name="__main__")
+    except SystemExit as e:
+        if e.code not in (0, None):
+            result["errors"][script] = f"exit status {e.code}"
+    except Exception:
+        result["errors"][script] = traceback.format_exc()
+    result["help"][script] = out.getvalue()
+import mlflow
+from mlflow.cli import server
+result["server_params"] = server.make_context("server", request["mlflow_argv"]).params
+spec = importlib.util.spec_from_file_location(
+    "mlflow_auth_config", pathlib.Path(mlflow.__file__).parent / "server" / "auth" / "config.py")
+config = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(config)
+result["auth_config"] = config.read_auth_config()._asdict()
+sys.stdout.write("\\n" + json.dumps(result) + "\\n")
+"""
+
+
+@pytest.fixture(scope="module")
+def python_probe(docs, mlflow_start) -> dict[str, Any]:
+    scripts = [str(REPO / s) for s in sorted(_flags_by_script(docs)) if (REPO / s).is_file()]
+    argv = mlflow_start["argv"]
     assert argv[0] == "server"
-    # MLflow's own CLI parser and auth-config reader, in one fresh process with the server's env.
-    # (The config module is loaded by file: the auth package's __init__ needs Flask-WTF, an extra
-    # that only the server image installs.)
-    code = ("import importlib.util, json, pathlib, sys, mlflow\n"
-            "from mlflow.cli import server\n"
-            "params = server.make_context('server', json.loads(sys.argv[1])).params\n"
-            "path = pathlib.Path(mlflow.__file__).parent / 'server' / 'auth' / 'config.py'\n"
-            "spec = importlib.util.spec_from_file_location('mlflow_auth_config', path)\n"
-            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
-            "print(json.dumps({'params': params, 'auth': m.read_auth_config()._asdict()}))\n")
-    reader_env = {**os.environ, **{k: env[k] for k in ("MLFLOW_AUTH_CONFIG_PATH", "MLFLOW_AUTH_ADMIN_PASSWORD")}}
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(argv[1:])], env=reader_env,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    params, config = result["params"], result["auth"]
+    request = json.dumps({"scripts": scripts, "mlflow_argv": argv[1:]})
+    env = {**os.environ, **{k: mlflow_start["env"][k] for k in ("MLFLOW_AUTH_CONFIG_PATH", "MLFLOW_AUTH_ADMIN_PASSWORD")}}
+    proc = subprocess.run([sys.executable, "-c", _PROBE, request], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("help", "errors"):
+        result[key] = {str(Path(k).relative_to(REPO)): v for k, v in result[key].items()}
+    return result
+
+
+@pytest.mark.slow
+def test_mlflow_start_script_writes_an_auth_config_and_a_valid_server_command(mlflow_start, python_probe):
+    params = python_probe["server_params"]
     assert params["app_name"] == "basic-auth"
     assert params["serve_artifacts"] is True
     assert params["backend_store_uri"] == "postgresql://mlflow:s3cr3t@mlflow-postgres:5432/mlflow"
     assert params["artifacts_destination"] == "s3://bucket/mlflow"
     assert params["host"] == "0.0.0.0"
     assert params["allowed_hosts"] == "mlflow,mlflow:*"
+    config = python_probe["auth_config"]
     assert config["database_uri"] == "postgresql://mlflow:s3cr3t@mlflow-postgres:5432/mlflow_auth"
     assert config["admin_username"] == "admin"
     assert config["admin_password"] == "adm1n"  # from the Secret's env var, not from the file
-    assert "adm1n" not in (tmp_path / "auth" / "basic_auth.ini").read_text()
+    assert "adm1n" not in mlflow_start["ini"]
 
 
 def test_postgres_creates_the_auth_database_the_server_uses(docs):
