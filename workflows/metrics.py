@@ -108,3 +108,74 @@ def plot_confusion_matrix(path: str | Path, cm: np.ndarray, class_names: Sequenc
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+# -- Batch-inference evaluation: metrics from confusion matrices and stored top-k lists --------------
+# (precision/recall/F1, mean class accuracy, the paper's balanced measure; used by workflows/evaluation.py)
+
+
+def topk_hits(top_ids: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """(N,) bool from predicted ids ``top_ids`` (N, K) best first (-1 pads missing entries): the label is
+    among the first ``k``. ``k`` may not exceed K: fewer stored ids cannot answer top-k."""
+    if top_ids.ndim != 2 or len(top_ids) != len(labels):
+        raise ValueError(f"top_ids (N, K) and labels (N,) expected, got {top_ids.shape} and {labels.shape}")
+    if k > top_ids.shape[1]:
+        raise ValueError(f"top-{k} needs at least {k} stored predictions per sample, have {top_ids.shape[1]}")
+    return (top_ids[:, :k] == labels[:, None]).any(axis=1)
+
+
+def precision_recall_f1(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per class (C,) precision, recall, F1 and support from ``cm`` (rows true, columns predicted).
+
+    Precision is NaN for a class never predicted, recall NaN for a class without samples; F1 is NaN
+    when either is, and 0 when both are 0.
+    """
+    tp = np.diag(cm).astype(np.float64)
+    predicted, support = cm.sum(axis=0), cm.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), np.nan)
+        recall = np.where(support > 0, tp / np.maximum(support, 1), np.nan)
+        denom = precision + recall
+        f1 = np.where(denom > 0, 2 * precision * recall / np.where(denom > 0, denom, 1), 0.0)
+    f1 = np.where(np.isnan(precision) | np.isnan(recall), np.nan, f1)
+    return precision, recall, f1, support
+
+
+def macro_scores(cm: np.ndarray) -> dict[str, float]:
+    """Macro precision / recall / F1 over the classes that have samples. A class with samples that is
+    never predicted counts with precision 0 (and so F1 0), as scikit-learn's ``zero_division=0``."""
+    precision, recall, f1, support = precision_recall_f1(cm)
+    present = support > 0
+    if not present.any():
+        return {"macro_precision": float("nan"), "macro_recall": float("nan"), "macro_f1": float("nan")}
+    p = np.nan_to_num(precision[present], nan=0.0)
+    f = np.nan_to_num(f1[present], nan=0.0)
+    return {"macro_precision": float(p.mean()), "macro_recall": float(recall[present].mean()),
+            "macro_f1": float(f.mean())}
+
+
+def mean_class_accuracy(cm: np.ndarray) -> float:
+    """Mean over classes with samples of each class's accuracy (its recall): the figure that does not
+    let frequent classes dominate."""
+    acc = per_class_accuracy(cm)
+    return float(np.nanmean(acc)) if np.isfinite(acc).any() else float("nan")
+
+
+def harmonic_mean(values: Sequence[float]) -> float:
+    """n / sum(1 / v): the paper's balanced measure over datasets. 0 when any value is 0."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0 or (v < 0).any() or not np.isfinite(v).all():
+        raise ValueError(f"harmonic mean needs finite values >= 0, got {list(values)}")
+    if (v == 0).any():
+        return 0.0
+    return float(len(v) / np.sum(1.0 / v))
+
+
+def per_class_table(cm: np.ndarray, class_names: Sequence[str]):
+    """A DataFrame, one row per class: class_id, name, support, predicted, correct, precision, recall, f1."""
+    import pandas as pd
+
+    precision, recall, f1, support = precision_recall_f1(cm)
+    return pd.DataFrame({"class_id": np.arange(len(cm)), "name": list(class_names), "support": support,
+                         "predicted": cm.sum(axis=0), "correct": np.diag(cm), "precision": precision,
+                         "recall": recall, "f1": f1})

@@ -1,0 +1,98 @@
+"""Batch inference with a registered CAST model over shards or raw videos (see ``workflows.inference``).
+
+On a cluster:   ray job submit --working-dir . -- python workflows/batch_infer.py \\
+                    --model models:/cast-ssv2@champion --input DIR --out OUT
+Locally:        python workflows/batch_infer.py ...   (starts a local Ray and does the same)
+
+``--input`` is a shard folder (preprocessing output), a folder of videos, a text file listing videos,
+or, with ``--dataset`` and ``--annotations``, a dataset's video folder in its native layout. Writes
+``OUT/predictions/*.parquet`` and ``OUT/rejects.parquet``; a rerun predicts only what is missing. When
+the input carries labels, an evaluation (top-1/top-5, mean class accuracy, per-class precision/recall/F1,
+EK100 verb/noun/action) is written to ``OUT/evaluation/`` and logged as an MLflow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict
+
+if __package__ in (None, ""):
+    # Run as a script (also under ``ray job submit``): make the repository root importable.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pipelines.datasets import DATASETS  # noqa: E402
+from workflows.inference.config import DEVICES, PRECISIONS, SAMPLINGS, InferConfig  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True,
+                   help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN/model, any MLflow model URI, "
+                        "or a local checkpoint folder")
+    p.add_argument("--input", required=True, help="shard folder, video folder, file list, or native video folder")
+    p.add_argument("--out", required=True, help="output folder or URI (predictions/, rejects.parquet)")
+    p.add_argument("--dataset", choices=DATASETS, default=None, help="read --input in this native layout")
+    p.add_argument("--annotations", default=None, help="with --dataset: ssv2 labels folder, else the CSV/list")
+    p.add_argument("--split", default=None, help="native layout: split to read; shards: only this split")
+    p.add_argument("--num-clips", type=int, default=None, help="temporal views (default: checkpoint/recipe)")
+    p.add_argument("--num-crops", type=int, choices=[1, 3], default=None, help="spatial views")
+    p.add_argument("--sampling", choices=SAMPLINGS, default=None, help="default: checkpoint/recipe")
+    p.add_argument("--sampling-rate", type=int, default=None, help="dense sampling stride")
+    p.add_argument("--batch-size", type=int, default=8, help="videos per model forward")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--num-replicas", type=int, default=None, help="model actors (default: one per GPU, else 1)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="model device")
+    p.add_argument("--decode-device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--precision", choices=PRECISIONS, default="bf16", help="autocast dtype on GPU")
+    p.add_argument("--retry-rejects", action="store_true", help="try videos in rejects.parquet again")
+    p.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip evaluation even with labels")
+    p.add_argument("--experiment", default="cast-evaluation", help="MLflow experiment of evaluation runs")
+    p.add_argument("--flush-rows", type=int, default=256, help="predictions per Parquet part")
+    p.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs to use")
+    p.add_argument("--progress-every", type=float, default=10.0, help="seconds between progress lines")
+    return p.parse_args(argv)
+
+
+def config_from_args(a: argparse.Namespace) -> InferConfig:
+    return InferConfig(model=a.model, input=a.input, out=a.out, dataset=a.dataset, annotations=a.annotations,
+                       split=a.split, num_clips=a.num_clips, num_crops=a.num_crops, sampling=a.sampling,
+                       sampling_rate=a.sampling_rate, batch_size=a.batch_size, top_k=a.top_k,
+                       num_replicas=a.num_replicas, device=a.device, decode_device=a.decode_device,
+                       precision=a.precision, retry_rejects=a.retry_rejects, evaluate=a.evaluate,
+                       experiment=a.experiment, flush_rows=a.flush_rows, progress_every_s=a.progress_every)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    from workflows.inference.config import InferConfigError
+    from workflows.inference.job import plan_job, run_job
+
+    try:
+        # Config, model, input listing and labels are checked before Ray starts.
+        plan = plan_job(config_from_args(a))
+    except InferConfigError as e:
+        print(f"batch_infer: {e}", file=sys.stderr)
+        return 2
+    import ray
+
+    # Inside ``ray job submit`` RAY_ADDRESS points at the cluster; otherwise this starts a local Ray.
+    ray.init(num_cpus=a.num_cpus if not os.environ.get("RAY_ADDRESS") else None, include_dashboard=False)
+    try:
+        result = run_job(plan)
+    finally:
+        ray.shutdown()
+    summary = asdict(result) | {"parts": len(result.parts)}
+    if plan.cfg.evaluate and plan.listing.labelled:
+        from workflows.evaluation import evaluate_job
+
+        summary["evaluation"] = evaluate_job(plan)
+    print(json.dumps(summary, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The batch-inference job's configuration: one dataclass, checked before Ray or a model is touched."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.datasets import DATASETS
+
+SAMPLINGS = ("uniform", "dense")
+DEVICES = ("auto", "cpu", "gpu")
+PRECISIONS = ("bf16", "fp16", "fp32")
+
+
+class InferConfigError(ValueError):
+    """A batch-inference configuration that cannot run; raised before any work starts."""
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    model: str  # models:/name@alias, models:/name/version, runs:/..., any MLflow model URI, or a folder
+    input: str  # shard folder, folder of videos, file list, or a native layout's video folder
+    out: str  # output folder or URI (predictions/ and rejects.parquet live here)
+    dataset: str | None = None  # native layout of --input (with annotations/split), see pipelines.datasets
+    annotations: str | None = None
+    split: str | None = None  # native layout: the split to read; shards: only this split (None: all)
+    # Views per video; None: from the checkpoint, else the dataset's recipe (configs/<dataset>.yaml).
+    num_clips: int | None = None
+    num_crops: int | None = None
+    sampling: str | None = None
+    sampling_rate: int | None = None
+    batch_size: int = 8  # videos per model forward (x views clips)
+    top_k: int = 5
+    num_replicas: int | None = None  # model actors; None: one per GPU, else 1
+    device: str = "auto"  # model device; "auto": GPU when the cluster has one
+    decode_device: str = "cpu"  # "gpu": DALI mixed decoding in the decode tasks
+    precision: str = "bf16"  # autocast on GPU; CPU always runs fp32
+    retry_rejects: bool = False  # try inputs that are in rejects.parquet again
+    evaluate: bool = True  # evaluation when labels are present
+    experiment: str = "cast-evaluation"  # MLflow experiment of the evaluation runs
+    flush_rows: int = 256  # predictions per Parquet part (also flushed every flush_s)
+    flush_s: float = 60.0
+    progress_every_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if not self.model:
+            problems.append("--model is empty")
+        elif ":/" not in self.model and not Path(self.model).is_dir():
+            problems.append(f"--model {self.model!r} is neither an MLflow URI (models:/..., runs:/...) nor a folder")
+        if not self.out:
+            problems.append("--out is empty")
+        if self.dataset is not None:
+            if self.dataset not in DATASETS:
+                problems.append(f"--dataset must be one of {DATASETS}, got {self.dataset!r}")
+            if not Path(self.input).is_dir():
+                problems.append(f"--input {self.input!r} must be the dataset's video folder")
+            if not self.annotations:
+                problems.append(f"--dataset {self.dataset} needs --annotations")
+            elif not Path(self.annotations).exists():
+                problems.append(f"--annotations {self.annotations!r} does not exist")
+            if self.dataset == "ssv2" and not self.split:
+                problems.append("--dataset ssv2 needs --split (the <split>.json to read)")
+        elif self.annotations:
+            problems.append("--annotations needs --dataset (the layout to read it as)")
+        if not Path(self.input).exists():
+            problems.append(f"--input {self.input!r} does not exist")
+        for name in ("num_clips", "num_crops", "sampling_rate"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                problems.append(f"{name} must be a positive integer, got {value!r}")
+        if self.num_crops is not None and self.num_crops not in (1, 3):
+            problems.append(f"num_crops must be 1 (centre) or 3 (left/centre/right), got {self.num_crops}")
+        if self.sampling is not None and self.sampling not in SAMPLINGS:
+            problems.append(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
+        if self.batch_size < 1 or self.top_k < 1 or self.flush_rows < 1:
+            problems.append("batch_size, top_k and flush_rows must be >= 1")
+        if self.num_replicas is not None and self.num_replicas < 1:
+            problems.append(f"num_replicas must be >= 1, got {self.num_replicas}")
+        if self.device not in DEVICES:
+            problems.append(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.decode_device not in ("cpu", "gpu"):
+            problems.append(f"decode_device must be 'cpu' or 'gpu', got {self.decode_device!r}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if problems:
+            raise InferConfigError("invalid batch-inference config:\n  " + "\n  ".join(problems))

@@ -1,0 +1,191 @@
+"""``--input`` -> one flat record per video, whatever the input is.
+
+  * a shard folder written by ``workflows/preprocess.py`` (``<split>-NNNNNN.tar`` + ``.idx`` +
+    ``classes.json`` + ``manifest.parquet``): a record points at the video member inside its tar;
+  * a dataset in its native layout (``--dataset ssv2|k400|ek100|csv --annotations ...``): the rows of
+    ``pipelines.datasets.read_dataset``, labels and EK100 segments included;
+  * a folder of videos (searched recursively) or a text file listing one video path per line.
+
+Records are plain dicts (Ray Data rows): ``source_id``, ``key``, ``path``, ``offset``/``size`` of the
+video member (-1 for whole files), the segment (``seg_start``/``seg_stop``/``seg_fps``, -1/NaN for the
+whole video) and ``label_<head>`` (-1: unknown). Nothing here opens a video.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipelines.datasets import read_dataset
+from pipelines.manifest import CLASSES_FILE, shard_parts, shard_paths
+from pipelines.preprocess import DEFAULT_MAX_FPS
+from pipelines.schema import CODECS, META_EXT, sample_key
+from pipelines.shards import read_index
+
+from .config import InferConfig, InferConfigError
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg"})
+_SHARD_VIDEO_EXTS = {ext for _, _, ext, _ in CODECS.values()}
+
+
+@dataclass
+class Listing:
+    kind: str  # "shards", "native", "folder" or "list"
+    records: list[dict]
+    heads: tuple[str, ...] | None  # label heads of the input (None: unlabelled input)
+    label_map: dict[str, dict[str, str]] | None
+    dataset: str | None  # ssv2 / k400 / ek100 when known (evaluation names its figures with it)
+    max_fps: float | None = None  # raw EK100 videos are brought to the shards' frame rate
+    duplicates: list[dict] = field(default_factory=list)  # records listed again (rejected as "duplicate")
+
+    @property
+    def labelled(self) -> bool:
+        return self.heads is not None and any(r[f"label_{h}"] >= 0 for r in self.records for h in self.heads)
+
+
+def record(source_id: str, path: str, labels: dict[str, int] | None = None, *, key: str | None = None,
+           offset: int = -1, size: int = -1, segment: tuple[int, int] | None = None,
+           segment_fps: float | None = None) -> dict:
+    return {"source_id": source_id, "key": key or sample_key(source_id), "path": path, "offset": int(offset),
+            "size": int(size), "seg_start": -1 if segment is None else int(segment[0]),
+            "seg_stop": -1 if segment is None else int(segment[1]),
+            "seg_fps": math.nan if segment_fps is None else float(segment_fps),
+            **{f"label_{h}": int(v) for h, v in (labels or {}).items()}}
+
+
+def is_shard_folder(path: Path) -> bool:
+    return path.is_dir() and (path / CLASSES_FILE).is_file() and any(path.glob("*.tar"))
+
+
+def list_inputs(cfg: InferConfig) -> Listing:
+    """Everything that can be wrong with the input fails here (``InferConfigError``), before Ray."""
+    src = Path(cfg.input)
+    if cfg.dataset is not None:
+        listing = _native(cfg)
+    elif is_shard_folder(src):
+        listing = _shards(src, cfg.split)
+    elif src.is_dir():
+        listing = _files(sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES),
+                         "folder")
+    elif src.is_file():
+        listing = _files(_read_list(src), "list")
+    else:
+        raise InferConfigError(f"--input {src} is neither a folder nor a file list")
+    return _dedupe(listing)
+
+
+def _dedupe(listing: Listing) -> Listing:
+    seen: set[str] = set()
+    kept = []
+    for r in listing.records:
+        if r["source_id"] in seen:
+            listing.duplicates.append(r)
+        else:
+            seen.add(r["source_id"])
+            kept.append(r)
+    listing.records = kept
+    return listing
+
+
+def _read_list(path: Path) -> list[Path]:
+    lines = [ln.strip() for ln in path.read_text().splitlines()]
+    files = [Path(ln) if Path(ln).is_absolute() else path.parent / ln for ln in lines if ln and not ln.startswith("#")]
+    if not files:
+        raise InferConfigError(f"--input {path}: the file list names no videos")
+    return files
+
+
+def _files(paths: list[Path], kind: str) -> Listing:
+    # The source id of a raw file is its absolute path: stable across runs of a scheduled job.
+    records = [record(str(p.resolve()), str(p.resolve())) for p in paths]
+    return Listing(kind, records, None, None, None)
+
+
+def _native(cfg: InferConfig) -> Listing:
+    from pipelines.datasets import AnnotationError
+
+    try:
+        found = read_dataset(cfg.dataset, cfg.input, cfg.annotations, cfg.split or "")
+    except AnnotationError as e:
+        raise InferConfigError(str(e)) from e
+    records = [record(r.source_id, r.path, r.labels, segment=r.segment, segment_fps=r.segment_fps)
+               for r in found.rows]
+    dataset = cfg.dataset if cfg.dataset != "csv" else None
+    return Listing("native", records, found.heads, found.label_map, dataset,
+                   max_fps=DEFAULT_MAX_FPS.get(cfg.dataset))
+
+
+def _shards(folder: Path, split: str | None) -> Listing:
+    """Records of the committed samples of a shard folder: the tars the commit markers list, located
+    through their DALI indices; key, source id and labels come from each sample's JSON member."""
+    import pyarrow.fs as pafs
+
+    label_map = json.loads((folder / CLASSES_FILE).read_text())
+    heads = tuple(label_map)
+    splits = sorted(shard_parts(pafs.LocalFileSystem(), str(folder.resolve())))
+    if split is not None:
+        if split not in splits:
+            raise InferConfigError(f"{folder}: no committed shards of split {split!r} (found {splits})")
+        splits = [split]
+    if not splits:
+        raise InferConfigError(f"{folder}: no committed shards (not a finished preprocessing output?)")
+    records = []
+    for s in splits:
+        for tar in shard_paths(str(folder.resolve()), s):
+            records.extend(_shard_records(Path(tar), heads))
+    return Listing("shards", records, heads, label_map, _shards_dataset(folder, splits))
+
+
+def _shard_records(tar: Path, heads: tuple[str, ...]) -> list[dict]:
+    idx = tar.with_suffix(".idx")
+    if not idx.is_file():
+        raise InferConfigError(f"{idx} is missing: cannot locate the videos inside {tar.name}")
+    out = []
+    with open(tar, "rb") as f:
+        for sample in read_index(idx.read_text()):
+            video = [pos for ext, pos in sample.items() if ext in _SHARD_VIDEO_EXTS]
+            if len(video) != 1 or META_EXT not in sample:
+                raise InferConfigError(f"{idx}: a sample without one video and one {META_EXT} member: "
+                                       f"{sorted(sample)}")
+            offset, size = sample[META_EXT]
+            f.seek(offset)
+            meta = json.loads(f.read(size))
+            labels = {h: int(meta["labels"][h]) for h in heads}
+            out.append(record(meta["source_id"], str(tar), labels, key=meta["key"], offset=video[0][0],
+                              size=video[0][1]))
+    return out
+
+
+def _shards_dataset(folder: Path, splits: list[str]) -> str | None:
+    """The dataset the shards were made from, as the preprocessing job recorded it."""
+    for s in splits:
+        job = folder / f"job-{s}.json"
+        if job.is_file():
+            dataset = json.loads(job.read_text()).get("config", {}).get("dataset")
+            if dataset in ("ssv2", "k400", "ek100"):
+                return dataset
+    return None
+
+
+def check_labels(listing: Listing, model_labels: dict[str, dict[str, str]]) -> None:
+    """Labels of the input must mean what the model's classes mean, or evaluation would be nonsense:
+    the same heads, ids the model knows, and the same names where the input names its classes."""
+    if not listing.labelled:
+        return
+    if set(listing.heads) != set(model_labels):
+        raise InferConfigError(f"the input's label heads {list(listing.heads)} are not the model's "
+                               f"{list(model_labels)}; pass --no-eval to predict without evaluating")
+    for h in listing.heads:
+        n = len(model_labels[h])
+        bad = sorted({r[f"label_{h}"] for r in listing.records if r[f"label_{h}"] >= n})
+        if bad:
+            raise InferConfigError(f"label ids {bad[:10]} of head {h!r} are outside the model's {n} classes")
+        names = (listing.label_map or {}).get(h, {})
+        differ = [i for i, name in names.items() if name != i and model_labels[h].get(i) not in (None, name)]
+        if differ:
+            i = differ[0]
+            raise InferConfigError(f"class {i} of head {h!r} is {names[i]!r} in the input but "
+                                   f"{model_labels[h][i]!r} in the model ({len(differ)} classes differ); "
+                                   "pass --no-eval to predict without evaluating")

@@ -1,0 +1,206 @@
+"""The batch-inference job on Ray Data.
+
+    records (driver) -> map: decode + multi-view sample (CPU tasks; failures become reject rows)
+                     -> map_batches: model replicas in an actor pool (one per GPU, else CPU), explicit
+                        batch size; softmax averaged over views; top-k
+                     -> driver: Parquet parts in OUT/predictions/, rejects in OUT/rejects.parquet
+
+:func:`plan_job` does everything that can fail on a wrong config (model lookup and download, input
+listing, label check, view settings) without Ray; :func:`run_job` runs the plan on the current Ray
+cluster (``ray.init`` is the caller's).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .config import InferConfig, InferConfigError
+from .inputs import Listing, check_labels, list_inputs
+from .model import ModelSource, resolve_model
+from .store import ModelStamp, OutputStore, new_job_id, predictions_table
+from .views import ViewSpec
+
+_DATASET_OF_NAME = re.compile(r"(?:^|[-_/])(ssv2|k400|ek100)(?:$|[-_/@])")
+DEFAULT_VIEWS = {"sampling": "uniform", "sampling_rate": 4, "test_clips": 1, "test_crops": 3}
+
+
+@dataclass
+class JobPlan:
+    cfg: InferConfig
+    model: ModelSource
+    listing: Listing
+    views: ViewSpec
+    dataset: str | None
+    todo: list[dict]  # records not yet predicted by this model (nor rejected, unless retried)
+    skipped: int
+    duplicates: list[dict]
+
+    @property
+    def stamp(self) -> ModelStamp:
+        return ModelStamp(self.model.name, self.model.version, self.model.uri)
+
+
+@dataclass
+class JobResult:
+    job_id: str
+    listed: int
+    skipped: int
+    predicted: int
+    rejected: int
+    seconds: float
+    videos_per_s: float
+    parts: list[str] = field(default_factory=list)
+    reject_reasons: dict[str, int] = field(default_factory=dict)
+
+
+def dataset_of(listing: Listing, model: ModelSource) -> str | None:
+    """The dataset the input belongs to: the input's own say, the checkpoint's, the model's name."""
+    if listing.dataset:
+        return listing.dataset
+    if model.extra.get("dataset") in ("ssv2", "k400", "ek100"):
+        return model.extra["dataset"]
+    m = _DATASET_OF_NAME.search(model.name)
+    return m.group(1) if m else None
+
+
+def view_settings(cfg: InferConfig, model: ModelSource, dataset: str | None, max_fps: float | None = None
+                  ) -> ViewSpec:
+    """Flags > the checkpoint's recorded test views > the dataset recipe's > uniform, 1 clip x 3 crops."""
+    values = dict(DEFAULT_VIEWS)
+    if dataset is not None:
+        from ..training.config import load_recipe
+
+        recipe = load_recipe(dataset, None)
+        values.update({k: recipe[k] for k in DEFAULT_VIEWS if k in recipe})
+    values.update({k: model.extra[k] for k in DEFAULT_VIEWS if model.extra.get(k) is not None})
+    flags = {"sampling": cfg.sampling, "sampling_rate": cfg.sampling_rate, "test_clips": cfg.num_clips,
+             "test_crops": cfg.num_crops}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    if values["test_crops"] not in (1, 3):
+        raise InferConfigError(f"test crops must be 1 or 3, got {values['test_crops']}")
+    return ViewSpec(num_frames=model.config.num_frames, img_size=model.config.img_size,
+                    clips=int(values["test_clips"]), crops=int(values["test_crops"]),
+                    sampling=values["sampling"], stride=int(values["sampling_rate"]),
+                    max_fps=max_fps, decode_device=cfg.decode_device)
+
+
+def plan_job(cfg: InferConfig, model: ModelSource | None = None) -> JobPlan:
+    """Resolve the model, list the input, check labels and views, subtract what OUT already holds."""
+    model = model or resolve_model(cfg.model)
+    listing = list_inputs(cfg)
+    if cfg.evaluate:
+        check_labels(listing, model.labels)
+    dataset = dataset_of(listing, model)
+    views = view_settings(cfg, model, dataset, listing.max_fps)
+    store = OutputStore(cfg.out)
+    done = store.predicted_ids(ModelStamp(model.name, model.version, model.uri))
+    if not cfg.retry_rejects:
+        done |= store.rejected_ids()
+    todo = [r for r in listing.records if r["source_id"] not in done]
+    duplicates = [r for r in listing.duplicates if r["source_id"] not in done]
+    return JobPlan(cfg, model, listing, views, dataset, todo, len(listing.records) - len(todo), duplicates)
+
+
+def _fmt_eta(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def run_job(plan: JobPlan, log: Callable[[str], None] | None = None) -> JobResult:
+    """Run ``plan`` on the current Ray cluster; returns counts and throughput."""
+    import numpy as np
+    import ray
+
+    from .predict import Predictor
+    from .views import decode_views
+
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    cfg, store, job_id = plan.cfg, OutputStore(plan.cfg.out), new_job_id()
+    result = JobResult(job_id, len(plan.listing.records), plan.skipped, 0, 0, 0.0, 0.0)
+    total = len(plan.todo)
+    log(f"[batch_infer {job_id}] model {plan.model.name} v{plan.model.version}; {result.listed} videos listed "
+        f"({plan.listing.kind}), {plan.skipped} already done, {total} to predict; views {plan.views.clips} clip(s) "
+        f"x {plan.views.crops} crop(s), {plan.views.sampling} sampling")
+    pending_rejects = [dict(r, reason="duplicate", detail="listed more than once") for r in plan.duplicates]
+    t0 = time.time()
+    if total:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        device = cfg.device if cfg.device != "auto" else ("gpu" if gpus >= 1 else "cpu")
+        if device == "gpu" and gpus < 1:
+            raise InferConfigError("--device gpu, but the Ray cluster has no GPU")
+        replicas = cfg.num_replicas or (int(gpus) if device == "gpu" else 1)
+        weights = plan.model.weights_bytes()
+        weights_size = sum(len(b) for b in weights)
+        checkpoint = ray.put(weights)
+        ds = ray.data.from_items(plan.todo, override_num_blocks=max(1, min(total, 512)))
+        ds = ds.map(decode_views, fn_kwargs={"spec": plan.views}, num_cpus=1,
+                    num_gpus=0.25 if cfg.decode_device == "gpu" else 0)
+        ds = ds.map_batches(Predictor, batch_size=cfg.batch_size, batch_format="numpy",
+                            compute=ray.data.ActorPoolStrategy(size=replicas),
+                            fn_constructor_kwargs={"checkpoint": [checkpoint], "top_k": cfg.top_k,
+                                                   "device": device, "precision": cfg.precision},
+                            num_gpus=1 if device == "gpu" else 0, num_cpus=1,
+                            # A replica's host memory: its weights twice (bytes + tensors) and headroom.
+                            # Also keeps Ray Data from fusing the decode tasks into the actors on CPU
+                            # clusters, so videos decode in parallel with the model instead of in turn.
+                            memory=2 * weights_size + (1 << 30))
+        log(f"[batch_infer {job_id}] {replicas} model replica(s) on {device}, batch size {cfg.batch_size} videos")
+        pending: list = []
+        pending_rows, seq, processed, last_log, last_flush = 0, 0, 0, time.time(), time.time()
+        predicted_ids: set[str] = set()
+
+        def flush() -> None:
+            nonlocal pending, pending_rows, seq, last_flush
+            if pending:
+                import pyarrow as pa
+
+                result.parts.append(store.write_part(pa.concat_tables(pending), job_id, seq))
+                seq += 1
+            store.update_rejects(pending_rejects, predicted_ids if cfg.retry_rejects else set())
+            for r in pending_rejects:
+                result.reject_reasons[r["reason"]] = result.reject_reasons.get(r["reason"], 0) + 1
+            result.rejected += len(pending_rejects)
+            pending, pending_rows, last_flush = [], 0, time.time()
+            pending_rejects.clear()
+
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            reasons = np.asarray(batch["reason"]).astype(str)
+            ok = reasons == ""
+            processed += len(ok)
+            if ok.any():
+                rows = {k: np.asarray(v)[ok] for k, v in batch.items()}
+                pending.append(predictions_table(rows, plan.model.labels, plan.stamp, job_id))
+                pending_rows += int(ok.sum())
+                predicted_ids.update(str(s) for s in rows["source_id"])
+                result.predicted += int(ok.sum())
+            for i in np.flatnonzero(~ok):
+                pending_rejects.append({"source_id": str(batch["source_id"][i]), "path": str(batch["path"][i]),
+                                        "reason": str(reasons[i]), "detail": str(batch["detail"][i])})
+            now = time.time()
+            if pending_rows >= cfg.flush_rows or now - last_flush >= cfg.flush_s:
+                flush()
+            if now - last_log >= cfg.progress_every_s or processed == total:
+                rate = processed / max(now - t0, 1e-9)
+                log(f"[batch_infer {job_id}] {processed}/{total} videos ({result.predicted} predicted, "
+                    f"{processed - result.predicted} rejected), {rate:.2f} videos/s, "
+                    f"ETA {_fmt_eta((total - processed) / rate) if rate > 0 else '?'}")
+                last_log = now
+        flush()
+    else:
+        store.update_rejects(pending_rejects)
+        for r in pending_rejects:
+            result.reject_reasons[r["reason"]] = result.reject_reasons.get(r["reason"], 0) + 1
+        result.rejected += len(pending_rejects)
+    result.seconds = time.time() - t0
+    result.videos_per_s = total / result.seconds if total and result.seconds > 0 else 0.0
+    log(f"[batch_infer {job_id}] done in {result.seconds:.1f}s: {result.predicted} predicted, {result.rejected} "
+        f"rejected {result.reject_reasons}, {result.skipped} skipped; throughput {result.videos_per_s:.2f} videos/s")
+    return result

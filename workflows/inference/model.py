@@ -1,0 +1,119 @@
+"""``--model`` -> our safetensors checkpoint on local disk, with the model's registry name and version.
+
+Accepted: ``models:/<name>@<alias>``, ``models:/<name>/<version>``, ``models:/<name>/latest``, any other
+MLflow model URI (``runs:/<run>/model``, ``s3://...``), or a local checkpoint folder (``cast.json`` +
+``model.safetensors``). MLflow URIs are downloaded with ``mlflow.artifacts.download_artifacts``; the
+checkpoint is the pyfunc model's ``checkpoint`` artifact (see ``workflows.serving``) or any folder of
+the download holding ``cast.json``. Weights are read with safetensors only, never unpickled.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cast_model import CASTConfig, CheckpointError, read_checkpoint_meta
+from cast_model.checkpoint import META_FILE, WEIGHTS_FILE
+
+from ..serving import CHECKPOINT_ARTIFACT
+
+_ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)/?$")
+_VERSION = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+|latest)/?$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A resolved ``--model``: where its checkpoint lies and what it is."""
+
+    uri: str  # as given
+    checkpoint: Path  # local folder with cast.json + model.safetensors
+    config: CASTConfig
+    labels: dict[str, dict[str, str]]  # {head: {class_id: name}}
+    name: str  # registered model name; the folder name for a local checkpoint
+    version: str  # registry version; the run id for runs:/ URIs; "local" for a folder
+    extra: dict[str, Any]  # the checkpoint's ``extra`` (training run id, val_top1, eval settings)
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        return tuple(self.labels)
+
+    def weights_bytes(self) -> tuple[bytes, bytes]:
+        """(cast.json, model.safetensors) as bytes: shipped to model replicas through the object store,
+        so replicas on other nodes need neither the driver's disk nor the tracking server."""
+        return (self.checkpoint / META_FILE).read_bytes(), (self.checkpoint / WEIGHTS_FILE).read_bytes()
+
+
+def resolve_model(uri: str, download_dir: str | Path | None = None) -> ModelSource:
+    """Resolve and fetch ``uri`` (see the module doc). Raises ``CheckpointError`` for a download that
+    holds no CAST checkpoint and MLflow's own errors for unknown models, versions or aliases."""
+    local = Path(uri)
+    if ":/" not in uri and local.is_dir():
+        return _from_folder(uri, local, local.resolve().name, "local")
+    name, version = registry_identity(uri)
+    dst = Path(download_dir) if download_dir is not None else Path(tempfile.mkdtemp(prefix="cast-model-"))
+    import mlflow.artifacts
+
+    from .. import tracking
+
+    tracking.client()  # the project's tracking/registry URI, for models:/ and runs:/ alike
+    root = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+    return _from_folder(uri, find_checkpoint(root), name, version)
+
+
+def registry_identity(uri: str) -> tuple[str, str]:
+    """(model name, version) of an MLflow model URI; aliases and ``latest`` are looked up in the
+    registry. ``runs:/<run>/...`` gives (``runs:/<run>/...``, run id); other URIs give (uri, "")."""
+    from .. import tracking
+
+    m = _ALIAS.match(uri)
+    if m:
+        mv = tracking.client().get_model_version_by_alias(m["name"], m["alias"])
+        return m["name"], str(mv.version)
+    m = _VERSION.match(uri)
+    if m:
+        if m["version"] != "latest":
+            return m["name"], m["version"]
+        versions = tracking.client().search_model_versions(f"name = '{m['name']}'")
+        if not versions:
+            raise CheckpointError(f"registered model {m['name']!r} has no versions")
+        return m["name"], str(max(int(v.version) for v in versions))
+    if uri.startswith("runs:/"):
+        return uri, uri[len("runs:/"):].split("/", 1)[0]
+    return uri, ""
+
+
+def find_checkpoint(root: Path) -> Path:
+    """The checkpoint folder inside a downloaded MLflow model (or the download itself)."""
+    if (root / META_FILE).is_file():
+        return root
+    mlmodel = root / "MLmodel"
+    if mlmodel.is_file():
+        flavors = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {})
+        artifacts = (flavors.get("python_function") or {}).get("artifacts") or {}
+        entry = artifacts.get(CHECKPOINT_ARTIFACT)
+        if entry and (root / entry["path"] / META_FILE).is_file():
+            return root / entry["path"]
+    found = sorted(p.parent for p in root.rglob(META_FILE))
+    if len(found) != 1:
+        raise CheckpointError(f"{root}: expected one CAST checkpoint ({META_FILE} + {WEIGHTS_FILE}) in the "
+                              f"model's artifacts, found {len(found)}")
+    return found[0]
+
+
+def _from_folder(uri: str, folder: Path, name: str, version: str) -> ModelSource:
+    meta = read_checkpoint_meta(folder)
+    if meta.get("trainable_only"):
+        raise CheckpointError(f"{folder} holds only the trainable weights; batch inference needs a full "
+                              "checkpoint (the registry holds full ones)")
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise CheckpointError(f"{folder}: {WEIGHTS_FILE} is missing")
+    labels = meta.get("labels")
+    if not labels:
+        raise CheckpointError(f"{folder}: the checkpoint has no label map; predictions would have no names")
+    return ModelSource(uri, folder, CASTConfig.from_dict(meta["config"]), labels, name, version,
+                       meta.get("extra") or {})

@@ -1,0 +1,98 @@
+"""One video -> its evaluation views, decoded with the preprocessing job's own decoder.
+
+``sample_views`` is pure (frames in, views out) and reproduces the multi-view evaluation loader
+(``pipelines.loader.eval_loader``): frame indices from ``pipelines.sampling.eval_indices``, frames
+resized to the model's short side, then the 3 crops of ``pipelines.sampling.crop_boxes`` (or the
+centre one), views ordered clip-major. Views stay uint8: normalising is the model replica's job, on its
+device, and uint8 moves 4x fewer bytes through the object store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipelines.decode import VideoDecodeError, decode_video
+from pipelines.preprocess import resample_indices
+from pipelines.sampling import crop_boxes, eval_indices, short_side_size
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    num_frames: int  # frames per clip (the model's input T)
+    img_size: int  # crop size (the model's input H = W)
+    clips: int = 1
+    crops: int = 3
+    sampling: str = "uniform"
+    stride: int = 4  # dense sampling only
+    max_fps: float | None = None  # raw EK100: the frame rate the shards were written at
+    decode_device: str = "cpu"
+
+    @property
+    def views(self) -> int:
+        return self.clips * self.crops
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        return (self.views, self.num_frames, self.img_size, self.img_size, 3)
+
+
+def sample_views(frames: np.ndarray, spec: ViewSpec) -> np.ndarray:
+    """(F, H, W, 3) uint8 frames -> (V, T, S, S, 3) uint8 views, V = clips x crops, clip-major (view
+    ``k * crops + j`` is clip k, crop j). Frames should already have short side ``spec.img_size``
+    (``decode_video(short_side=...)``); smaller ones (the decoder never upscales) are resized up here,
+    after sampling, as the evaluation loader's resize does."""
+    idx = eval_indices(frames.shape[0], spec.num_frames, spec.clips, spec.sampling, spec.stride)  # (clips*T,)
+    picked = frames[idx]  # (clips * T, H, W, 3)
+    if min(picked.shape[1:3]) != spec.img_size:
+        picked = resize_short_side(picked, spec.img_size)
+    _, h, w, _ = picked.shape
+    boxes = crop_boxes(h, w, spec.img_size)
+    if spec.crops == 1:
+        boxes = boxes[1:2]  # the centre crop
+    clips = picked.reshape(spec.clips, spec.num_frames, h, w, 3)  # (clips, T, H, W, 3)
+    views = [clips[k, :, y0:y0 + ch, x0:x0 + cw] for k in range(spec.clips) for (y0, x0, ch, cw) in boxes]
+    return np.ascontiguousarray(np.stack(views))  # (V, T, S, S, 3)
+
+
+def resize_short_side(frames: np.ndarray, short_side: int) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> (N, H', W', 3) with the short side ``short_side`` (bilinear; sizes as
+    ``pipelines.sampling.short_side_size``)."""
+    from PIL import Image
+
+    h, w = short_side_size(frames.shape[1], frames.shape[2], short_side)
+    return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR)) for f in frames])
+
+
+def _read_member(path: str, offset: int, size: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read(size)
+    if len(data) != size:
+        raise VideoDecodeError("truncated", f"{path}: member at {offset} has {len(data)} of {size} bytes")
+    return data
+
+
+def decode_views(rec: dict, spec: ViewSpec) -> dict:
+    """Ray Data ``map`` function: an input record -> the record with ``views`` (V, T, S, S, 3) uint8 and
+    ``reason``/``detail`` empty, or, for a video that cannot be used, zero views and the reject reason
+    (one of ``pipelines.schema.REJECT_REASONS``). Never raises for a bad video."""
+    out = {k: v for k, v in rec.items() if k not in ("offset", "size", "seg_start", "seg_stop", "seg_fps")}
+    try:
+        if rec["offset"] >= 0:  # a video member inside a shard tar
+            src: str | bytes = _read_member(rec["path"], rec["offset"], rec["size"])
+            segment, seg_fps = None, None
+        else:
+            src = rec["path"]
+            segment = None if rec["seg_start"] < 0 else (int(rec["seg_start"]), int(rec["seg_stop"]))
+            seg_fps = None if rec["seg_fps"] != rec["seg_fps"] else float(rec["seg_fps"])  # NaN -> None
+        dec = decode_video(src, segment=segment, segment_fps=seg_fps, short_side=spec.img_size,
+                           device=spec.decode_device)
+        frames = dec.frames[resample_indices(dec.frames.shape[0], dec.fps, spec.max_fps)]
+        views = sample_views(frames, spec)
+    except VideoDecodeError as e:
+        return out | {"views": np.zeros(spec.shape, np.uint8), "reason": e.reason, "detail": e.detail[:500]}
+    except FileNotFoundError as e:
+        return out | {"views": np.zeros(spec.shape, np.uint8), "reason": "missing", "detail": str(e)[:500]}
+    return out | {"views": views, "reason": "", "detail": ""}
