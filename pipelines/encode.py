@@ -18,10 +18,10 @@ from pipelines.schema import CODECS
 
 @dataclass(frozen=True)
 class EncodeConfig:
-    codec: str = "vp9"  # a key of schema.CODECS
+    codec: str = "mjpeg"  # a key of schema.CODECS
     gop: int = 8  # frames between keyframes
     crf: int = 32  # VP9/H.264 quality (lower = better, bigger)
-    mjpeg_q: int = 4  # MJPEG qscale (2 = best .. 31 = worst)
+    mjpeg_q: int = 5  # MJPEG quantiser (2 = best .. 31 = worst); 5 ~ the error of VP9 crf 32 here
 
     def __post_init__(self):
         if self.codec not in CODECS:
@@ -51,8 +51,8 @@ def encode_video(frames: np.ndarray, fps: float, cfg: EncodeConfig) -> bytes:
                          "lag-in-frames": "0", "row-mt": "1"}
         elif cfg.codec == "mjpeg":
             s.pix_fmt = "yuvj420p"
-            s.options = {"qscale": str(cfg.mjpeg_q)}
-            s.codec_context.qscale = cfg.mjpeg_q
+            # a fixed quantiser (qmin = qmax); PyAV's qscale attribute does not reach the encoder
+            s.options = {"qmin": str(cfg.mjpeg_q), "qmax": str(cfg.mjpeg_q)}
         else:
             s.pix_fmt = "yuv420p"
             s.options = {"preset": "veryfast", "crf": str(cfg.crf), "bf": "0"}

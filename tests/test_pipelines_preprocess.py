@@ -78,9 +78,9 @@ def test_every_good_sample_reaches_the_shards_with_its_labels(data, ssv2_out):
         assert t.with_suffix(".idx").read_text().startswith(f"v1.2 {(m['shard'] == t.name).sum()}\n")
         with tarfile.open(t) as tar:
             names = tar.getnames()
-            for i in range(0, len(names), 4):  # webm, nf, cls, json of one key, adjacent
+            for i in range(0, len(names), 4):  # video (MJPEG .avi by default), nf, cls, json of one key, adjacent
                 key = names[i].split(".")[0]
-                assert [n.split(".", 1) for n in names[i:i + 4]] == [[key, e] for e in ("webm", "nf", "cls", "json")]
+                assert [n.split(".", 1) for n in names[i:i + 4]] == [[key, e] for e in ("avi", "nf", "cls", "json")]
                 cls = np.frombuffer(tar.extractfile(names[i + 2]).read(), "<i8")
                 meta = json.loads(tar.extractfile(names[i + 3]).read())
                 assert meta["labels"] == {"label": int(cls[0])} and meta["num_frames"] == SMALL["frames"]
@@ -145,7 +145,7 @@ def test_k400_through_the_entry_point_to_a_file_uri(data, tmp_path):
     uri = (tmp_path / "k400").as_uri()
     for videos, ann, split in ((d["videos"], d["annotations"], "train"), (d["val_videos"], d["val_annotations"], "val")):
         assert preprocess_main(["--dataset", "k400", "--videos", videos, "--annotations", ann, "--split", split,
-                                "--out", uri, "--short-side", "40", "--max-samples-per-shard", "4",
+                                "--out", uri, "--short-side", "40", "--max-samples-per-shard", "4", "--codec", "vp9",
                                 "--progress-every", "0"]) == 0
     names = sorted({r["label"] for r in csv.DictReader(open(d["annotations"]))})
     assert read_label_map(uri) == {"label": {str(i): n for i, n in enumerate(names)}}
@@ -161,6 +161,9 @@ def test_k400_through_the_entry_point_to_a_file_uri(data, tmp_path):
     assert any(k.startswith("-") for k in m["key"])  # ids may start with '-'
     r = read_rejects(uri).to_pandas()
     assert dict(zip(r["source_id"], r["reason"])) == d["broken"]
+    assert len(list((tmp_path / "k400").glob("train-*.tar"))) >= 3
+    with tarfile.open(next((tmp_path / "k400").glob("train-*.tar"))) as tar:
+        assert tar.getnames()[0].endswith(".webm")
 
 
 def test_ek100_segments_map_released_frames_and_handle_the_end(data, tmp_path):

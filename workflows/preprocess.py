@@ -34,12 +34,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--annotations", required=True, help="ssv2: labels folder; others: the CSV/list file")
     p.add_argument("--split", required=True, help="train / validation / test ... (names the shards)")
     p.add_argument("--out", required=True, help="output folder or URI")
-    p.add_argument("--short-side", type=int, default=None, help="default: 320")
+    p.add_argument("--short-side", type=int, default=None, help="default: 256 (never upscaled)")
     p.add_argument("--max-fps", type=float, default=None, help="default: 30 for ek100, else keep all frames")
-    p.add_argument("--codec", choices=sorted(CODECS), default="vp9",
-                   help="shard codec: vp9/mjpeg train on CPU or GPU; h264 only on GPU (DALI mixed)")
+    p.add_argument("--codec", choices=sorted(CODECS), default="mjpeg",
+                   help="shard codec: mjpeg (fastest to decode) or vp9 (smallest) train on CPU or GPU; "
+                        "h264 only on GPU (DALI mixed)")
     p.add_argument("--gop", type=int, default=8, help="frames between keyframes in the shards")
-    p.add_argument("--crf", type=int, default=32)
+    p.add_argument("--crf", type=int, default=32, help="vp9 / h264 quality (lower: better, bigger)")
+    p.add_argument("--mjpeg-q", type=int, default=5, help="mjpeg quantiser (2: best .. 31: smallest)")
     p.add_argument("--shard-bytes", type=float, default=1e9, help="target shard size in bytes")
     p.add_argument("--max-samples-per-shard", type=int, default=0, help="0: no limit")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto", help="decoding device")
@@ -52,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def config_from_args(a: argparse.Namespace, device: str) -> PreprocessConfig:
     return PreprocessConfig(dataset=a.dataset, videos=a.videos, annotations=a.annotations, split=a.split,
                             out=a.out, short_side=a.short_side, max_fps=a.max_fps, codec=a.codec, gop=a.gop,
-                            crf=a.crf, shard_bytes=int(a.shard_bytes),
+                            crf=a.crf, mjpeg_q=a.mjpeg_q, shard_bytes=int(a.shard_bytes),
                             max_samples_per_shard=a.max_samples_per_shard, device=device, seed=a.seed,
                             progress_every_s=a.progress_every)
 
