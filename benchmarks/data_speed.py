@@ -52,9 +52,17 @@ class Meter:
         self.cpu = c.user + c.system - self.cpu0
 
 
-def baseline_clip(path: str, rng: np.random.Generator, t: int, size: int) -> torch.Tensor:
+def paper_rand_augment():
+    """timm's RandAugment (m9, n2, mstd 0.5) on PIL frames, ops drawn once per clip and applied to every
+    frame, as the VideoMAE-style code of the paper does before its random resized crop."""
+    from timm.data.auto_augment import rand_augment_transform
+
+    return rand_augment_transform("rand-m9-n2-mstd0.5", {"translate_const": 100, "img_mean": (124, 116, 104)})
+
+
+def baseline_clip(path: str, rng: np.random.Generator, t: int, size: int, rand_augment=None) -> torch.Tensor:
     """Per-sample decoding as in the paper's code: open the source, decode up to the last sampled
-    frame, pick 16 uniform segments, random-resized-crop + resize, normalise. (B, 3, T, S, S) layout."""
+    frame, pick 16 uniform segments, [RandAugment,] random-resized-crop + resize, normalise."""
     info = probe(path)  # decord knows the frame count from its index; WebM headers give the duration
     n = int(round(info.duration_s * info.fps))
     with av.open(path) as c:
@@ -67,7 +75,16 @@ def baseline_clip(path: str, rng: np.random.Generator, t: int, size: int) -> tor
             if i >= idx[-1]:
                 break
     last = frames[max(frames)]
-    clip = torch.from_numpy(np.stack([frames.get(i, last) for i in idx])).permute(0, 3, 1, 2).float()
+    clip = [frames.get(i, last) for i in idx]
+    if rand_augment is not None:
+        from PIL import Image
+
+        ops = [rand_augment.ops[i] for i in rng.choice(len(rand_augment.ops), rand_augment.num_layers)]
+        pil = [Image.fromarray(f) for f in clip]
+        for op in ops:
+            pil = [op(im) for im in pil]
+        clip = [np.asarray(im) for im in pil]
+    clip = torch.from_numpy(np.stack(clip)).permute(0, 3, 1, 2).float()
     h, w = clip.shape[-2:]
     area = h * w * rng.uniform(0.08, 1.0)
     ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
@@ -78,19 +95,21 @@ def baseline_clip(path: str, rng: np.random.Generator, t: int, size: int) -> tor
     return ((clip - mean) / std).permute(1, 0, 2, 3)  # (3, T, S, S)
 
 
-def bench_baseline(paths: list[str], clips: int, t: int, size: int) -> dict:
+def bench_baseline(paths: list[str], clips: int, t: int, size: int, rand_augment: bool) -> dict:
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
-    baseline_clip(paths[0], rng, t, size)  # warm-up
+    ra = paper_rand_augment() if rand_augment else None
+    baseline_clip(paths[0], rng, t, size, ra)  # warm-up
     with Meter() as m:
         for i in range(clips):
-            baseline_clip(paths[i % len(paths)], rng, t, size)
+            baseline_clip(paths[i % len(paths)], rng, t, size, ra)
     return {"clips": clips, "clips_per_s": clips / m.wall, "clips_per_cpu_s": clips / m.cpu}
 
 
-def bench_loader(out: str, batches: int, t: int, size: int, threads: int, rand_augment: bool) -> dict:
+def bench_loader(out: str, batches: int, t: int, size: int, threads: int, rand_augment: bool,
+                 ra_interp: str = "linear") -> dict:
     cfg = LoaderConfig(num_frames=t, img_size=size, batch_size=8, num_threads=threads, shuffle_buffer=64,
-                       rand_augment=rand_augment)
+                       rand_augment=rand_augment, ra_interp=ra_interp)
     loader = train_loader(out, "train", cfg=cfg)
     done, epoch = 0, 0
     it = None
@@ -151,23 +170,30 @@ def main(argv: list[str] | None = None) -> None:
         ray.shutdown()
 
     train_paths = [x for x in paths if Path(x).stem in set(read_manifest(str(work / "shards_vp9"), "train")["source_id"].to_pylist())]
-    results["baseline"] = bench_baseline(train_paths, a.baseline_clips, t, size)
-    for codec in ("vp9", "mjpeg"):
-        for threads in (1, 2):
-            for ra in (False, True):
-                results["loader"][f"{codec} threads={threads} randaug={ra}"] = bench_loader(
-                    str(work / f"shards_{codec}"), a.batches, t, size, threads, ra)
+    results["baseline"] = {ra: bench_baseline(train_paths, a.baseline_clips, t, size, ra) for ra in (False, True)}
+    # (codec, decoding threads, RandAugment: off / linear warps (the recipe) / nearest-neighbour warps)
+    for codec, threads, ra in (("mjpeg", 1, "off"), ("mjpeg", 2, "off"), ("vp9", 1, "off"), ("mjpeg", 1, "linear"),
+                               ("mjpeg", 2, "linear"), ("vp9", 1, "linear"), ("mjpeg", 1, "nn")):
+        results["loader"][(codec, threads, ra)] = bench_loader(
+            str(work / f"shards_{codec}"), a.batches, t, size, threads, ra != "off", "nn" if ra == "nn" else "linear")
 
-    base = results["baseline"]
     print(f"\nclips of {t}x{size}x{size}, batch 8, uniform sampling, random resized crop, normalised")
-    print(f"{'':38s} {'clips/s':>8s} {'clips/CPU-s':>12s} {'x baseline/core':>16s}")
-    print(f"{'baseline: PyAV decode per sample':38s} {base['clips_per_s']:8.2f} {base['clips_per_cpu_s']:12.2f} {1.0:16.2f}")
-    for name, r in results["loader"].items():
-        print(f"{'DALI shard loader ' + name:38s} {r['clips_per_s']:8.2f} {r['clips_per_cpu_s']:12.2f} "
-              f"{r['clips_per_cpu_s'] / base['clips_per_cpu_s']:16.2f}")
+    print(f"{'':52s} {'clips/s':>8s} {'clips/CPU-s':>12s} {'x baseline/core':>16s}")
+    for ra in (False, True):
+        base = results["baseline"][ra]
+        print(f"{'RandAugment ' + ('on' if ra else 'off') + ':':52s}")
+        print(f"{'  baseline: PyAV decode per sample, 1 thread':52s} {base['clips_per_s']:8.2f} "
+              f"{base['clips_per_cpu_s']:12.2f} {1.0:16.2f}")
+        for (codec, threads, r_a), r in results["loader"].items():
+            if (r_a != "off") == ra:
+                name = f"  DALI shard loader, {codec}, {threads} thread(s)" + (", nn warps" if r_a == "nn" else "")
+                print(f"{name:52s} {r['clips_per_s']:8.2f} "
+                      f"{r['clips_per_cpu_s']:12.2f} {r['clips_per_cpu_s'] / base['clips_per_cpu_s']:16.2f}")
     print(f"\npreprocessing job (Ray Data, {os.cpu_count()} CPUs, decode+re-encode at the source size):")
     for codec, r in results["preprocess"].items():
         print(f"  shard codec {codec:6s} {r['videos_per_s']:6.2f} videos/s, {r['kB_per_clip']:7.1f} kB per clip")
+    results["loader"] = {f"{c} threads={th} randaug={ra}": r for (c, th, ra), r in results["loader"].items()}
+    results["baseline"] = {f"randaug={ra}": r for ra, r in results["baseline"].items()}
     print(json.dumps(results))
     if not a.workdir:
         shutil.rmtree(work, ignore_errors=True)

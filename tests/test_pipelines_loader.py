@@ -88,7 +88,7 @@ def test_dense_sampling_for_k400(shards):
 def test_ek100_batches_carry_verb_and_noun(shards):
     verbs = labels_by_key(shards["ek100"], "train", "verb_class")
     nouns = labels_by_key(shards["ek100"], "train", "noun_class")
-    loader = train_loader(shards["ek100"], "train", cfg=CFG)
+    loader = train_loader(shards["ek100"], "train", cfg=LoaderConfig(**{**CFG.__dict__, "ra_interp": "nn"}))
     loader.set_epoch(0)
     batch = next(iter(loader))
     assert "label" not in batch
@@ -138,6 +138,8 @@ def test_eval_views_equal_a_reference_decode_and_crop(shards):
 def test_loader_config_and_size_errors(shards):
     with pytest.raises(ValueError, match="sampling"):
         LoaderConfig(sampling="random")
+    with pytest.raises(ValueError, match="ra_interp"):
+        LoaderConfig(ra_interp="cubic")
     with pytest.raises(ValueError, match="cannot fill one batch"):
         train_loader(shards["ssv2"], "train", cfg=LoaderConfig(batch_size=64), world_size=2)
     with pytest.raises(FileNotFoundError, match="test"):
