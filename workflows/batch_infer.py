@@ -87,9 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
     summary = asdict(result) | {"parts": len(result.parts)}
     if plan.cfg.evaluate and plan.listing.labelled:
-        from workflows.evaluation import evaluate_job
+        from workflows.evaluation import evaluate_job, has_evaluation
 
-        summary["evaluation"] = evaluate_job(plan)
+        # A rerun that predicted nothing new would only repeat the same figures in another MLflow run.
+        if result.predicted or not has_evaluation(plan):
+            summary["evaluation"] = evaluate_job(plan)
     print(json.dumps(summary, default=str))
     return 0
 

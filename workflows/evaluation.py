@@ -31,8 +31,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.shards import join, write_atomic
+
 from . import metrics as M
 from .inference.predict import head_prefix
+from .inference.store import OutputStore
 
 KIND_TAG = "cast.kind"
 MODEL_NAME_TAG = "cast.model_name"
@@ -163,13 +166,19 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "model"
 
 
+def evaluation_folder(plan) -> str:
+    return join(OutputStore(plan.cfg.out).base, EVAL_DIR, _slug(f"{plan.model.name}-v{plan.model.version}"))
+
+
+def has_evaluation(plan) -> bool:
+    """This model's evaluation files already exist in OUT (a rerun that predicted nothing new keeps them)."""
+    store = OutputStore(plan.cfg.out)
+    return store.fs.get_file_info(join(evaluation_folder(plan), "metrics.json")).type.name == "File"
+
+
 def evaluate_job(plan, log=print) -> dict[str, Any]:
     """After a batch-inference job: evaluate every labelled prediction this model made in OUT, write
     the files to ``OUT/evaluation/<model>-v<version>/`` and log the MLflow evaluation run."""
-    from pipelines.shards import join, write_atomic
-
-    from .inference.store import OutputStore
-
     store = OutputStore(plan.cfg.out)
     table = store.read_predictions()
     model = plan.model
@@ -184,7 +193,7 @@ def evaluate_job(plan, log=print) -> dict[str, Any]:
                    "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     title = f"{plan.dataset or model.name}"
     files = report_files(report, title)
-    folder = join(store.base, EVAL_DIR, _slug(f"{model.name}-v{model.version}"))
+    folder = evaluation_folder(plan)
     store.fs.create_dir(folder, recursive=True)
     for name, data in files.items():
         write_atomic(store.fs, join(folder, name), data)

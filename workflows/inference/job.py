@@ -54,6 +54,7 @@ class JobResult:
     rejected: int
     seconds: float
     videos_per_s: float
+    first_output_s: float = 0.0  # start-up: seconds until the first predictions came back
     parts: list[str] = field(default_factory=list)
     reject_reasons: dict[str, int] = field(default_factory=dict)
 
@@ -172,6 +173,8 @@ def run_job(plan: JobPlan, log: Callable[[str], None] | None = None) -> JobResul
             pending_rejects.clear()
 
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            if not processed:
+                result.first_output_s = time.time() - t0
             reasons = np.asarray(batch["reason"]).astype(str)
             ok = reasons == ""
             processed += len(ok)
