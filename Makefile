@@ -26,6 +26,7 @@ demo: setup
 bench: setup
 	$(BIN)/python benchmarks/model_speed.py
 	$(BIN)/python benchmarks/data_speed.py
+	$(BIN)/python benchmarks/infer_speed.py
 
 clean-data:
 	rm -rf data/demo
