@@ -67,7 +67,7 @@ def tiny_checkpoint(path: Path, labels: dict, **sizes) -> Path:
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "head" in name:
-                p.normal_(0.0, 0.5)
+                p.normal_(0.0, 0.05)
     return save_checkpoint(path, model, labels, extra={"test_clips": 2, "test_crops": 3})
 
 
@@ -93,7 +93,13 @@ def predictions(out: Path):
 
 def test_raw_videos_one_row_per_good_video_and_every_bad_one_rejected(data, registered, tmp_path):
     d = data["ssv2"]
-    videos = shutil.copytree(d["videos"], tmp_path / "inbox")
+    # An inbox with every broken file and a few good ones (a Ray start-up costs more than a video).
+    videos = tmp_path / "inbox"
+    videos.mkdir()
+    bad_files = {f"{sid}.webm" for sid, r in d["broken"].items() if r != "missing"}
+    good_files = sorted(p.name for p in Path(d["videos"]).glob("*.webm") if p.name not in bad_files)[:7]
+    for name in sorted(bad_files) + good_files:
+        shutil.copy(Path(d["videos"]) / name, videos / name)
     out = tmp_path / "out"
     plan = plan_job(cfg(model=f"models:/{NAME}@champion", input=str(videos), out=str(out)))
     assert (plan.model.name, plan.model.version) == (NAME, registered["version"])
