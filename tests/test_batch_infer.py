@@ -294,3 +294,25 @@ def test_gpu_replica_equals_the_cpu_one(data, registered):
     gpu = Predictor([ref], top_k=5, device="gpu", precision="fp32")(batch)
     np.testing.assert_array_equal(gpu["top_ids"][:, 0], cpu["top_ids"][:, 0])
     np.testing.assert_allclose(gpu["top_probs"], cpu["top_probs"], atol=1e-4)
+
+
+def test_file_lists_and_shard_splits_are_listed_or_refused(data, registered, tmp_path):
+    d = data["ssv2"]
+    videos = sorted(Path(d["videos"]).glob("*.webm"))[:3]
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"# new videos\n{videos[0]}\n\n{videos[1]}\n{videos[0]}\n")
+    (tmp_path / "rel").mkdir()
+    shutil.copy(videos[2], tmp_path / "rel" / videos[2].name)
+    lst.write_text(lst.read_text() + f"rel/{videos[2].name}\n")
+    listing = list_inputs(cfg(model=str(registered["checkpoint"]), input=str(lst), out=str(tmp_path / "o")))
+    assert [r["source_id"] for r in listing.records] == [str(videos[0]), str(videos[1]),
+                                                         str((tmp_path / "rel" / videos[2].name).resolve())]
+    assert [r["source_id"] for r in listing.duplicates] == [str(videos[0])]  # listed twice: rejected once
+    assert not listing.labelled
+    (tmp_path / "empty.txt").write_text("# nothing yet\n")
+    with pytest.raises(InferConfigError, match="names no videos"):
+        list_inputs(cfg(model=str(registered["checkpoint"]), input=str(tmp_path / "empty.txt"), out=str(tmp_path / "o")))
+    shards = tmp_path / "shards"
+    shards_without_ray("ssv2", d["videos"], d["annotations"], "validation", shards, per_shard=8)
+    with pytest.raises(InferConfigError, match="no committed shards of split 'test'"):
+        list_inputs(cfg(model=str(registered["checkpoint"]), input=str(shards), out=str(tmp_path / "o"), split="test"))

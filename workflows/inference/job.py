@@ -141,7 +141,9 @@ def run_job(plan: JobPlan, log: Callable[[str], None] | None = None) -> JobResul
         weights = plan.model.weights_bytes()
         weights_size = sum(len(b) for b in weights)
         checkpoint = ray.put(weights)
-        ds = ray.data.from_items(plan.todo, override_num_blocks=max(1, min(total, 512)))
+        # Small blocks (<= 8 videos, at least 64 of them when there are enough videos): decode tasks
+        # stay short, spread over the cluster, and never hold many decoded videos at once.
+        ds = ray.data.from_items(plan.todo, override_num_blocks=min(total, max(math.ceil(total / 8), 64)))
         ds = ds.map(decode_views, fn_kwargs={"spec": plan.views}, num_cpus=1,
                     num_gpus=0.25 if cfg.decode_device == "gpu" else 0)
         ds = ds.map_batches(Predictor, batch_size=cfg.batch_size, batch_format="numpy",
