@@ -77,14 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     except InferConfigError as e:
         print(f"batch_infer: {e}", file=sys.stderr)
         return 2
-    import ray
+    if plan.todo:
+        import ray
 
-    # Inside ``ray job submit`` RAY_ADDRESS points at the cluster; otherwise this starts a local Ray.
-    ray.init(num_cpus=a.num_cpus if not os.environ.get("RAY_ADDRESS") else None, include_dashboard=False)
-    try:
-        result = run_job(plan)
-    finally:
-        ray.shutdown()
+        # Inside ``ray job submit`` RAY_ADDRESS points at the cluster; otherwise this starts a local Ray.
+        ray.init(num_cpus=a.num_cpus if not os.environ.get("RAY_ADDRESS") else None, include_dashboard=False)
+        try:
+            result = run_job(plan)
+        finally:
+            ray.shutdown()
+    else:
+        result = run_job(plan)  # nothing new: no Ray needed (a scheduled rerun costs seconds)
     summary = asdict(result) | {"parts": len(result.parts)}
     if plan.cfg.evaluate and plan.listing.labelled:
         from workflows.evaluation import evaluate_job, has_evaluation
