@@ -32,7 +32,9 @@ from .recipe import VideoMixup, as_heads, build_criterion, build_model, build_op
 from .state import MODEL_DIR, Progress, load_train_state, rng_state, save_train_state
 from .tracker import RunLogger
 
-NOT_VALIDATED = float("nan")  # val_top1 of a mid-epoch checkpoint: Ray ranks NaN below every score
+# val_top1 of a mid-epoch checkpoint: below every real accuracy, so Ray keeps it only while it is the
+# latest. Finite on purpose: Ray's checkpoint snapshot (JSON) turns NaN into null and then fails to rank it.
+NOT_VALIDATED = -1.0
 
 
 @dataclass

@@ -1,0 +1,182 @@
+"""Training end to end on real synthetic shards with 2 Ray workers on CPU (DDP over gloo):
+
+- a job that loses a worker process mid-run (``os._exit``) survives it through ``FailureConfig`` and
+  ends with the step count of an uninterrupted run; it logs its metrics, params and artifacts, keeps
+  its checkpoints, registers the model (candidate + champion), and a fresh process loading
+  ``models:/cast-ssv2@champion`` gets the trained model's logits;
+- the champion alias only moves to a better model; a finished job is not repeated;
+- a job whose worker dies with no failures allowed ends FAILED in MLflow, and rerun under the same name
+  it resumes from its latest checkpoint in the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+import torch
+from mlflow.tracking import MlflowClient
+from ray.train import TrainingFailedError
+
+from cast_model import load_checkpoint
+from pipelines.loader import LoaderConfig, eval_loader
+from workflows import registry
+from workflows.training import launch
+from workflows.training.config import config_from_args
+from workflows.training.state import MODEL_DIR, STATE_FILE, TRAINABLE_FILE
+
+from .pipelines_data import make_dataset, shards_without_ray
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+# 16 training clips over 2 ranks in batches of 4: 2 optimizer steps per epoch, 4 in 2 epochs.
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    mp.setenv("MLFLOW_ARTIFACT_ROOT", str(root / "artifacts"))
+    mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # inherited by the local Ray's workers
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield root
+    ray.shutdown()
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def shards(root) -> Path:
+    data = make_dataset("ssv2", root / "native", num_classes=4, videos_per_class=4)
+    out = root / "shards"
+    for split in ("train", "validation"):
+        shards_without_ray("ssv2", data["videos"], data["annotations"], split, out, per_shard=4)
+    return out
+
+
+def tiny_config(root: Path, shards: Path, run_name: str, *extra: str):
+    argv = ["--shards", str(shards), "--val-shards", str(shards), "--preset", "tiny", "--run-name", run_name,
+            "--num-workers", "2", "--batch-size", "4", "--total-batch-size", "8", "--epochs", "2",
+            "--checkpoint-every", "1", "--storage-path", str(root / "ray"), "--loader-threads", "1",
+            "--mixup-prob", "1.0", *extra]
+    cfg = launch.with_defaults(config_from_args("ssv2", argv))
+    launch.validate(cfg)
+    return cfg
+
+
+def run_status(run_id: str) -> str:
+    return MlflowClient().get_run(run_id).info.status
+
+
+@pytest.fixture(scope="module")
+def trained(root, shards):
+    """A job that loses a worker process at step 3 and survives it (FailureConfig, one restart)."""
+    cfg = dataclasses.replace(tiny_config(root, shards, "e2e", "--max-failures", "1"), fault_kill_step=3)
+    result = launch.train(cfg)
+    return {"cfg": cfg, "result": result}
+
+
+def test_lost_worker_is_survived(trained, root):
+    result = trained["result"]
+    assert (root / "ray" / "e2e" / "fault_injected").read_text() == "3"  # rank 1's process really died
+    assert result.metrics["step"] == STEPS and result.metrics["epoch"] == 2  # as without the fault
+    assert run_status(result.run_id) == "FINISHED"
+    # the fault hit after step 3's optimizer step, before its checkpoint: step 2's was the latest
+    assert MlflowClient().get_run(result.run_id).data.tags["cast.resumed_from_step"] == "2"
+
+
+def test_metrics_params_and_artifacts_logged(trained):
+    client = MlflowClient()
+    run_id = trained["result"].run_id
+    run = client.get_run(run_id)
+    history = {k: client.get_metric_history(run_id, k) for k in
+               ("train_loss", "lr", "clips_per_s_worker", "clips_per_s_total", "data_wait_s", "val_top1")}
+    assert {m.step for m in history["train_loss"]} == set(range(1, STEPS + 1))
+    assert all(np.isfinite(m.value) for m in history["train_loss"])
+    assert all(m.value > 0 for m in history["clips_per_s_total"] + history["clips_per_s_worker"])
+    assert len({m.step for m in history["val_top1"]}) == 2  # one validation per epoch
+    assert 0.0 <= run.data.metrics["final_val_top1"] <= 1.0 and "final_val_top5" in run.data.metrics
+    assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics)
+    params = run.data.params
+    assert params["preset"] == "tiny" and params["update_freq"] == "1" and params["world_size"] == "2"
+    assert float(params["lr"]) == pytest.approx(float(params["base_lr"]) * 8 / 256)
+    files = {a.path for d in ("config", "final_validation") for a in client.list_artifacts(run_id, d)}
+    assert files == {"config/train_config.json", "config/classes.json", "final_validation/confusion_label.png",
+                     "final_validation/per_class_label.csv"}
+
+
+def test_checkpoints_hold_the_training_state(trained):
+    result = trained["result"]
+    final = Path(result.checkpoint_path)
+    assert final.name == f"final_step{STEPS:08d}"
+    state = torch.load(final / STATE_FILE, weights_only=True)
+    assert state["progress"]["step"] == STEPS and state["progress"]["finished"]
+    assert len(state["rng"]) == 2 and state["optimizer"]["state"]  # every rank's RNG; AdamW moments
+    assert (final / TRAINABLE_FILE).is_file() and (final / MODEL_DIR / "model.safetensors").is_file()
+    kept = sorted(p.name for p in final.parent.iterdir() if p.name.startswith(("checkpoint_", "final_")))
+    assert len(kept) <= 3 and kept[-1] == final.name  # best 2 by val_top1 plus the latest
+
+
+def test_champion_served_from_a_fresh_process(trained, root, shards):
+    result = trained["result"]
+    assert result.model_version == "1" and result.champion
+    client = MlflowClient()
+    for alias in ("candidate", "champion"):
+        assert str(client.get_model_version_by_alias("cast-ssv2", alias).version) == "1"
+    model, labels = load_checkpoint(Path(result.checkpoint_path) / MODEL_DIR)
+    assert labels == json.loads((shards / "classes.json").read_text())
+    loader = eval_loader(shards, "validation", cfg=LoaderConfig(num_frames=8, img_size=64, batch_size=4,
+                                                                 eval_clips=1, eval_crops=1, num_threads=1))
+    clips = next(iter(loader))["video"][:, 0].numpy()  # (4, 3, 8, 64, 64)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(clips)).numpy()
+    np.save(root / "clips.npy", clips)
+    code = ("import sys, numpy as np, mlflow\n"
+            "m = mlflow.pyfunc.load_model('models:/cast-ssv2@champion')\n"
+            "np.save(sys.argv[2], m.predict(np.load(sys.argv[1])))\n")
+    subprocess.run([sys.executable, "-c", code, str(root / "clips.npy"), str(root / "served.npy")], check=True,
+                   cwd=root, env={**os.environ, "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]},
+                   timeout=300)
+    np.testing.assert_allclose(np.load(root / "served.npy"), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_champion_moves_only_to_a_better_model(trained):
+    folder = Path(trained["result"].checkpoint_path) / MODEL_DIR
+    run_id = trained["result"].run_id
+    top1 = trained["result"].metrics["val_top1"]
+    worse = registry.register(run_id, folder, "cast-ssv2", top1 - 0.1)
+    client = MlflowClient()
+    assert not worse.champion and worse.previous_champion == "1"
+    assert str(client.get_model_version_by_alias("cast-ssv2", "candidate").version) == worse.version
+    assert str(client.get_model_version_by_alias("cast-ssv2", "champion").version) == "1"
+    better = registry.register(run_id, folder, "cast-ssv2", top1 + 0.1)
+    assert better.champion and str(client.get_model_version_by_alias("cast-ssv2", "champion").version) == better.version
+
+
+def test_finished_job_is_not_repeated(trained):
+    again = launch.train(dataclasses.replace(trained["cfg"], max_failures=1))
+    assert again.run_id == trained["result"].run_id and again.model_version is None and again.seconds == 0.0
+
+
+def test_failed_job_is_failed_and_a_rerun_resumes_it(root, shards):
+    cfg = tiny_config(root, shards, "resume", "--max-failures", "0", "--register", "false")
+    with pytest.raises(TrainingFailedError):
+        launch.train(dataclasses.replace(cfg, fault_kill_step=3))
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("cast-ssv2").experiment_id
+    failed = client.search_runs([exp], filter_string="tags.`cast.run_name` = 'resume'")
+    assert [r.info.status for r in failed] == ["FAILED"]
+    result = launch.train(cfg)  # same name: the same MLflow run, Ray's latest checkpoint
+    assert result.run_id == failed[0].info.run_id and run_status(result.run_id) == "FINISHED"
+    assert client.get_run(result.run_id).data.tags["cast.resumed_from_step"] == "2"
+    assert result.metrics["step"] == STEPS
+    losses = client.get_metric_history(result.run_id, "train_loss")
+    assert {m.step for m in losses} == set(range(1, STEPS + 1))  # steps 3 and 4 logged again on resume
