@@ -118,6 +118,7 @@ def _fmt_eta(seconds: float) -> str:
 def run_job(plan: JobPlan, log: Callable[[str], None] | None = None) -> JobResult:
     """Run ``plan`` on the current Ray cluster; returns counts and throughput."""
     import numpy as np
+    import pyarrow as pa
     import ray
 
     from .predict import Predictor
@@ -163,8 +164,6 @@ def run_job(plan: JobPlan, log: Callable[[str], None] | None = None) -> JobResul
         def flush() -> None:
             nonlocal pending, pending_rows, seq, last_flush
             if pending:
-                import pyarrow as pa
-
                 result.parts.append(store.write_part(pa.concat_tables(pending), job_id, seq))
                 seq += 1
             store.update_rejects(pending_rejects, predicted_ids if cfg.retry_rejects else set())
