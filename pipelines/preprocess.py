@@ -23,14 +23,15 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from pipelines.datasets import DATASETS, AnnotationError, heads_for, read_dataset
+from pipelines.datasets import DATASETS, AnnotationError, read_dataset
 from pipelines.decode import VideoDecodeError, decode_video
 from pipelines.encode import EncodeConfig, encode_video
 from pipelines.manifest import (CLASSES_FILE, consolidate, read_fragments, read_label_map, shard_parts,
                                 write_label_map)
 from pipelines.schema import (CODECS, LABELS_EXT, META_EXT, NUM_FRAMES_EXT, VideoRow, label_column,
                               sample_key, shard_name)
-from pipelines.shards import PARTS_DIR, Member, commit_shard, join, list_names, resolve_out, write_table_atomic
+from pipelines.shards import (PARTS_DIR, Member, commit_shard, join, list_names, resolve_out, write_atomic,
+                              write_table_atomic)
 
 # Short side of the stored clips (never upscaled). The VideoMAE-style loaders that CAST's code builds
 # on decode frames at 256 x 320 before the random resized crop to 224; storing at 256 keeps that input
@@ -229,7 +230,7 @@ def run_preprocess(cfg: PreprocessConfig, on_commit: Callable[[str], None] | Non
                               "use a fresh output folder per dataset")
     if pinned is None:
         write_label_map(cfg.out, listing.label_map)
-    heads = heads_for(cfg.dataset) if cfg.dataset != "csv" else listing.heads
+    heads = listing.heads
 
     committed = set(shard_parts(fs, base).get(cfg.split, []))
     removed = _cleanup_uncommitted(fs, base, cfg.split, committed)
@@ -334,8 +335,6 @@ def run_preprocess(cfg: PreprocessConfig, on_commit: Callable[[str], None] | Non
 
 def _write_job_record(cfg: PreprocessConfig, fs, base: str) -> None:
     """What made this output: the config of each run, per split (overwritten by a rerun)."""
-    from pipelines.shards import write_atomic
-
     record = {"config": asdict(cfg), "short_side": cfg.resolved_short_side, "max_fps": cfg.resolved_max_fps,
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_atomic(fs, join(base, f"job-{cfg.split}.json"), json.dumps(record, indent=1).encode())

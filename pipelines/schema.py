@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # Label heads per dataset; the label-map format everywhere is {head: {class_id_str: class_name}}.
 SINGLE_HEAD: tuple[str, ...] = ("label",)
@@ -69,7 +69,6 @@ class VideoRow:
     labels: dict[str, int]
     segment: tuple[int, int] | None = None
     segment_fps: float | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
     def to_record(self) -> dict:
         """A flat, Arrow-friendly dict (Ray Data rows)."""

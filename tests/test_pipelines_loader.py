@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import tarfile
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
