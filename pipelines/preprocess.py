@@ -304,26 +304,33 @@ def run_preprocess(cfg: PreprocessConfig, on_commit: Callable[[str], None] | Non
             flush_rejects()
             drain(cfg.max_pending_writes)
 
-        for out in ds.iter_rows():
-            processed += 1
-            if out["reason"]:
-                pending_rejects.append({k: out[k] for k in ("source_id", "path", "reason", "detail")}
-                                       | {"split": cfg.split})
-            else:
-                buffer.append({"video": out["video"], "meta": out["meta"]})
-                buffer_bytes += len(out["video"]) + 2048  # + headers and metadata
-                if buffer_bytes >= cfg.shard_bytes or len(buffer) == cfg.max_samples_per_shard:
-                    flush_shard()
-            now = time.time()
-            if now - last_log >= cfg.progress_every_s or processed == len(rows):
-                rate = processed / max(now - t0, 1e-9)
-                rej = result.rejected + len(pending_rejects)
-                log(f"[preprocess {cfg.split}] {processed}/{len(rows)} videos ({processed - rej} ok, "
-                    f"{rej} rejected), {rate:.1f} videos/s, ETA {_fmt_eta((len(rows) - processed) / rate)}, "
-                    f"{len(result.shards) + len(in_flight)} shard(s)")
-                last_log = now
-        flush_shard()
-        drain(0)
+        try:
+            for out in ds.iter_rows():
+                processed += 1
+                if out["reason"]:
+                    pending_rejects.append({k: out[k] for k in ("source_id", "path", "reason", "detail")}
+                                           | {"split": cfg.split})
+                else:
+                    buffer.append({"video": out["video"], "meta": out["meta"]})
+                    buffer_bytes += len(out["video"]) + 2048  # + headers and metadata
+                    if buffer_bytes >= cfg.shard_bytes or len(buffer) == cfg.max_samples_per_shard:
+                        flush_shard()
+                now = time.time()
+                if now - last_log >= cfg.progress_every_s or processed == len(rows):
+                    rate = processed / max(now - t0, 1e-9)
+                    rej = result.rejected + len(pending_rejects)
+                    log(f"[preprocess {cfg.split}] {processed}/{len(rows)} videos ({processed - rej} ok, "
+                        f"{rej} rejected), {rate:.1f} videos/s, ETA {_fmt_eta((len(rows) - processed) / rate)}, "
+                        f"{len(result.shards) + len(in_flight)} shard(s)")
+                    last_log = now
+            flush_shard()
+            drain(0)
+        except BaseException:
+            # Let shards already handed to writers finish committing (they are complete), so that a
+            # rerun in the same cluster sees every marker before it decides what is left to do.
+            if in_flight:
+                ray.wait(list(in_flight), num_returns=len(in_flight), timeout=600)
+            raise
     flush_rejects()
     n_samples, n_rejects = consolidate(cfg.out)
     result.seconds = time.time() - t0

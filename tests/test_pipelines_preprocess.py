@@ -110,19 +110,18 @@ class Crash(RuntimeError):
 def test_crash_then_rerun_gives_the_same_manifest(data, ssv2_out, tmp_path):
     commits = []
 
-    def crash_after_two(shard: str) -> None:
+    def crash_after_first(shard: str) -> None:
         commits.append(shard)
-        if len(commits) == 2:
-            raise Crash(shard)
+        raise Crash(shard)
 
-    with pytest.raises(Crash):
-        run_preprocess(ssv2_config(data["ssv2"], tmp_path), on_commit=crash_after_two)
-    assert 2 <= len(list(tmp_path.glob("_parts/train-0*.parquet"))) < len(list(ssv2_out.glob("train-*.tar")))
+    with pytest.raises(Crash):  # one write in flight at most: the crash leaves shards to do
+        run_preprocess(ssv2_config(data["ssv2"], tmp_path, max_pending_writes=1), on_commit=crash_after_first)
+    assert 1 <= len(list(tmp_path.glob("_parts/train-0*.parquet"))) < len(list(ssv2_out.glob("train-*.tar")))
     # what a killed writer leaves: a half-written temp file and a tar without its commit marker
     (tmp_path / ".train-000007.tar.tmp-deadbeef").write_bytes(b"partial")
     (tmp_path / "train-000042.tar").write_bytes(b"no marker")
     result = run_preprocess(ssv2_config(data["ssv2"], tmp_path))
-    assert result.already_done >= 10 and result.written > 0
+    assert result.already_done >= 5 and result.written > 0
     assert manifest_rows(tmp_path) == manifest_rows(ssv2_out)
     assert not (tmp_path / "train-000042.tar").exists() and not list(tmp_path.glob(".*tmp*"))
     markers = sorted(p.stem for p in tmp_path.glob("_parts/train-0*.parquet"))
