@@ -144,6 +144,15 @@ def test_loader_config_and_size_errors(shards):
         train_loader(shards["ssv2"], "test", cfg=CFG)
 
 
+def test_a_list_of_tars_is_the_same_as_folder_and_split(shards):
+    from_folder = train_loader(shards["ssv2"], "train", cfg=CFG, world_size=2)
+    tars = sorted(str(p) for p in shards["ssv2"].glob("train-*.tar"))
+    from_list = train_loader(tars, "train", cfg=CFG, world_size=2)
+    assert from_list.shards == from_folder.shards and len(from_list) == len(from_folder) >= 2
+    with pytest.raises(FileNotFoundError, match="missing"):
+        train_loader(tars + [str(shards["ssv2"] / "train-000999.tar")], cfg=CFG)
+
+
 @pytest.mark.gpu
 def test_gpu_loader_is_the_same_code_on_the_mixed_backend(shards):
     truth = labels_by_key(shards["ssv2"], "train")
