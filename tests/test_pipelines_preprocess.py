@@ -133,6 +133,8 @@ def test_wrong_config_fails_before_any_work(data, tmp_path):
         ssv2_config(dict(data["ssv2"], videos=str(tmp_path / "nope")), tmp_path)
     with pytest.raises(ValueError, match="codec"):
         ssv2_config(data["ssv2"], tmp_path, codec="theora")
+    assert preprocess_main(["--dataset", "ssv2", "--videos", str(tmp_path / "nope"), "--annotations",
+                            data["ssv2"]["annotations"], "--split", "train", "--out", str(tmp_path)]) == 2
     (tmp_path / "classes.json").write_text(json.dumps({"label": {"0": "something else"}}))
     with pytest.raises(AnnotationError, match="other classes"):
         run_preprocess(ssv2_config(data["ssv2"], tmp_path))

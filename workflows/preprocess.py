@@ -62,7 +62,11 @@ def config_from_args(a: argparse.Namespace, device: str) -> PreprocessConfig:
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     # Validate before Ray starts: a wrong config fails in a second, not after cluster start-up.
-    cfg = config_from_args(a, "cpu" if a.device == "auto" else a.device)
+    try:
+        cfg = config_from_args(a, "cpu" if a.device == "auto" else a.device)
+    except ValueError as e:
+        print(f"preprocess: {e}", file=sys.stderr)
+        return 2
     import ray
 
     # Inside ``ray job submit`` RAY_ADDRESS points at the cluster; otherwise this starts a local Ray.
