@@ -66,7 +66,7 @@ def tiny_config(root: Path, shards: Path, run_name: str, *extra: str):
     argv = ["--shards", str(shards), "--val-shards", str(shards), "--preset", "tiny", "--run-name", run_name,
             "--num-workers", "2", "--batch-size", "4", "--total-batch-size", "8", "--epochs", "2",
             "--checkpoint-every", "1", "--storage-path", str(root / "ray"), "--loader-threads", "1",
-            "--mixup-prob", "1.0", *extra]
+            "--mixup-prob", "1.0", "--freeze-experts", "true", *extra]
     cfg = launch.with_defaults(config_from_args("ssv2", argv))
     launch.validate(cfg)
     return cfg

@@ -47,6 +47,10 @@ class TrainConfig:
     head_drop: float = 0.0
     init_scale: float = 0.001
     grad_checkpointing: bool = False
+    # The paper trains adapters, B-CAST and heads on frozen pretrained experts. Without expert weights
+    # (random init: tests, the demo) there is nothing to preserve, and a tiny run learns faster with
+    # everything trainable.
+    freeze_experts: bool = True
     clip_weights: str | None = None  # expert init: CLIP ViT-B/16 state dict (safetensors or .pt)
     videomae_weights: str | None = None  # expert init: VideoMAE state dict
     init_checkpoint: str | None = None  # an official CAST release checkpoint (all weights)
@@ -76,6 +80,7 @@ class TrainConfig:
     rand_augment: bool = True
     rand_augment_n: int = 2  # ops per clip
     rand_augment_m: int = 9  # magnitude of 10
+    crop_scale_min: float = 0.08  # random resized crop: smallest area fraction kept (largest is 1)
     test_clips: int = 2
     test_crops: int = 3
     loader_threads: int = 2
@@ -196,13 +201,14 @@ def build_parser(dataset: str) -> argparse.ArgumentParser:
     # Every TrainConfig field settable from the command line; None = keep the recipe's value.
     flags: dict[str, Any] = {
         "train_split": str, "val_split": str, "preset": str, "drop_path": float, "head_drop": float,
-        "init_scale": float, "grad_checkpointing": _bool, "clip_weights": str, "videomae_weights": str,
+        "init_scale": float, "grad_checkpointing": _bool, "freeze_experts": _bool, "clip_weights": str, "videomae_weights": str,
         "init_checkpoint": str, "epochs": int, "batch_size": int, "total_batch_size": int,
         "base_lr": float, "min_lr": float, "warmup_lr": float, "warmup_epochs": float,
         "weight_decay": float, "layer_decay": float, "opt_eps": float, "clip_grad": _optional_float,
         "label_smoothing": float, "mixup": float, "cutmix": float, "mixup_prob": float,
         "mixup_switch_prob": float, "precision": str, "sampling": str, "sampling_rate": int,
-        "hflip": _bool, "rand_augment": _bool, "rand_augment_n": int, "rand_augment_m": int, "test_clips": int, "test_crops": int,
+        "hflip": _bool, "rand_augment": _bool, "rand_augment_n": int, "rand_augment_m": int,
+        "crop_scale_min": float, "test_clips": int, "test_crops": int,
         "loader_threads": int, "shuffle_buffer": int, "num_workers": int, "gpus_per_worker": float,
         "cpus_per_worker": float, "run_name": str, "experiment": str, "registered_model": str,
         "storage_path": str, "checkpoint_every": int, "keep_checkpoints": int, "max_failures": int,
@@ -270,6 +276,7 @@ def validate(cfg: TrainConfig) -> None:
         need(getattr(cfg, name) >= 0, f"{name} must be >= 0, got {getattr(cfg, name)!r}")
     for name in ("label_smoothing", "mixup_prob", "mixup_switch_prob"):
         need(0.0 <= getattr(cfg, name) <= 1.0, f"{name} must lie in [0, 1], got {getattr(cfg, name)!r}")
+    need(0.0 < cfg.crop_scale_min <= 1.0, f"crop_scale_min must lie in (0, 1], got {cfg.crop_scale_min!r}")
     need(0 <= cfg.rand_augment_m <= 10, f"rand_augment_m must lie in [0, 10], got {cfg.rand_augment_m!r}")
     need(0.0 < cfg.layer_decay <= 1.0, f"layer_decay must lie in (0, 1], got {cfg.layer_decay!r}")
     need(0.0 <= cfg.drop_path < 1.0, f"drop_path must lie in [0, 1), got {cfg.drop_path!r}")

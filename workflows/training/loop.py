@@ -66,7 +66,8 @@ def loader_config(cfg: TrainConfig, worker: Worker, views: tuple[int, int]) -> L
     mc = cfg.model_config()
     return LoaderConfig(num_frames=mc.num_frames, img_size=mc.img_size, sampling=cfg.sampling,
                         dense_stride=cfg.sampling_rate, hflip=cfg.hflip, rand_augment=cfg.rand_augment,
-                        ra_n=cfg.rand_augment_n, ra_m=cfg.rand_augment_m, batch_size=cfg.batch_size,
+                        ra_n=cfg.rand_augment_n, ra_m=cfg.rand_augment_m, rrc_scale=(cfg.crop_scale_min, 1.0),
+                        batch_size=cfg.batch_size,
                         shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
                         num_threads=cfg.loader_threads, device="gpu" if worker.device.type == "cuda" else "cpu",
                         eval_clips=views[0], eval_crops=views[1])
@@ -139,8 +140,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     os.environ["MLFLOW_TRACKING_URI"] = config["tracking_uri"]  # the driver's, absolute
     ctx = ray.train.get_context()
     worker = Worker(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
-    torch.manual_seed(cfg.seed + worker.rank)
-    np.random.seed(cfg.seed + worker.rank)
     if worker.device.type == "cpu":
         torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
 
@@ -158,7 +157,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     total_steps = steps_in_epoch * cfg.epochs
 
     # -- model, optimizer, schedule ----------------------------------------------------------------------
+    # The same seed on every rank and on every restart: randomly initialised frozen weights (runs without
+    # expert weights) are never in a checkpoint, so a resumed run must rebuild them identically.
+    torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(worker.device)
+    torch.manual_seed(cfg.seed + 1 + worker.rank)  # then each rank its own stream (dropout, mixup)
+    np.random.seed(cfg.seed + 1 + worker.rank)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer, total_steps, warmup_steps(cfg, steps_in_epoch))
     scaler = torch.amp.GradScaler("cuda", enabled=worker.device.type == "cuda" and cfg.precision == "fp16")
@@ -234,6 +238,7 @@ def train_epochs(cfg: TrainConfig, worker: Worker, ddp: torch.nn.Module, model: 
         t_step = time.perf_counter()
         train.skip(progress.batch_in_epoch)  # a resumed epoch continues where its checkpoint stopped
         batches = iter(train)
+        epoch_loss, epoch_micro, epoch_clips, t_epoch = 0.0, 0, 0, time.perf_counter()
         while progress.batch_in_epoch < steps_in_epoch * accum:
             t_wait = time.perf_counter()
             batch = next(batches)
@@ -252,6 +257,7 @@ def train_epochs(cfg: TrainConfig, worker: Worker, ddp: torch.nn.Module, model: 
             window["clips"] += len(video)
             window["loss"] += float(loss.detach())
             window["micro"] += 1
+            epoch_loss, epoch_micro, epoch_clips = epoch_loss + float(loss.detach()), epoch_micro + 1, epoch_clips + len(video)
             if not last_micro:
                 continue
             if cfg.clip_grad is not None:
@@ -289,6 +295,7 @@ def train_epochs(cfg: TrainConfig, worker: Worker, ddp: torch.nn.Module, model: 
             if cfg.checkpoint_every and progress.step % cfg.checkpoint_every == 0 and not epoch_done:
                 report({"val_top1": NOT_VALIDATED})
         batches.close()
+        train_s = time.perf_counter() - t_epoch
 
         # -- end of epoch: single-view validation, checkpoint ranked by it ---------------------------------
         progress.epoch += 1
@@ -299,6 +306,9 @@ def train_epochs(cfg: TrainConfig, worker: Worker, ddp: torch.nn.Module, model: 
         epoch_metrics = {f"val_{k}": v for k, v in summary.items()}
         if logger is not None:
             logger.log_metrics({**epoch_metrics, "epoch": progress.epoch}, step=progress.step)
+            print(f"[train] epoch {progress.epoch}/{cfg.epochs} step {progress.step}: loss "
+                  f"{epoch_loss / max(epoch_micro, 1):.3f}, val top-1 {summary['top1']:.3f}, "
+                  f"{epoch_clips / train_s:.1f} clips/s on rank 0 ({train_s:.0f}s)", flush=True)
         report(epoch_metrics)
 
 

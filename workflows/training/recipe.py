@@ -19,14 +19,17 @@ from .config import TrainConfig
 
 
 def build_model(cfg: TrainConfig) -> CAST:
-    """CAST for ``cfg`` with the experts frozen, initialised from the files the config names (random
-    init when it names none, which is what the tests and the demo train)."""
+    """CAST for ``cfg``, initialised from the files the config names (random init when it names none,
+    which is what the tests and the demo train), experts frozen unless ``cfg.freeze_experts`` is off."""
     if cfg.init_checkpoint:  # a fine-tuned release: its heads must match the shards' classes
-        return load_official_cast(cfg.init_checkpoint, cfg.model_config()).train()
-    model = CAST(cfg.model_config())
-    if cfg.clip_weights or cfg.videomae_weights:
-        load_experts(model, clip=cfg.clip_weights, videomae=cfg.videomae_weights)
-    return freeze_experts(model)
+        model = load_official_cast(cfg.init_checkpoint, cfg.model_config()).train()
+    else:
+        model = CAST(cfg.model_config())
+        if cfg.clip_weights or cfg.videomae_weights:
+            load_experts(model, clip=cfg.clip_weights, videomae=cfg.videomae_weights)
+    if cfg.freeze_experts:
+        return freeze_experts(model)
+    return model.requires_grad_(True)
 
 
 def build_optimizer(cfg: TrainConfig, model: CAST) -> torch.optim.AdamW:
