@@ -10,6 +10,7 @@ new version, which becomes champion only if it beats the current one).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -21,8 +22,9 @@ if __package__ in (None, ""):  # run as a script: repository root importable
 from workflows.tracking import DATA_DIR, tracking_uri, ui_command  # noqa: E402
 
 DEMO_DIR = DATA_DIR / "demo"
-NUM_CLASSES = 8
-VIDEOS_PER_CLASS = 16  # training videos per class; validation gets a quarter
+# 6 objects x 4 directions of motion (chance 1/24); 8 training videos per class, validation a quarter.
+NUM_CLASSES = 24
+VIDEOS_PER_CLASS = 8
 
 
 def log(message: str) -> None:
@@ -34,6 +36,10 @@ def make_videos(root: Path) -> dict:
 
     marker = root / "synthetic.json"
     if marker.is_file():
+        made = json.loads(marker.read_text())["config"]
+        if (made["num_classes"], made["videos_per_class"]) != (NUM_CLASSES, VIDEOS_PER_CLASS):
+            raise SystemExit(f"{root} holds another synthetic dataset ({made['num_classes']} classes): "
+                             f"`make clean-data` removes data/demo")
         log(f"synthetic videos already in {root}")
         return {"videos": str(root / "videos"), "annotations": str(root / "labels")}
     log(f"writing {NUM_CLASSES} classes x {VIDEOS_PER_CLASS} synthetic SSV2-layout videos (VP9) to {root}")

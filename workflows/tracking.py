@@ -15,21 +15,27 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / "data"
 
 
-def tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else an absolute SQLite database under ``<repo>/data/mlflow``."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
+def default_tracking_uri() -> str:
     db = DATA_DIR / "mlflow" / "mlflow.db"
     db.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{db}"
 
 
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else an absolute SQLite database under ``<repo>/data/mlflow``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
 def artifact_root() -> str | None:
-    """Artifact location for new experiments: beside the default database; ``None`` (the server's
-    own default) when a tracking server is configured through ``MLFLOW_TRACKING_URI``."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ.get("MLFLOW_ARTIFACT_ROOT")
+    """Artifact location for new experiments: ``MLFLOW_ARTIFACT_ROOT`` if set; beside the database for
+    the default store; else ``None`` (a tracking server's own default).
+
+    Decided from the URI, not from the variable being set: ``mlflow.set_tracking_uri`` exports it.
+    """
+    if os.environ.get("MLFLOW_ARTIFACT_ROOT"):
+        return os.environ["MLFLOW_ARTIFACT_ROOT"]
+    if tracking_uri() != default_tracking_uri():
+        return None
     root = DATA_DIR / "mlflow" / "artifacts"
     root.mkdir(parents=True, exist_ok=True)
     return root.as_uri()
