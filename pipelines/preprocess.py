@@ -12,7 +12,6 @@ The entry point with argument parsing and Ray start-up is ``workflows/preprocess
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 import uuid
@@ -28,6 +27,7 @@ from pipelines.decode import VideoDecodeError, decode_video
 from pipelines.encode import EncodeConfig, encode_video
 from pipelines.manifest import (CLASSES_FILE, consolidate, read_fragments, read_label_map, shard_parts,
                                 write_label_map)
+from pipelines.progress import format_eta
 from pipelines.schema import (CODECS, LABELS_EXT, META_EXT, NUM_FRAMES_EXT, VideoRow, label_column,
                               sample_key, shard_name)
 from pipelines.shards import (PARTS_DIR, Member, commit_shard, join, list_names, resolve_out, write_atomic,
@@ -203,14 +203,6 @@ def _pin_label_map(cfg: PreprocessConfig, fs, base: str) -> dict | None:
     return read_label_map(cfg.out) if info.type.name == "File" else None
 
 
-def _fmt_eta(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
-
-
 def run_preprocess(cfg: PreprocessConfig, on_commit: Callable[[str], None] | None = None,
                    log: Callable[[str], None] | None = None) -> PreprocessResult:
     """Run the job on the current Ray cluster (``ray.init`` is the caller's). ``on_commit(shard)`` is
@@ -320,7 +312,7 @@ def run_preprocess(cfg: PreprocessConfig, on_commit: Callable[[str], None] | Non
                     rate = processed / max(now - t0, 1e-9)
                     rej = result.rejected + len(pending_rejects)
                     log(f"[preprocess {cfg.split}] {processed}/{len(rows)} videos ({processed - rej} ok, "
-                        f"{rej} rejected), {rate:.1f} videos/s, ETA {_fmt_eta((len(rows) - processed) / rate)}, "
+                        f"{rej} rejected), {rate:.1f} videos/s, ETA {format_eta((len(rows) - processed) / rate)}, "
                         f"{len(result.shards) + len(in_flight)} shard(s)")
                     last_log = now
             flush_shard()

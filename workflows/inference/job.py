@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from pipelines.progress import format_eta
+
 from .config import InferConfig, InferConfigError
 from .inputs import Listing, check_labels, list_inputs
 from .model import ModelSource, resolve_model
@@ -107,14 +109,6 @@ def plan_job(cfg: InferConfig, model: ModelSource | None = None) -> JobPlan:
     return JobPlan(cfg, model, listing, views, dataset, todo, len(listing.records) - len(todo), duplicates)
 
 
-def _fmt_eta(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
-
-
 def run_job(plan: JobPlan, log: Callable[[str], None] | None = None) -> JobResult:
     """Run ``plan`` on the current Ray cluster; returns counts and throughput."""
     import numpy as np
@@ -195,7 +189,7 @@ def run_job(plan: JobPlan, log: Callable[[str], None] | None = None) -> JobResul
                 rate = processed / max(now - t0, 1e-9)
                 log(f"[batch_infer {job_id}] {processed}/{total} videos ({result.predicted} predicted, "
                     f"{processed - result.predicted} rejected), {rate:.2f} videos/s, "
-                    f"ETA {_fmt_eta((total - processed) / rate) if rate > 0 else '?'}")
+                    f"ETA {format_eta((total - processed) / rate) if rate > 0 else '?'}")
                 last_log = now
         flush()
     else:
