@@ -72,6 +72,13 @@ def tiny_config(root: Path, shards: Path, run_name: str, *extra: str):
     return cfg
 
 
+def resumed_from(run_id: str) -> int:
+    """The step the job restarted from. The fault hits after step 3's optimizer step, before step 3's
+    checkpoint; step 2's (end of epoch 1) is the latest unless the controller had not registered it yet
+    when the worker group died (reports reach it asynchronously), then step 1's is."""
+    return int(MlflowClient().get_run(run_id).data.tags["cast.resumed_from_step"])
+
+
 def run_status(run_id: str) -> str:
     return MlflowClient().get_run(run_id).info.status
 
@@ -89,8 +96,7 @@ def test_lost_worker_is_survived(trained, root):
     assert (root / "ray" / "e2e" / "fault_injected").read_text() == "3"  # rank 1's process really died
     assert result.metrics["step"] == STEPS and result.metrics["epoch"] == 2  # as without the fault
     assert run_status(result.run_id) == "FINISHED"
-    # the fault hit after step 3's optimizer step, before its checkpoint: step 2's was the latest
-    assert MlflowClient().get_run(result.run_id).data.tags["cast.resumed_from_step"] == "2"
+    assert resumed_from(result.run_id) in (1, 2)  # a checkpoint from before the fault (see resumed_from)
 
 
 def test_metrics_params_and_artifacts_logged(trained):
@@ -176,7 +182,7 @@ def test_failed_job_is_failed_and_a_rerun_resumes_it(root, shards):
     assert [r.info.status for r in failed] == ["FAILED"]
     result = launch.train(cfg)  # same name: the same MLflow run, Ray's latest checkpoint
     assert result.run_id == failed[0].info.run_id and run_status(result.run_id) == "FINISHED"
-    assert client.get_run(result.run_id).data.tags["cast.resumed_from_step"] == "2"
+    assert resumed_from(result.run_id) in (1, 2)
     assert result.metrics["step"] == STEPS
     losses = client.get_metric_history(result.run_id, "train_loss")
     assert {m.step for m in losses} == set(range(1, STEPS + 1))  # steps 3 and 4 logged again on resume
