@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     shards = DEMO_DIR / "shards"
     run_name = "demo-ssv2-tiny" + (time.strftime("-%Y%m%d-%H%M%S") if a.fresh else "")
     data = make_videos(DEMO_DIR / "videos")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+    ray.init(num_cpus=2)  # with the dashboard: Ray Train's cleaner polls the state API it serves
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         t0 = time.perf_counter()

@@ -52,7 +52,8 @@ def connect_ray(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init()
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False)
+        # The dashboard also serves the state API that Ray Train's placement-group cleaner polls.
+        ray.init(num_cpus=num_cpus)
 
 
 def train(cfg: TrainConfig) -> TrainResult:
