@@ -33,3 +33,15 @@ def local_ray():
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_mlflow_run():
+    """A test that leaves an MLflow run active in this process breaks every later one: fail it."""
+    yield
+    import mlflow
+
+    run = mlflow.active_run()
+    if run is not None:
+        mlflow.end_run()
+        pytest.fail(f"the test left MLflow run {run.info.run_id} active")

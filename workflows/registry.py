@@ -37,14 +37,20 @@ def log_model(run_id: str, checkpoint_dir: str | Path, registered_model: str | N
     """Log ``checkpoint_dir`` (cast_model format) into run ``run_id`` as pyfunc model ``model``."""
     config = checkpoint_config(checkpoint_dir)
     tracking.client()
+
+    def log() -> mlflow.models.model.ModelInfo:
+        return mlflow.pyfunc.log_model(
+            name="model", python_model=str(MODEL_CODE), code_paths=CODE_PATHS,
+            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint_dir)}, signature=signature_for(config),
+            input_example=input_example_for(config), registered_model_name=registered_model,
+            pip_requirements=_requirements())
+
     active = mlflow.active_run()
-    if active is None or active.info.run_id != run_id:
-        mlflow.start_run(run_id=run_id)
-    return mlflow.pyfunc.log_model(
-        name="model", python_model=str(MODEL_CODE), code_paths=CODE_PATHS,
-        artifacts={CHECKPOINT_ARTIFACT: str(checkpoint_dir)}, signature=signature_for(config),
-        input_example=input_example_for(config), registered_model_name=registered_model,
-        pip_requirements=_requirements())
+    if active is not None and active.info.run_id == run_id:
+        return log()
+    # Open the run only for this call: a run left active would leak into whatever this process does next.
+    with mlflow.start_run(run_id=run_id):
+        return log()
 
 
 def register(run_id: str, checkpoint_dir: str | Path, name: str, val_top1: float,
