@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import ray
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     results: dict = {"preprocess": {}, "loader": {}}
     try:

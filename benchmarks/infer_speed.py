@@ -67,7 +67,7 @@ def ray_job(inbox: Path, ckpt: Path, out: Path, clips: int, crops: int, batch_si
 
     from workflows.inference.job import plan_job, run_job
 
-    ray.init(include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         plan = plan_job(InferConfig(model=str(ckpt), input=str(inbox), out=str(out), num_clips=clips,

@@ -47,7 +47,7 @@ def root(tmp_path_factory):
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     mp.setenv("MLFLOW_ARTIFACT_ROOT", str(root / "artifacts"))
     mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # inherited by the local Ray's workers
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield root
     ray.shutdown()
     mp.undo()

@@ -24,6 +24,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pipelines.datasets import DATASETS  # noqa: E402
+from workflows.ray_connect import connect_ray  # noqa: E402
 from workflows.inference.config import DEVICES, PRECISIONS, SAMPLINGS, InferConfig  # noqa: E402
 
 
@@ -80,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if plan.todo:
         import ray
 
-        # Inside ``ray job submit`` RAY_ADDRESS points at the cluster; otherwise this starts a local Ray.
-        ray.init(num_cpus=a.num_cpus if not os.environ.get("RAY_ADDRESS") else None, include_dashboard=False)
+        connect_ray(a.num_cpus)
         try:
             result = run_job(plan)
         finally:

@@ -20,6 +20,7 @@ if __package__ in (None, ""):  # run as a script: repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from workflows.tracking import DATA_DIR, tracking_uri, ui_command  # noqa: E402
+from workflows.ray_connect import connect_ray  # noqa: E402
 
 DEMO_DIR = DATA_DIR / "demo"
 # 6 objects x 4 directions of motion (chance 1/24); 8 training videos per class, validation a quarter.
@@ -74,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     shards = DEMO_DIR / "shards"
     run_name = "demo-ssv2-tiny" + (time.strftime("-%Y%m%d-%H%M%S") if a.fresh else "")
     data = make_videos(DEMO_DIR / "videos")
-    ray.init(num_cpus=2)  # with the dashboard: Ray Train's cleaner polls the state API it serves
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    connect_ray(2, dashboard=True)
     try:
         t0 = time.perf_counter()
         make_shards(data, shards)

@@ -22,6 +22,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pipelines.datasets import DATASETS  # noqa: E402
+from workflows.ray_connect import connect_ray  # noqa: E402
 from pipelines.preprocess import PreprocessConfig, run_preprocess  # noqa: E402
 from pipelines.schema import CODECS  # noqa: E402
 
@@ -69,11 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import ray
 
-    # Inside ``ray job submit`` RAY_ADDRESS points at the cluster; otherwise this starts a local Ray.
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=a.num_cpus if not os.environ.get("RAY_ADDRESS") else None, include_dashboard=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False  # our own progress lines instead
+    started = connect_ray(a.num_cpus)
     try:
         if a.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0:
             cfg = config_from_args(a, "gpu")

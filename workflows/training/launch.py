@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..ray_connect import connect_ray
 from . import tracker
 from .config import TrainConfig, TrainConfigError, config_from_args, resolve, validate
 from .state import MODEL_DIR, read_progress
@@ -41,19 +42,6 @@ def with_defaults(cfg: TrainConfig) -> TrainConfig:
         run_name=cfg.run_name or f"{cfg.dataset}-{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}",
         experiment=cfg.experiment or f"cast-{cfg.dataset}",
         registered_model=cfg.registered_model or f"cast-{cfg.dataset}")
-
-
-def connect_ray(num_cpus: int | None = None) -> None:
-    """Join the cluster of ``ray job submit`` (RAY_ADDRESS) or start a local Ray."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
-    else:
-        # The dashboard also serves the state API that Ray Train's placement-group cleaner polls.
-        ray.init(num_cpus=num_cpus)
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -130,7 +118,7 @@ def main(dataset: str, argv: Sequence[str] | None = None) -> int:
     except TrainConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    connect_ray()
+    connect_ray(dashboard=True)
     try:
         result = train(cfg)
     except TrainConfigError as err:  # the cluster cannot host the request (GPUs, CPUs)
