@@ -184,3 +184,40 @@ def test_evaluation_run_is_logged_with_its_tags(tmp_path, monkeypatch):
     names = {a.path for a in client.list_artifacts(run_id, "evaluation")}
     assert {"evaluation/confusion_label.png", "evaluation/per_class_label.csv", "evaluation/metrics.json"} <= names
     assert isinstance(report, EvalReport)
+
+
+# -- scikit-learn as the oracle --------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_equal_scikit_learn(seed):
+    """Random scores over 7 classes, one class absent from the labels and one never predicted: every
+    figure equals scikit-learn's (the macro means over the classes that have samples, zero_division=0)."""
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(seed)
+    n, c = 200, 7
+    labels = rng.choice([0, 1, 2, 3, 4, 6], size=n)            # class 5 has no samples
+    scores = rng.normal(size=(n, c)) + 1.5 * np.eye(c)[labels]
+    scores[:, 6] -= 100.0                                       # class 6 is never predicted
+    preds = scores.argmax(1)
+    classes = np.arange(c)
+
+    cm = M.confusion_matrix(preds, labels, c)
+    np.testing.assert_array_equal(cm, skm.confusion_matrix(labels, preds, labels=classes))
+    for k in (1, 3, 5):
+        assert M.topk_accuracy(scores, labels, k) == pytest.approx(
+            skm.top_k_accuracy_score(labels, scores, k=k, labels=classes))
+        np.testing.assert_array_equal(M.topk_hits(M.ranked_ids(scores, k), labels, k),
+                                      M.topk_correct(scores, labels, k))
+    present = np.unique(labels)
+    p, r, f1, support = skm.precision_recall_fscore_support(labels, preds, labels=present, zero_division=0)
+    macro = M.macro_scores(cm)
+    assert macro["macro_precision"] == pytest.approx(p.mean())
+    assert macro["macro_recall"] == pytest.approx(r.mean())
+    assert macro["macro_f1"] == pytest.approx(f1.mean())
+    assert M.mean_class_accuracy(cm) == pytest.approx(skm.balanced_accuracy_score(labels, preds))
+    ours_p, ours_r, ours_f1, ours_support = M.precision_recall_f1(cm)
+    np.testing.assert_allclose(ours_r[present], r)
+    np.testing.assert_array_equal(ours_support[present], support)
+    predicted = cm.sum(axis=0)[present] > 0
+    np.testing.assert_allclose(ours_p[present][predicted], p[predicted])
+    np.testing.assert_allclose(ours_f1[present][predicted], f1[predicted])

@@ -246,7 +246,8 @@ def test_metrics(tmp_path):
     png = M.plot_confusion_matrix(tmp_path / "cm.png", cm, ["a", "b", "c"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     csv = M.write_per_class_csv(tmp_path / "pc.csv", cm, ["a", "b", "c"]).read_text().splitlines()
-    assert csv[0] == "class_id,name,support,correct,accuracy" and csv[2] == "1,b,2,1,0.5"
+    assert csv[0] == "class_id,name,support,predicted,correct,precision,recall,f1"
+    assert csv[2] == "1,b,2,2,1,0.5,0.5,0.5"
     with pytest.raises(ValueError, match="labels must lie"):
         M.topk_accuracy(scores, np.array([0, 1, 2, 3]))
 

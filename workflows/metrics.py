@@ -18,12 +18,18 @@ def _check(scores: np.ndarray, labels: np.ndarray) -> None:
         raise ValueError(f"labels must lie in 0..{scores.shape[1] - 1}")
 
 
-def topk_correct(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """(N,) bool: the label is among the k highest scores."""
-    _check(scores, labels)
+def ranked_ids(scores: np.ndarray, k: int) -> np.ndarray:
+    """(N, C) scores -> (N, min(k, C)) class ids, best first."""
     k = min(k, scores.shape[1])
     top = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # (N, k), unordered
-    return (top == labels[:, None]).any(axis=1)
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1)
+
+
+def topk_correct(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """(N,) bool: the label is among the k highest scores (``topk_hits`` over the ranked ids)."""
+    _check(scores, labels)
+    return topk_hits(ranked_ids(scores, k), labels, min(k, scores.shape[1]))
 
 
 def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
@@ -72,14 +78,10 @@ def classification_summary(scores: Mapping[str, np.ndarray], labels: Mapping[str
 
 
 def write_per_class_csv(path: str | Path, cm: np.ndarray, class_names: Sequence[str]) -> Path:
-    """class_id, name, support, correct, accuracy per class (accuracy empty without support)."""
-    import pandas as pd
-
-    acc = per_class_accuracy(cm)
-    frame = pd.DataFrame({"class_id": np.arange(len(cm)), "name": list(class_names),
-                          "support": cm.sum(axis=1), "correct": np.diag(cm), "accuracy": acc})
+    """The per-class table (:func:`per_class_table`) as CSV: the one per-class format of training and
+    evaluation alike."""
     path = Path(path)
-    frame.to_csv(path, index=False)
+    per_class_table(cm, class_names).to_csv(path, index=False)
     return path
 
 
