@@ -41,6 +41,7 @@ class JobPlan:
     todo: list[dict]  # records not yet predicted by this model (nor rejected, unless retried)
     skipped: int
     duplicates: list[dict]
+    unlisted: list[dict] = field(default_factory=list)  # inputs rejected while listing (Listing.rejects)
 
     @property
     def stamp(self) -> ModelStamp:
@@ -106,7 +107,9 @@ def plan_job(cfg: InferConfig, model: ModelSource | None = None) -> JobPlan:
         done |= store.rejected_ids()
     todo = [r for r in listing.records if r["source_id"] not in done]
     duplicates = [r for r in listing.duplicates if r["source_id"] not in done]
-    return JobPlan(cfg, model, listing, views, dataset, todo, len(listing.records) - len(todo), duplicates)
+    unlisted = [r for r in listing.rejects if r["source_id"] not in done]
+    return JobPlan(cfg, model, listing, views, dataset, todo, len(listing.records) - len(todo), duplicates,
+                   unlisted)
 
 
 def run_job(plan: JobPlan, log: Callable[[str], None] | None = None) -> JobResult:
@@ -126,6 +129,7 @@ def run_job(plan: JobPlan, log: Callable[[str], None] | None = None) -> JobResul
         f"({plan.listing.kind}), {plan.skipped} already done, {total} to predict; views {plan.views.clips} clip(s) "
         f"x {plan.views.crops} crop(s), {plan.views.sampling} sampling")
     pending_rejects = [dict(r, reason="duplicate", detail="listed more than once") for r in plan.duplicates]
+    pending_rejects += [dict(r) for r in plan.unlisted]
     t0 = time.time()
     if total:
         gpus = ray.cluster_resources().get("GPU", 0)
