@@ -197,10 +197,10 @@ _HELD_LOCK = threading.Lock()
 @contextmanager
 def hold(uri: str, owner: str, wait_s: float = 0.0, ttl_s: float = DEFAULT_TTL_S,
          log: Callable[[str], None] | None = None) -> Iterator[OutputLease]:
-    """The lease on ``uri`` for the block; re-entrant within a process (an entry point that took the
-    lease before starting Ray calls a job function that takes it again)."""
+    """The lease on ``uri`` for the block; re-entrant within a thread (an entry point that took the
+    lease before starting Ray calls a job function that takes it again). Two threads are two writers."""
     fs, base = resolve_out(uri)
-    key = f"{type(fs).__name__}:{base}"
+    key = f"{threading.get_ident()}:{type(fs).__name__}:{base}"
     with _HELD_LOCK:
         held = _HELD.get(key)
     if held is not None:

@@ -16,7 +16,7 @@ import math
 import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from pipelines.progress import format_eta
@@ -113,7 +113,24 @@ def plan_job(cfg: InferConfig, model: ModelSource | None = None) -> JobPlan:
 
 
 def run_job(plan: JobPlan, log: Callable[[str], None] | None = None) -> JobResult:
-    """Run ``plan`` on the current Ray cluster; returns counts and throughput."""
+    """Run ``plan`` on the current Ray cluster under OUT's lease (one writer per output; raises
+    ``pipelines.lease.LeaseHeld`` while another live job writes there); returns counts and throughput.
+    What OUT holds is read again under the lease: a plan made before another job finished repeats nothing."""
+    from pipelines.lease import hold
+
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    with hold(plan.cfg.out, "batch_infer", wait_s=plan.cfg.lease_wait_s, log=log):
+        store = OutputStore(plan.cfg.out)
+        done = store.predicted_ids(plan.stamp) | (set() if plan.cfg.retry_rejects else store.rejected_ids())
+        if done:
+            todo = [r for r in plan.todo if r["source_id"] not in done]
+            plan = replace(plan, todo=todo, skipped=plan.skipped + len(plan.todo) - len(todo),
+                           duplicates=[r for r in plan.duplicates if r["source_id"] not in done],
+                           unlisted=[r for r in plan.unlisted if r["source_id"] not in done])
+        return _run_job(plan, log)
+
+
+def _run_job(plan: JobPlan, log: Callable[[str], None]) -> JobResult:
     import numpy as np
     import pyarrow as pa
     import ray
