@@ -72,6 +72,7 @@ def config_from_args(a: argparse.Namespace) -> InferConfig:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
+    from cast_model import CheckpointError
     from pipelines.lease import LeaseHeld, hold
     from workflows.inference.config import InferConfigError
     from workflows.inference.job import plan_job
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         with hold(cfg.out, "batch_infer", wait_s=cfg.lease_wait_s,
                   log=lambda m: print(m, file=sys.stderr, flush=True)):
             summary = _predict_and_evaluate(a, plan_job(cfg))
-    except (InferConfigError, LeaseHeld) as e:
+    except (InferConfigError, CheckpointError, LeaseHeld) as e:
         print(f"batch_infer: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summary, default=str))
