@@ -292,8 +292,11 @@ def _run(cfg: PreprocessConfig, listing: Listing, lease: OutputLease, on_commit,
     t0 = time.time()
     fs, base = resolve_out(cfg.out)
     fs.create_dir(join(base, PARTS_DIR), recursive=True)
-    if _pin_label_map(cfg, fs, base) is None:
+    pinned = _pin_label_map(cfg, fs, base)  # again, under the lease: the listing may predate it
+    if pinned is None:
         write_label_map(cfg.out, listing.label_map)
+    elif pinned != listing.label_map:
+        raise AnnotationError(f"{join(base, CLASSES_FILE)} holds other classes than {cfg.annotations}")
     todo, dup_rejects, state = _plan(cfg, fs, base, listing, log)
     result = PreprocessResult(listed=len(listing.rows), already_done=len(state.done), written=0, rejected=0,
                               removed=state.removed, changed=state.changed, retried=state.retried,
