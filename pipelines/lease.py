@@ -159,11 +159,18 @@ class OutputLease:
 
     def _start_heartbeat(self, started: float) -> None:
         def beat() -> None:
+            last_ok = time.time()
             while not self._stop.wait(self.ttl_s / 4):
-                if self.fs.get_file_info(self._path(self.token)).type != pafs.FileType.File:
-                    self._lost = "its lease file was removed by another job (heartbeat too late)"
-                    return
-                self._write(started)
+                try:
+                    if self.fs.get_file_info(self._path(self.token)).type != pafs.FileType.File:
+                        self._lost = "its lease file was removed by another job (heartbeat too late)"
+                        return
+                    self._write(started)
+                    last_ok = time.time()
+                except OSError as e:  # a storage hiccup: try again next beat, give up past the TTL
+                    if time.time() - last_ok > self.ttl_s:
+                        self._lost = f"its heartbeat could not be written for {self.ttl_s:.0f}s: {e}"
+                        return
 
         self._thread = threading.Thread(target=beat, name=f"lease-{self.token[:8]}", daemon=True)
         self._thread.start()

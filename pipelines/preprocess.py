@@ -100,9 +100,9 @@ class PreprocessConfig:
         lo, hi = QUALITY_RANGE["mjpeg"]
         if not lo <= self.mjpeg_q <= hi:
             errors.append(f"mjpeg_q must be in {lo}..{hi}, got {self.mjpeg_q}")
-        if self.codec in ("vp9", "h264") and not QUALITY_RANGE[self.codec][0] <= self.crf <= QUALITY_RANGE[self.codec][1]:
-            errors.append(f"crf for {self.codec} must be in {'..'.join(map(str, QUALITY_RANGE[self.codec]))}, "
-                          f"got {self.crf}")
+        lo, hi = QUALITY_RANGE.get(self.codec, (0, 63))
+        if self.codec in ("vp9", "h264") and not lo <= self.crf <= hi:
+            errors.append(f"crf for {self.codec} must be in {lo}..{hi}, got {self.crf}")
         unknown = set(self.retry_rejects) - set(REJECT_REASONS) - {"all"}
         if unknown:
             errors.append(f"retry_rejects: unknown reasons {sorted(unknown)}; choose from {REJECT_REASONS} or 'all'")
@@ -308,7 +308,8 @@ def _run(cfg: PreprocessConfig, listing: Listing, lease: OutputLease, on_commit,
     rejects = _RejectWriter(cfg.split, fs, base, lease, result)
     rejects.pending.extend(dup_rejects)
     if todo:
-        _process(cfg, ray, todo, listing.heads, state.committed, rejects, lease, result, on_commit, log, t0)
+        shards = _ShardCommitter(cfg, ray, listing.heads, state.committed, lease, result, on_commit)
+        _process(cfg, todo, shards, rejects, log)
     rejects.flush()
     n_samples, n_rejects = consolidate(cfg.out)
     result.seconds = time.time() - t0
@@ -357,66 +358,82 @@ def _ordered_dataset(ray, todo: list[dict], cfg: PreprocessConfig, work: _Work):
     return ds
 
 
-def _process(cfg, ray, todo, heads, committed, rejects: _RejectWriter, lease: OutputLease,
-             result: PreprocessResult, on_commit, log, t0: float) -> None:
+class _ShardCommitter:
+    """The driver's side of writing shards: groups finished samples into shards of the target size,
+    hands each to a Ray task under the next free name and counts what got committed."""
+
+    def __init__(self, cfg: PreprocessConfig, ray, heads: tuple[str, ...], committed: set[int],
+                 lease: OutputLease, result: PreprocessResult, on_commit) -> None:
+        self.cfg, self.ray, self.heads, self.lease = cfg, ray, heads, lease
+        self.result, self.on_commit = result, on_commit
+        self.writer = ray.remote(num_cpus=0.25)(write_shard)
+        self.indices = _free_indices(committed)
+        self.in_flight: dict = {}
+        self.buffer: list[dict] = []
+        self.buffer_bytes = 0
+
+    def add(self, out: dict) -> bool:
+        """Buffer one finished sample; True when the buffer is a full shard (call :meth:`flush`)."""
+        self.buffer.append({"video": out["video"], "meta": out["meta"], "fingerprint": out["fingerprint"]})
+        self.buffer_bytes += len(out["video"]) + 2048  # + headers and metadata
+        return self.buffer_bytes >= self.cfg.shard_bytes or len(self.buffer) == self.cfg.max_samples_per_shard
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.lease.check()  # never commit into an output another job has taken over
+            name = shard_name(self.cfg.split, next(self.indices))
+            ref = self.writer.remote(self.cfg.out, self.cfg.split, name, self.buffer, self.heads,
+                                     CODECS[self.cfg.codec][2])
+            self.in_flight[ref] = len(self.buffer)
+            self.buffer, self.buffer_bytes = [], 0
+
+    def drain(self, max_pending: int) -> None:
+        while len(self.in_flight) > max_pending:
+            ready, _ = self.ray.wait(list(self.in_flight), num_returns=1)
+            for ref in ready:
+                samples = self.in_flight.pop(ref)
+                name = self.ray.get(ref)  # a failed write is a bug or a full disk: let it raise
+                self.result.shards.append(name)
+                self.result.written += samples
+                if self.on_commit is not None:
+                    self.on_commit(name)
+
+    def settle(self) -> None:
+        """After an error: let shards already handed to writers finish committing (they are complete),
+        so that a rerun in the same cluster sees every marker before it decides what is left to do."""
+        if self.in_flight:
+            self.ray.wait(list(self.in_flight), num_returns=len(self.in_flight), timeout=600)
+
+
+def _process(cfg: PreprocessConfig, todo: list[dict], shards: _ShardCommitter, rejects: _RejectWriter,
+             log) -> None:
     work = _Work(cfg.resolved_short_side, cfg.resolved_max_fps,
                  EncodeConfig(codec=cfg.codec, gop=cfg.gop, crf=cfg.crf, mjpeg_q=cfg.mjpeg_q), cfg.device,
-                 cfg.min_frames, heads)
-    ds = _ordered_dataset(ray, todo, cfg, work)
-    video_ext = CODECS[cfg.codec][2]
-    writer = ray.remote(num_cpus=0.25)(write_shard)
-    indices = _free_indices(committed)
-    in_flight: dict = {}
-    buffer: list[dict] = []
-    buffer_bytes = 0
-    processed, last_log = 0, time.time()
-
-    def drain(max_pending: int):
-        while len(in_flight) > max_pending:
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            for ref in ready:
-                samples = in_flight.pop(ref)
-                name = ray.get(ref)  # a failed write is a bug or a full disk: let it raise
-                result.shards.append(name)
-                result.written += samples
-                if on_commit is not None:
-                    on_commit(name)
-
-    def flush_shard():
-        nonlocal buffer, buffer_bytes
-        if buffer:
-            lease.check()  # never commit into an output another job has taken over
-            name = shard_name(cfg.split, next(indices))
-            in_flight[writer.remote(cfg.out, cfg.split, name, buffer, heads, video_ext)] = len(buffer)
-            buffer, buffer_bytes = [], 0
-        rejects.flush()
-        drain(cfg.max_pending_writes)
-
+                 cfg.min_frames, shards.heads)
+    t0 = last_log = time.time()
+    processed = 0
     try:
-        for out in ds.iter_rows():
+        for out in _ordered_dataset(shards.ray, todo, cfg, work).iter_rows():
             processed += 1
             if out["reason"]:
                 rejects.add(out)
-            else:
-                buffer.append({"video": out["video"], "meta": out["meta"], "fingerprint": out["fingerprint"]})
-                buffer_bytes += len(out["video"]) + 2048  # + headers and metadata
-                if buffer_bytes >= cfg.shard_bytes or len(buffer) == cfg.max_samples_per_shard:
-                    flush_shard()
+            elif shards.add(out):
+                shards.flush()
+                rejects.flush()
+                shards.drain(cfg.max_pending_writes)
             now = time.time()
             if now - last_log >= cfg.progress_every_s or processed == len(todo):
                 rate = processed / max(now - t0, 1e-9)
-                rej = result.rejected + len(rejects.pending)
+                rej = shards.result.rejected + len(rejects.pending)
                 log(f"[preprocess {cfg.split}] {processed}/{len(todo)} videos ({processed - rej} ok, "
                     f"{rej} rejected), {rate:.1f} videos/s, ETA {format_eta((len(todo) - processed) / rate)}, "
-                    f"{len(result.shards) + len(in_flight)} shard(s)")
+                    f"{len(shards.result.shards) + len(shards.in_flight)} shard(s)")
                 last_log = now
-        flush_shard()
-        drain(0)
+        shards.flush()
+        rejects.flush()
+        shards.drain(0)
     except BaseException:
-        # Let shards already handed to writers finish committing (they are complete), so that a
-        # rerun in the same cluster sees every marker before it decides what is left to do.
-        if in_flight:
-            ray.wait(list(in_flight), num_returns=len(in_flight), timeout=600)
+        shards.settle()
         raise
 
 
