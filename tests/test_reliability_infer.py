@@ -28,11 +28,17 @@ from workflows.inference.store import OutputStore
 REPO = Path(__file__).resolve().parents[1]
 
 
+def ray_address() -> str:
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
     """A tiny model folder, a video folder with hostile entries and a shard folder with broken shards."""
     root = tmp_path_factory.mktemp("infer")
-    d = make_dataset("ssv2", root, videos_per_class=2)
+    d = make_dataset("ssv2", root, videos_per_class=1)
     labels = read_dataset("ssv2", d["videos"], d["annotations"], "train").label_map
     torch.manual_seed(0)
     model = save_checkpoint(root / "model", CAST(CASTConfig.preset("tiny", num_classes=len(labels["label"]))), labels)
@@ -49,13 +55,13 @@ def world(tmp_path_factory) -> dict:
                  str(folder / "loop.mp4"): "unreadable", str(folder / "huge.webm"): "bad_metadata",
                  str(folder / "empty.mp4"): "empty"}
     shards = root / "shards"
-    shards_without_ray("ssv2", d["videos"], d["annotations"], "train", shards, per_shard=3, codec="mjpeg")
+    shards_without_ray("ssv2", d["videos"], d["annotations"], "train", shards, per_shard=2, codec="mjpeg")
     return {"model": str(model), "folder": folder, "good_files": good_files, "bad_files": bad_files,
             "shards": shards, "dataset": d}
 
 
 def break_shards(shards: Path) -> tuple[set[str], dict[str, str], set[str]]:
-    """Garbage .idx in shard 1, shard 2 cut in half, shard 3 without .idx. Returns the source ids that
+    """Garbage .idx in shard 1, shard 2 cut in half, shard 3 without .idx (shard 0 stays good). Returns the source ids that
     stay predictable, the expected whole-shard rejects {tar: reason} and the ids of the cut shard."""
     from pipelines.manifest import read_manifest
 
@@ -120,10 +126,12 @@ def test_a_second_writer_into_one_out_exits_2_naming_the_holder(world, tmp_path,
 @pytest.mark.slow
 def test_kill_9_mid_job_then_rerun_loses_and_duplicates_nothing(world, tmp_path, local_ray):
     out = tmp_path / "out"
-    env = dict(os.environ, PYTHONPATH=str(REPO), RAY_ADDRESS="")
+    # The job joins this module's Ray (no start-up of its own); kill -9 of its process group kills the
+    # driver, and Ray ends the tasks and actors of a dead driver.
+    env = dict(os.environ, PYTHONPATH=str(REPO), RAY_ADDRESS=ray_address())
     cmd = [sys.executable, str(REPO / "workflows" / "batch_infer.py"), "--model", world["model"], "--input",
            str(world["folder"]), "--out", str(out), "--no-eval", "--num-clips", "1", "--num-crops", "1",
-           "--batch-size", "2", "--flush-rows", "2", "--num-cpus", "2"]
+           "--batch-size", "2", "--flush-rows", "2"]
     log = open(tmp_path / "job.log", "w")
     job = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=log, stderr=log)
     try:

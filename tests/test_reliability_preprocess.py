@@ -30,6 +30,12 @@ from tests.pipelines_data import make_dataset
 from workflows.preprocess import main as preprocess_main
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def ray_address() -> str:
+    import ray
+
+    return ray.get_runtime_context().gcs_address
 LONG_ID = "L" * 120  # an SSV2 id whose key would not fit a ustar member name
 
 
@@ -250,15 +256,17 @@ def test_a_live_lease_refuses_a_second_writer_and_a_dead_one_is_recovered(tmp_pa
 def _cli(d: dict, out: Path, *extra: str) -> list[str]:
     return [sys.executable, str(REPO / "workflows" / "preprocess.py"), "--dataset", "ssv2", "--videos", d["videos"],
             "--annotations", d["annotations"], "--split", "train", "--out", str(out), "--short-side", "40",
-            "--max-samples-per-shard", "2", "--num-cpus", "1", "--progress-every", "0", *extra]
+            "--max-samples-per-shard", "2", "--progress-every", "0", *extra]
 
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_kill_9_and_a_concurrent_second_job_lose_and_duplicate_nothing(hostile, tmp_path):
-    """Job 1 is killed with -9 (its whole process group, its Ray included) after its first commit;
+def test_kill_9_and_a_concurrent_second_job_lose_and_duplicate_nothing(hostile, tmp_path, local_ray):
+    """Job 1 is killed with -9 (its whole process group) after its first commit;
     job 2, started while job 1 runs, exits 2 naming the holder; job 3 recovers the lease and finishes."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), RAY_ADDRESS="")
+    # The job joins this module's Ray (no start-up of its own); kill -9 of its process group kills the
+    # driver, and Ray ends the tasks and actors of a dead driver.
+    env = dict(os.environ, PYTHONPATH=str(REPO), RAY_ADDRESS=ray_address())
     job1 = subprocess.Popen(_cli(hostile, tmp_path), env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
