@@ -2,9 +2,10 @@
 
 Ray Data maps decode + resize + re-encode over the rows (a failure becomes a reject row, never an
 exception); the driver groups finished samples into shards of the target size and hands each to a Ray
-task that writes it under its exact name and commits it atomically. Resumable: a rerun reads the commit
-markers, drops what they cover (samples and rejects), deletes uncommitted leftovers, and writes only
-what is missing under shard numbers that are still free.
+task that writes it under its exact name and commits it atomically. One writer per output (a lease,
+``pipelines.lease``). Resumable: a rerun deletes uncommitted leftovers, brings the committed samples and
+rejects in line with the current input (``pipelines.reconcile``) and writes only what is missing under
+shard numbers that are still free. The same input gives the same shards, byte for byte.
 
 The entry point with argument parsing and Ray start-up is ``workflows/preprocess.py``.
 """
