@@ -118,6 +118,12 @@ class OutputLease:
                     info = LeaseInfo(**json.loads(f.read().decode()))
             except FileNotFoundError:
                 continue  # released while we listed
+            except OSError as e:
+                # An object store that fails a read (being rewritten, a transient error): count it as a
+                # live holder. The safe side: at worst this attempt backs off or is refused.
+                live.append(LeaseInfo(f"a lease file that could not be read ({name}: {e})"[:300], "?", -1, name,
+                                      now, now, DEFAULT_TTL_S))
+                continue
             except (ValueError, TypeError) as e:
                 # Our writes are atomic, so this is foreign or damaged: live until older than any TTL.
                 mtime = self.fs.get_file_info(path).mtime

@@ -283,3 +283,55 @@ def test_kill_9_and_a_concurrent_second_job_lose_and_duplicate_nothing(hostile, 
     assert job3.returncode == 0, job3.stderr[-2000:]
     assert "recovered the lease of a dead job" in job3.stderr
     check_complete(tmp_path, hostile["good_ids"], hostile["bad"])
+
+
+@pytest.fixture
+def s3_uri(monkeypatch):
+    """An S3 API (moto) for the object-store side of the lease: only PUT, DELETE and LIST are used."""
+    from moto.server import ThreadedMotoServer
+    import pyarrow.fs as pafs
+
+    for key, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(key, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    uri = f"s3://out/job?endpoint_override=http://{host}:{port}&scheme=http&region=us-east-1&allow_bucket_creation=true"
+    pafs.FileSystem.from_uri(uri)[0].create_dir("out")
+    yield uri
+    server.stop()
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_racing_writers_never_hold_one_output_together(where, tmp_path, request):
+    """Four writers try to take the lease at once, again and again: never two at a time, and each
+    attempt either holds it or is told who does."""
+    import threading
+
+    uri = str(tmp_path) if where == "local" else request.getfixturevalue("s3_uri")
+    inside, most, wins, refusals = [0], [0], [0], [0]
+    lock = threading.Lock()
+
+    def writer(n: int) -> None:
+        for _ in range(6):
+            try:
+                lease = OutputLease(uri, f"writer {n}").acquire()
+            except LeaseHeld:
+                with lock:
+                    refusals[0] += 1
+                continue
+            with lock:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+                wins[0] += 1
+            time.sleep(0.02)
+            with lock:
+                inside[0] -= 1
+            lease.release()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1 and wins[0] >= 1 and wins[0] + refusals[0] == 24
