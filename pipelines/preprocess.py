@@ -167,25 +167,29 @@ def process_row(record: dict, work: _Work) -> dict:
     out = {"source_id": row.source_id, "path": row.path, "key": sample_key(row.source_id), "reason": "",
            "detail": "", "video": b"", "meta": "", "fingerprint": record.get("fingerprint")}
     try:
-        dec = decode_video(row.path, segment=row.segment, segment_fps=row.segment_fps,
-                           short_side=work.short_side, device=work.device, min_frames=work.min_frames)
+        return out | _sample(row, out["key"], work)
     except VideoDecodeError as e:
         return out | {"reason": e.reason, "detail": e.detail[:500]}
     except Exception as e:  # noqa: BLE001 - one input must never stop a job; recorded with its type
         return out | {"reason": "unexpected_error", "detail": f"{type(e).__name__}: {e}"[:500]}
+
+
+def _sample(row: VideoRow, key: str, work: _Work) -> dict:
+    dec = decode_video(row.path, segment=row.segment, segment_fps=row.segment_fps,
+                       short_side=work.short_side, device=work.device, min_frames=work.min_frames)
     keep = resample_indices(dec.frames.shape[0], dec.fps, work.max_fps)
     frames = dec.frames[keep]  # (F, H, W, 3)
     fps = dec.fps * len(keep) / dec.frames.shape[0]
     try:
         video = encode_video(frames, fps, work.encode)
     except (ValueError, OSError) as e:  # av's errors derive from OSError/ValueError
-        return out | {"reason": "encode_failed", "detail": str(e)[:500]}
+        raise VideoDecodeError("encode_failed", str(e)) from e
     f, h, w, _ = frames.shape
-    meta = {"key": out["key"], "source_id": row.source_id, "labels": row.labels, "num_frames": int(f),
+    meta = {"key": key, "source_id": row.source_id, "labels": row.labels, "num_frames": int(f),
             "fps": round(float(fps), 4), "height": int(h) - int(h) % 2, "width": int(w) - int(w) % 2,
             "segment": list(row.segment) if row.segment else None, "clamped": dec.clamped,
             "source_codec": dec.codec, "codec": work.encode.codec}
-    return out | {"video": video, "meta": json.dumps(meta)}
+    return {"video": video, "meta": json.dumps(meta)}
 
 
 def write_shard(out: str, split: str, tar_name: str, samples: list[dict], heads: tuple[str, ...],

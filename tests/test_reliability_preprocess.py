@@ -335,3 +335,18 @@ def test_racing_writers_never_hold_one_output_together(where, tmp_path, request)
     for t in threads:
         t.join()
     assert most[0] == 1 and wins[0] >= 1 and wins[0] + refusals[0] == 24
+
+
+def test_an_unforeseen_error_is_a_reject_with_its_type_not_a_crash(hostile, monkeypatch):
+    """A decoder bug nobody foresaw (simulated: no real input triggers one we know of) stops one input."""
+    import pipelines.preprocess as pp
+    from pipelines.encode import EncodeConfig
+
+    def broken(*args, **kwargs):
+        raise KeyError("bug in a decoder")
+
+    monkeypatch.setattr(pp, "decode_video", broken)
+    row = read_dataset("ssv2", hostile["videos"], hostile["annotations"], "train").rows[0]
+    work = pp._Work(40, None, EncodeConfig(codec="mjpeg"), "cpu", 2, ("label",))
+    out = pp.process_row(row.to_record(), work)
+    assert out["reason"] == "unexpected_error" and out["detail"] == "KeyError: 'bug in a decoder'"
