@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import CASTConfig
@@ -75,37 +75,76 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+def _fit_problems(have: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> str | None:
+    """What keeps weights of shapes ``have`` from loading into a model of shapes ``expected``."""
+    missing = sorted(set(expected) - set(have))
+    unexpected = sorted(set(have) - set(expected))
+    if missing or unexpected:
+        return (f"weights do not fit the config; missing {missing[:10]}{' ...' if len(missing) > 10 else ''}, "
+                f"unexpected {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}")
+    wrong = [f"{k} {have[k]} vs {expected[k]}" for k in sorted(have) if tuple(have[k]) != tuple(expected[k])]
+    if wrong:
+        return f"weight shapes do not fit the config ({len(wrong)} differ): {wrong[:3]}"
+    return None
+
+
+def verify_checkpoint(path: str | Path, name: str | None = None) -> None:
+    """Check a checkpoint folder without loading its weights: metadata, a complete safetensors file
+    (a truncated one fails its header/size check), and every weight's name and shape against the
+    config (the model is built on the meta device: no memory). Raises :class:`CheckpointError` naming
+    ``name`` (e.g. the model URI the folder was downloaded from) or the folder."""
+    path = Path(path)
+    label = name or str(path)
+    meta = read_checkpoint_meta(path)
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{label}: {WEIGHTS_FILE} is missing")
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            have = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{label}: {WEIGHTS_FILE} is not a complete safetensors file: {err}") from err
+    with torch.device("meta"):
+        model = CAST(CASTConfig.from_dict(meta["config"]))
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if meta.get("trainable_only"):
+        expected = {k: v for k, v in expected.items() if CAST.is_trainable(k)}
+    problem = _fit_problems(have, expected)
+    if problem:
+        raise CheckpointError(f"{label}: {problem}")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
-                    base: CAST | None = None) -> tuple[CAST, LabelMap | None]:
+                    base: CAST | None = None, name: str | None = None) -> tuple[CAST, LabelMap | None]:
     """Load a checkpoint folder -> (model in eval mode, label map).
 
-    A trainable-only checkpoint needs ``base``: a model holding the frozen expert weights.
+    A trainable-only checkpoint needs ``base``: a model holding the frozen expert weights. Errors are
+    :class:`CheckpointError` naming ``name`` (what the folder stands for) or the folder.
     """
     path = Path(path)
+    label = name or str(path)
     meta = read_checkpoint_meta(path)
     config = CASTConfig.from_dict(meta["config"])
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
-        raise CheckpointError(f"{path}: {WEIGHTS_FILE} is missing")
+        raise CheckpointError(f"{label}: {WEIGHTS_FILE} is missing")
     try:
         state = load_file(str(weights), device=str(map_location))
     except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{weights} is not a readable safetensors file: {err}") from err
+        raise CheckpointError(f"{label}: {WEIGHTS_FILE} is not a readable safetensors file: {err}") from err
     if meta.get("trainable_only"):
         if base is None:
-            raise CheckpointError(f"{path} holds only trainable weights: pass base= with the expert weights")
+            raise CheckpointError(f"{label} holds only trainable weights: pass base= with the expert weights")
         model = base
         if model.config != config:
-            raise CheckpointError(f"{path}: config differs from the base model's")
-        expected = {n for n, p in model.named_parameters() if CAST.is_trainable(n)}
+            raise CheckpointError(f"{label}: config differs from the base model's")
+        expected = {n: tuple(p.shape) for n, p in model.named_parameters() if CAST.is_trainable(n)}
     else:
         model = CAST(config)
-        expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not fit the config; missing {missing[:10]}"
-                              f"{' ...' if len(missing) > 10 else ''}, unexpected {unexpected[:10]}"
-                              f"{' ...' if len(unexpected) > 10 else ''}")
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    problem = _fit_problems({k: tuple(v.shape) for k, v in state.items()}, expected)
+    if problem:
+        raise CheckpointError(f"{label}: {problem}")
     model.load_state_dict(state, strict=not meta.get("trainable_only"))
     labels = meta.get("labels")
     if labels is not None:

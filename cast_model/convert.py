@@ -249,8 +249,10 @@ def read_state_dict(path: str | Path, allow_torchscript: bool = False) -> StateD
         return load_file(str(path))
     if _is_torchscript(path):
         if not allow_torchscript:
-            raise ConversionError(f"{path} is a TorchScript archive; pass allow_torchscript=True "
-                                  f"(--allow-torchscript) to load it with torch.jit.load, if you trust it")
+            # No CLI of this project loads TorchScript: the way out is in Python, for a file you trust.
+            raise ConversionError(f"{path} is a TorchScript archive, which runs code when loaded; if you trust "
+                                  "it, convert it once in Python with cast_model.convert.read_state_dict(path, "
+                                  "allow_torchscript=True) and save the state dict with torch.save")
         return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)

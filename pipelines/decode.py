@@ -9,7 +9,9 @@ callers record in rejects; nothing else escapes for a bad file.
 from __future__ import annotations
 
 import io
+import math
 import os
+import stat
 import threading
 from dataclasses import dataclass
 
@@ -55,11 +57,30 @@ def _source(src: str | bytes):
         if len(src) == 0:
             raise VideoDecodeError("empty", "zero bytes")
         return io.BytesIO(bytes(src))
-    if not os.path.exists(src):
-        raise VideoDecodeError("missing", src)
-    if os.path.getsize(src) == 0:
+    try:
+        st = os.stat(src)  # follows symlinks: a loop or a dangling link fails here, not in a decoder
+    except FileNotFoundError:
+        if os.path.lexists(src):
+            raise VideoDecodeError("unreadable", f"{src}: dangling symlink") from None
+        raise VideoDecodeError("missing", src) from None
+    except (OSError, ValueError) as e:  # ELOOP, EACCES, ENAMETOOLONG, an embedded NUL byte
+        raise VideoDecodeError("unreadable", f"{src}: {e}") from e
+    if not stat.S_ISREG(st.st_mode):
+        # Opening a fifo would block the task forever; a directory named like a video is no video.
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise VideoDecodeError("not_a_file", f"{src} is {kind}")
+    if st.st_size == 0:
         raise VideoDecodeError("empty", f"{src} has zero bytes")
+    if not os.access(src, os.R_OK):
+        raise VideoDecodeError("unreadable", f"{src}: permission denied")
     return src
+
+
+# Bounds of sane container metadata. A header can claim anything (a duration of 1e12 ms, 1e9 fps,
+# 100000 x 100000 pixels); beyond these it is rejected before any decoder sizes a buffer by it.
+MAX_DURATION_S = 24 * 3600.0
+MAX_FPS = 1000.0
+MAX_SIDE = 16384
 
 
 # Magic bytes of the containers we expect: a file that starts like one but cannot be opened was cut
@@ -75,7 +96,7 @@ def _looks_like_video(head: bytes) -> bool:
 def _open(src):
     try:
         return av.open(src)
-    except av.error.FFmpegError as e:
+    except (av.error.FFmpegError, UnicodeDecodeError) as e:
         if isinstance(src, str):
             with open(src, "rb") as f:
                 head = f.read(16)
@@ -97,15 +118,28 @@ def _probe_container(c) -> Probe:
     if not c.streams.video:
         raise VideoDecodeError("empty", "no video stream")
     s = c.streams.video[0]
-    fps = float(s.average_rate or s.guessed_rate or 0) or 0.0
+    try:
+        fps = float(s.average_rate or s.guessed_rate or 0) or 0.0
+        duration = None
+        if s.duration is not None and s.time_base is not None:
+            duration = float(s.duration * s.time_base)
+        elif c.duration is not None:
+            duration = c.duration / av.time_base
+    except (OverflowError, ZeroDivisionError, ValueError) as e:
+        raise VideoDecodeError("bad_metadata", f"unreadable rate/duration: {e}") from e
     if fps <= 0:
         raise VideoDecodeError("undecodable", "no frame rate")
-    duration = None
-    if s.duration is not None and s.time_base is not None:
-        duration = float(s.duration * s.time_base)
-    elif c.duration is not None:
-        duration = c.duration / av.time_base
-    return Probe(s.codec_context.name, fps, duration, s.codec_context.height, s.codec_context.width)
+    h, w = s.codec_context.height, s.codec_context.width
+    problems = []
+    if not math.isfinite(fps) or fps > MAX_FPS:
+        problems.append(f"frame rate {fps:g} fps (max {MAX_FPS:g})")
+    if duration is not None and (not math.isfinite(duration) or not 0 <= duration <= MAX_DURATION_S):
+        problems.append(f"duration {duration:g}s (max {MAX_DURATION_S:g}s)")
+    if not (0 < h <= MAX_SIDE and 0 < w <= MAX_SIDE):
+        problems.append(f"frame size {w}x{h} (max side {MAX_SIDE})")
+    if problems:
+        raise VideoDecodeError("bad_metadata", "container claims " + ", ".join(problems))
+    return Probe(s.codec_context.name, fps, duration, h, w)
 
 
 def segment_seconds(segment: tuple[int, int], segment_fps: float | None, video_fps: float) -> tuple[float, float]:
@@ -137,6 +171,10 @@ def decode_video(src: str | bytes, *, segment: tuple[int, int] | None = None, se
     window = None
     clamped = False
     if segment is not None:
+        if segment[0] < 0 or segment[1] < segment[0]:
+            # The readers refuse these; a caller that builds segments itself gets a reject, never the
+            # whole video under the segment's label.
+            raise VideoDecodeError("segment_out_of_range", f"invalid segment {tuple(segment)}")
         start_s, end_s = segment_seconds(segment, segment_fps, info.fps)
         if info.duration_s is not None:
             if start_s >= info.duration_s:

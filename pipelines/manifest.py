@@ -61,16 +61,26 @@ def _concat(tables: list[pa.Table]) -> pa.Table | None:
     return pa.concat_tables(tables, promote_options="default") if tables else None
 
 
-def read_fragments(fs, base: str, split: str | None = None, rejects: bool = False) -> pa.Table | None:
-    """Concatenate the committed manifest (or rejects) fragments, optionally of one split only."""
-    tables = []
+def fragment_names(fs, base: str, split: str | None = None, rejects: bool = False) -> list[str]:
+    """Names (under ``_parts/``) of the committed manifest fragments (one per shard) or reject
+    fragments (one per batch), optionally of one split only."""
+    names = []
     for name in list_names(fs, base, PARTS_DIR):
         is_reject = bool(_REJECT_PART.match(name))
         m = _REJECT_PART.match(name) if rejects else _SHARD_PART.match(name)
         if m is None or is_reject != rejects or (split is not None and m["split"] != split):
             continue
-        tables.append(_read_parquet(fs, join(base, PARTS_DIR, name)))
-    return _concat(tables)
+        names.append(name)
+    return names
+
+
+def read_fragment(fs, base: str, name: str) -> pa.Table:
+    return _read_parquet(fs, join(base, PARTS_DIR, name))
+
+
+def read_fragments(fs, base: str, split: str | None = None, rejects: bool = False) -> pa.Table | None:
+    """Concatenate the committed manifest (or rejects) fragments, optionally of one split only."""
+    return _concat([read_fragment(fs, base, n) for n in fragment_names(fs, base, split, rejects)])
 
 
 def _write_if_changed(fs, path: str, table: pa.Table) -> None:

@@ -2,9 +2,10 @@
 
 Ray Data maps decode + resize + re-encode over the rows (a failure becomes a reject row, never an
 exception); the driver groups finished samples into shards of the target size and hands each to a Ray
-task that writes it under its exact name and commits it atomically. Resumable: a rerun reads the commit
-markers, drops what they cover (samples and rejects), deletes uncommitted leftovers, and writes only
-what is missing under shard numbers that are still free.
+task that writes it under its exact name and commits it atomically. One writer per output (a lease,
+``pipelines.lease``). Resumable: a rerun deletes uncommitted leftovers, brings the committed samples and
+rejects in line with the current input (``pipelines.reconcile``) and writes only what is missing under
+shard numbers that are still free. The same input gives the same shards, byte for byte.
 
 The entry point with argument parsing and Ray start-up is ``workflows/preprocess.py``.
 """
@@ -12,6 +13,7 @@ The entry point with argument parsing and Ray start-up is ``workflows/preprocess
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 import uuid
@@ -22,14 +24,16 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from pipelines.datasets import DATASETS, AnnotationError, read_dataset
+from pipelines.datasets import DATASETS, AnnotationError, Listing, read_dataset
 from pipelines.decode import VideoDecodeError, decode_video
 from pipelines.encode import EncodeConfig, encode_video
-from pipelines.manifest import (CLASSES_FILE, consolidate, read_fragments, read_label_map, shard_parts,
+from pipelines.manifest import (CLASSES_FILE, consolidate, read_label_map, shard_parts,
                                 write_label_map)
 from pipelines.progress import format_eta
-from pipelines.schema import (CODECS, LABELS_EXT, META_EXT, NUM_FRAMES_EXT, VideoRow, label_column,
-                              sample_key, shard_name)
+from pipelines.lease import OutputLease, hold
+from pipelines.reconcile import FINGERPRINT_COLUMN, Reconciled, fingerprint, reconcile
+from pipelines.schema import (CODECS, LABELS_EXT, META_EXT, NUM_FRAMES_EXT, REJECT_REASONS, VideoRow,
+                              label_column, sample_key, shard_name)
 from pipelines.shards import (PARTS_DIR, Member, commit_shard, join, list_names, resolve_out, write_atomic,
                               write_table_atomic)
 
@@ -39,6 +43,8 @@ from pipelines.shards import (PARTS_DIR, Member, commit_shard, join, list_names,
 DEFAULT_SHORT_SIDE = {"ssv2": 256, "k400": 256, "ek100": 256, "csv": 256}
 # EK100 videos run at 50/60 fps; 30 fps keeps every motion cue of a 16-segment clip at half the bytes.
 DEFAULT_MAX_FPS = {"ek100": 30.0}
+# Encoder quality ranges: MJPEG's qscale (ffmpeg: 2 best .. 31 smallest), VP9's and x264's CRF.
+QUALITY_RANGE = {"mjpeg": (2, 31), "vp9": (0, 63), "h264": (0, 51)}
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,11 @@ class PreprocessConfig:
     seed: int = 0  # sample order across shards
     progress_every_s: float = 10.0
     max_pending_writes: int = 4
+    # Reject reasons tried again on a rerun even though nothing changed ("all": every reason), e.g. after
+    # a wrong flag. Inputs whose file or annotation changed since (a ``missing`` video that arrived, a
+    # replaced file, a fixed label) are always tried again: see pipelines.reconcile.
+    retry_rejects: tuple[str, ...] = ()
+    lease_wait_s: float = 0.0  # another job writing into OUT: wait this long for it, then exit 2
 
     def __post_init__(self):
         errors = []
@@ -85,8 +96,25 @@ class PreprocessConfig:
             errors.append(f"device must be 'cpu' or 'gpu', got {self.device!r}")
         if self.gop < 1 or self.min_frames < 1:
             errors.append("gop and min_frames must be >= 1")
+        if self.max_fps is not None and not (math.isfinite(self.max_fps) and self.max_fps >= 0):
+            errors.append(f"max_fps must be > 0 (0: keep every frame), got {self.max_fps}")
+        lo, hi = QUALITY_RANGE["mjpeg"]
+        if not lo <= self.mjpeg_q <= hi:
+            errors.append(f"mjpeg_q must be in {lo}..{hi}, got {self.mjpeg_q}")
+        lo, hi = QUALITY_RANGE.get(self.codec, (0, 63))
+        if self.codec in ("vp9", "h264") and not lo <= self.crf <= hi:
+            errors.append(f"crf for {self.codec} must be in {lo}..{hi}, got {self.crf}")
+        unknown = set(self.retry_rejects) - set(REJECT_REASONS) - {"all"}
+        if unknown:
+            errors.append(f"retry_rejects: unknown reasons {sorted(unknown)}; choose from {REJECT_REASONS} or 'all'")
+        if not (self.progress_every_s >= 0 and self.max_pending_writes >= 1 and self.lease_wait_s >= 0):
+            errors.append("progress_every_s and lease_wait_s must be >= 0, max_pending_writes >= 1")
         if errors:
             raise ValueError("invalid preprocessing config:\n  " + "\n  ".join(errors))
+
+    @property
+    def retry(self) -> frozenset[str]:
+        return frozenset(REJECT_REASONS if "all" in self.retry_rejects else self.retry_rejects)
 
     @property
     def resolved_short_side(self) -> int:
@@ -104,6 +132,10 @@ class PreprocessResult:
     already_done: int
     written: int
     rejected: int
+    removed: int = 0  # samples/rejects of inputs no longer listed, dropped (pipelines.reconcile)
+    changed: int = 0  # inputs whose labels/segment/file changed since they were done, redone
+    retried: int = 0  # rejects tried again (--retry-rejects)
+    rewritten: list[str] = field(default_factory=list)  # shards un-committed because of the above
     shards: list[str] = field(default_factory=list)
     reject_reasons: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -133,25 +165,31 @@ def process_row(record: dict, work: _Work) -> dict:
     """Decode, resize, re-encode one row. Never raises for a bad video: returns a reject row instead."""
     row = VideoRow.from_record(record)
     out = {"source_id": row.source_id, "path": row.path, "key": sample_key(row.source_id), "reason": "",
-           "detail": "", "video": b"", "meta": ""}
+           "detail": "", "video": b"", "meta": "", "fingerprint": record.get("fingerprint")}
     try:
-        dec = decode_video(row.path, segment=row.segment, segment_fps=row.segment_fps,
-                           short_side=work.short_side, device=work.device, min_frames=work.min_frames)
+        return out | _sample(row, out["key"], work)
     except VideoDecodeError as e:
         return out | {"reason": e.reason, "detail": e.detail[:500]}
+    except Exception as e:  # noqa: BLE001 - one input must never stop a job; recorded with its type
+        return out | {"reason": "unexpected_error", "detail": f"{type(e).__name__}: {e}"[:500]}
+
+
+def _sample(row: VideoRow, key: str, work: _Work) -> dict:
+    dec = decode_video(row.path, segment=row.segment, segment_fps=row.segment_fps,
+                       short_side=work.short_side, device=work.device, min_frames=work.min_frames)
     keep = resample_indices(dec.frames.shape[0], dec.fps, work.max_fps)
     frames = dec.frames[keep]  # (F, H, W, 3)
     fps = dec.fps * len(keep) / dec.frames.shape[0]
     try:
         video = encode_video(frames, fps, work.encode)
     except (ValueError, OSError) as e:  # av's errors derive from OSError/ValueError
-        return out | {"reason": "encode_failed", "detail": str(e)[:500]}
+        raise VideoDecodeError("encode_failed", str(e)) from e
     f, h, w, _ = frames.shape
-    meta = {"key": out["key"], "source_id": row.source_id, "labels": row.labels, "num_frames": int(f),
+    meta = {"key": key, "source_id": row.source_id, "labels": row.labels, "num_frames": int(f),
             "fps": round(float(fps), 4), "height": int(h) - int(h) % 2, "width": int(w) - int(w) % 2,
             "segment": list(row.segment) if row.segment else None, "clamped": dec.clamped,
             "source_codec": dec.codec, "codec": work.encode.codec}
-    return out | {"video": video, "meta": json.dumps(meta)}
+    return {"video": video, "meta": json.dumps(meta)}
 
 
 def write_shard(out: str, split: str, tar_name: str, samples: list[dict], heads: tuple[str, ...],
@@ -170,7 +208,8 @@ def write_shard(out: str, split: str, tar_name: str, samples: list[dict], heads:
         rows.append({"key": key, "split": split, "shard": tar_name, "source_id": meta["source_id"],
                      "num_frames": meta["num_frames"], "fps": meta["fps"], "height": meta["height"],
                      "width": meta["width"], "bytes": len(s["video"]), "clamped": meta["clamped"],
-                     **{label_column(h): int(meta["labels"][h]) for h in heads}})
+                     **{label_column(h): int(meta["labels"][h]) for h in heads},
+                     FINGERPRINT_COLUMN: s.get("fingerprint")})
     commit_shard(fs, base, tar_name, members, pa.Table.from_pylist(rows))
     return tar_name
 
@@ -203,133 +242,204 @@ def _pin_label_map(cfg: PreprocessConfig, fs, base: str) -> dict | None:
     return read_label_map(cfg.out) if info.type.name == "File" else None
 
 
-def run_preprocess(cfg: PreprocessConfig, on_commit: Callable[[str], None] | None = None,
-                   log: Callable[[str], None] | None = None) -> PreprocessResult:
-    """Run the job on the current Ray cluster (``ray.init`` is the caller's). ``on_commit(shard)`` is
-    called on the driver after each shard is committed."""
-    import ray  # imported here: the pure modules of the package must not need Ray
-
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    t0 = time.time()
+def prepare_listing(cfg: PreprocessConfig) -> Listing:
+    """Read and check the annotations against the output's pinned classes: everything that can be
+    wrong with the inputs fails here (:class:`AnnotationError`), before Ray or any video."""
     fs, base = resolve_out(cfg.out)
-    fs.create_dir(join(base, PARTS_DIR), recursive=True)
-
-    # Everything that can be wrong with the inputs fails here, before any video is touched.
     pinned = _pin_label_map(cfg, fs, base)
     listing = read_dataset(cfg.dataset, cfg.videos, cfg.annotations, cfg.split, pinned)
     if pinned is not None and pinned != listing.label_map:
         raise AnnotationError(f"{join(base, CLASSES_FILE)} holds other classes than {cfg.annotations}; "
                               "use a fresh output folder per dataset")
-    if pinned is None:
-        write_label_map(cfg.out, listing.label_map)
-    heads = listing.heads
+    return listing
 
+
+def run_preprocess(cfg: PreprocessConfig, on_commit: Callable[[str], None] | None = None,
+                   log: Callable[[str], None] | None = None, listing: Listing | None = None) -> PreprocessResult:
+    """Run the job on the current Ray cluster (``ray.init`` is the caller's) under the output's lease
+    (one writer per output; :class:`pipelines.lease.LeaseHeld` when another live job has it).
+    ``on_commit(shard)`` is called on the driver after each shard is committed; ``listing`` is
+    :func:`prepare_listing`'s, when the caller already checked the annotations."""
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    with hold(cfg.out, f"preprocess {cfg.split}", wait_s=cfg.lease_wait_s, log=log) as lease:
+        return _run(cfg, listing or prepare_listing(cfg), lease, on_commit, log)
+
+
+def _plan(cfg: PreprocessConfig, fs, base: str, listing: Listing, log) -> tuple[list[dict], list[dict], Reconciled]:
+    """(records to process in shard order, duplicate rejects to write, what the output holds)."""
     committed = set(shard_parts(fs, base).get(cfg.split, []))
     removed = _cleanup_uncommitted(fs, base, cfg.split, committed)
     if removed:
         log(f"[preprocess {cfg.split}] removed {removed} uncommitted file(s) of an interrupted run")
-    done: set[str] = set()
-    for rejects in (False, True):
-        t = read_fragments(fs, base, cfg.split, rejects=rejects)
-        if t is not None:
-            done.update(t.column("source_id").to_pylist())
-
-    rows, seen, dup_rejects = [], set(), []
+    firsts: dict[str, VideoRow] = {}
+    dups = []
     for r in listing.rows:
-        if r.source_id in seen:
-            dup_rejects.append({"split": cfg.split, "source_id": r.source_id, "path": r.path,
-                                "reason": "duplicate", "detail": "listed more than once"})
-            continue
-        seen.add(r.source_id)
-        if r.source_id not in done:
-            rows.append(r)
-    order = np.random.default_rng(cfg.seed).permutation(len(rows))  # shuffle samples across shards
-    rows = [rows[i] for i in order]
-    result = PreprocessResult(listed=len(listing.rows), already_done=len(seen & done), written=0, rejected=0)
+        if r.source_id in firsts:
+            dups.append(r)
+        else:
+            firsts[r.source_id] = r
+    prints = {sid: fingerprint(r) for sid, r in firsts.items()}
+    state = reconcile(fs, base, cfg.split, listing.rows, prints, committed, cfg.retry, log)
+    _cleanup_uncommitted(fs, base, cfg.split, state.committed)
+    # Sorted by id, then a seeded permutation: the same input always gives the same shards.
+    todo = [firsts[sid].to_record() | {"fingerprint": prints[sid]} for sid in sorted(firsts) if sid not in state.done]
+    todo = [todo[i] for i in np.random.default_rng(cfg.seed).permutation(len(todo))]
+    dup_rejects = [{"split": cfg.split, "source_id": r.source_id, "path": r.path, "reason": "duplicate",
+                    "detail": "listed more than once", FINGERPRINT_COLUMN: prints[r.source_id]}
+                   for r in dups if (r.source_id, "duplicate") not in state.rejected]
+    dup_rejects = list({d["source_id"]: d for d in dup_rejects}.values())  # one row per id
+    return todo, dup_rejects, state
+
+
+def _run(cfg: PreprocessConfig, listing: Listing, lease: OutputLease, on_commit, log) -> PreprocessResult:
+    import ray  # imported here: the pure modules of the package must not need Ray
+
+    t0 = time.time()
+    fs, base = resolve_out(cfg.out)
+    fs.create_dir(join(base, PARTS_DIR), recursive=True)
+    pinned = _pin_label_map(cfg, fs, base)  # again, under the lease: the listing may predate it
+    if pinned is None:
+        write_label_map(cfg.out, listing.label_map)
+    elif pinned != listing.label_map:
+        raise AnnotationError(f"{join(base, CLASSES_FILE)} holds other classes than {cfg.annotations}")
+    todo, dup_rejects, state = _plan(cfg, fs, base, listing, log)
+    result = PreprocessResult(listed=len(listing.rows), already_done=len(state.done), written=0, rejected=0,
+                              removed=state.removed, changed=state.changed, retried=state.retried,
+                              rewritten=state.rewritten)
     log(f"[preprocess {cfg.split}] {len(listing.rows)} listed, {result.already_done} already done, "
-        f"{len(rows)} to process, {len(committed)} committed shard(s) kept")
-    if rows:
+        f"{len(todo)} to process, {len(state.committed)} committed shard(s) kept")
+    if todo or dup_rejects:
         _write_job_record(cfg, fs, base)
-
-    video_ext = CODECS[cfg.codec][2]
-    pending_rejects: list[dict] = [r for r in dup_rejects if r["source_id"] not in done]
-
-    def flush_rejects():
-        if pending_rejects:
-            name = f"{cfg.split}-rejects-{uuid.uuid4().hex[:12]}.parquet"
-            write_table_atomic(fs, join(base, PARTS_DIR, name), pa.Table.from_pylist(pending_rejects))
-            for r in pending_rejects:
-                result.reject_reasons[r["reason"]] = result.reject_reasons.get(r["reason"], 0) + 1
-            result.rejected += len(pending_rejects)
-            pending_rejects.clear()
-
-    if rows:
-        work = _Work(cfg.resolved_short_side, cfg.resolved_max_fps,
-                     EncodeConfig(codec=cfg.codec, gop=cfg.gop, crf=cfg.crf, mjpeg_q=cfg.mjpeg_q), cfg.device, cfg.min_frames, heads)
-        ds = ray.data.from_items([r.to_record() for r in rows], override_num_blocks=max(1, min(len(rows), 256)))
-        ds = ds.map(process_row, fn_kwargs={"work": work}, num_cpus=1,
-                    num_gpus=0.25 if cfg.device == "gpu" else 0)
-        writer = ray.remote(num_cpus=0.25)(write_shard)
-        indices = _free_indices(committed)
-        in_flight: dict = {}
-        buffer: list[dict] = []
-        buffer_bytes = 0
-        processed, last_log = 0, time.time()
-
-        def drain(max_pending: int):
-            while len(in_flight) > max_pending:
-                ready, _ = ray.wait(list(in_flight), num_returns=1)
-                for ref in ready:
-                    samples = in_flight.pop(ref)
-                    name = ray.get(ref)  # a failed write is a bug or a full disk: let it raise
-                    result.shards.append(name)
-                    result.written += samples
-                    if on_commit is not None:
-                        on_commit(name)
-
-        def flush_shard():
-            nonlocal buffer, buffer_bytes
-            if buffer:
-                name = shard_name(cfg.split, next(indices))
-                in_flight[writer.remote(cfg.out, cfg.split, name, buffer, heads, video_ext)] = len(buffer)
-                buffer, buffer_bytes = [], 0
-            flush_rejects()
-            drain(cfg.max_pending_writes)
-
-        try:
-            for out in ds.iter_rows():
-                processed += 1
-                if out["reason"]:
-                    pending_rejects.append({k: out[k] for k in ("source_id", "path", "reason", "detail")}
-                                           | {"split": cfg.split})
-                else:
-                    buffer.append({"video": out["video"], "meta": out["meta"]})
-                    buffer_bytes += len(out["video"]) + 2048  # + headers and metadata
-                    if buffer_bytes >= cfg.shard_bytes or len(buffer) == cfg.max_samples_per_shard:
-                        flush_shard()
-                now = time.time()
-                if now - last_log >= cfg.progress_every_s or processed == len(rows):
-                    rate = processed / max(now - t0, 1e-9)
-                    rej = result.rejected + len(pending_rejects)
-                    log(f"[preprocess {cfg.split}] {processed}/{len(rows)} videos ({processed - rej} ok, "
-                        f"{rej} rejected), {rate:.1f} videos/s, ETA {format_eta((len(rows) - processed) / rate)}, "
-                        f"{len(result.shards) + len(in_flight)} shard(s)")
-                    last_log = now
-            flush_shard()
-            drain(0)
-        except BaseException:
-            # Let shards already handed to writers finish committing (they are complete), so that a
-            # rerun in the same cluster sees every marker before it decides what is left to do.
-            if in_flight:
-                ray.wait(list(in_flight), num_returns=len(in_flight), timeout=600)
-            raise
-    flush_rejects()
+    rejects = _RejectWriter(cfg.split, fs, base, lease, result)
+    rejects.pending.extend(dup_rejects)
+    if todo:
+        shards = _ShardCommitter(cfg, ray, listing.heads, state.committed, lease, result, on_commit)
+        _process(cfg, todo, shards, rejects, log)
+    rejects.flush()
     n_samples, n_rejects = consolidate(cfg.out)
     result.seconds = time.time() - t0
     log(f"[preprocess {cfg.split}] done in {result.seconds:.1f}s: {result.written} written to "
         f"{len(result.shards)} shard(s), {result.rejected} rejected {result.reject_reasons}; "
         f"folder totals: {n_samples} samples, {n_rejects} rejects")
     return result
+
+
+class _RejectWriter:
+    """Reject rows of this run, committed in batches as fragments (the one reject counter)."""
+
+    def __init__(self, split: str, fs, base: str, lease: OutputLease, result: PreprocessResult) -> None:
+        self.split, self.fs, self.base, self.lease, self.result = split, fs, base, lease, result
+        self.pending: list[dict] = []
+
+    def add(self, row: dict) -> None:
+        self.pending.append({k: row[k] for k in ("source_id", "path", "reason", "detail")}
+                            | {"split": self.split, FINGERPRINT_COLUMN: row.get("fingerprint")})
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        self.lease.check()
+        name = f"{self.split}-rejects-{uuid.uuid4().hex[:12]}.parquet"
+        write_table_atomic(self.fs, join(self.base, PARTS_DIR, name), pa.Table.from_pylist(self.pending))
+        for r in self.pending:
+            self.result.reject_reasons[r["reason"]] = self.result.reject_reasons.get(r["reason"], 0) + 1
+        self.result.rejected += len(self.pending)
+        self.pending.clear()
+
+
+def _ordered_dataset(ray, todo: list[dict], cfg: PreprocessConfig, work: _Work):
+    """Ray Data map over ``todo`` that yields rows in ``todo``'s order (not task completion order), so
+    the same input gives the same shards byte for byte."""
+    ctx = ray.data.DataContext.get_current()
+    before = ctx.execution_options.preserve_order
+    ctx.execution_options.preserve_order = True
+    try:
+        ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo), 256)))
+        ds = ds.map(process_row, fn_kwargs={"work": work}, num_cpus=1,
+                    num_gpus=0.25 if cfg.device == "gpu" else 0)
+        ds.context.execution_options.preserve_order = True
+    finally:
+        ctx.execution_options.preserve_order = before
+    return ds
+
+
+class _ShardCommitter:
+    """The driver's side of writing shards: groups finished samples into shards of the target size,
+    hands each to a Ray task under the next free name and counts what got committed."""
+
+    def __init__(self, cfg: PreprocessConfig, ray, heads: tuple[str, ...], committed: set[int],
+                 lease: OutputLease, result: PreprocessResult, on_commit) -> None:
+        self.cfg, self.ray, self.heads, self.lease = cfg, ray, heads, lease
+        self.result, self.on_commit = result, on_commit
+        self.writer = ray.remote(num_cpus=0.25)(write_shard)
+        self.indices = _free_indices(committed)
+        self.in_flight: dict = {}
+        self.buffer: list[dict] = []
+        self.buffer_bytes = 0
+
+    def add(self, out: dict) -> bool:
+        """Buffer one finished sample; True when the buffer is a full shard (call :meth:`flush`)."""
+        self.buffer.append({"video": out["video"], "meta": out["meta"], "fingerprint": out["fingerprint"]})
+        self.buffer_bytes += len(out["video"]) + 2048  # + headers and metadata
+        return self.buffer_bytes >= self.cfg.shard_bytes or len(self.buffer) == self.cfg.max_samples_per_shard
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.lease.check()  # never commit into an output another job has taken over
+            name = shard_name(self.cfg.split, next(self.indices))
+            ref = self.writer.remote(self.cfg.out, self.cfg.split, name, self.buffer, self.heads,
+                                     CODECS[self.cfg.codec][2])
+            self.in_flight[ref] = len(self.buffer)
+            self.buffer, self.buffer_bytes = [], 0
+
+    def drain(self, max_pending: int) -> None:
+        while len(self.in_flight) > max_pending:
+            ready, _ = self.ray.wait(list(self.in_flight), num_returns=1)
+            for ref in ready:
+                samples = self.in_flight.pop(ref)
+                name = self.ray.get(ref)  # a failed write is a bug or a full disk: let it raise
+                self.result.shards.append(name)
+                self.result.written += samples
+                if self.on_commit is not None:
+                    self.on_commit(name)
+
+    def settle(self) -> None:
+        """After an error: let shards already handed to writers finish committing (they are complete),
+        so that a rerun in the same cluster sees every marker before it decides what is left to do."""
+        if self.in_flight:
+            self.ray.wait(list(self.in_flight), num_returns=len(self.in_flight), timeout=600)
+
+
+def _process(cfg: PreprocessConfig, todo: list[dict], shards: _ShardCommitter, rejects: _RejectWriter,
+             log) -> None:
+    work = _Work(cfg.resolved_short_side, cfg.resolved_max_fps,
+                 EncodeConfig(codec=cfg.codec, gop=cfg.gop, crf=cfg.crf, mjpeg_q=cfg.mjpeg_q), cfg.device,
+                 cfg.min_frames, shards.heads)
+    t0 = last_log = time.time()
+    processed = 0
+    try:
+        for out in _ordered_dataset(shards.ray, todo, cfg, work).iter_rows():
+            processed += 1
+            if out["reason"]:
+                rejects.add(out)
+            elif shards.add(out):
+                shards.flush()
+                rejects.flush()
+                shards.drain(cfg.max_pending_writes)
+            now = time.time()
+            if now - last_log >= cfg.progress_every_s or processed == len(todo):
+                rate = processed / max(now - t0, 1e-9)
+                rej = shards.result.rejected + len(rejects.pending)
+                log(f"[preprocess {cfg.split}] {processed}/{len(todo)} videos ({processed - rej} ok, "
+                    f"{rej} rejected), {rate:.1f} videos/s, ETA {format_eta((len(todo) - processed) / rate)}, "
+                    f"{len(shards.result.shards) + len(shards.in_flight)} shard(s)")
+                last_log = now
+        shards.flush()
+        rejects.flush()
+        shards.drain(0)
+    except BaseException:
+        shards.settle()
+        raise
 
 
 def _write_job_record(cfg: PreprocessConfig, fs, base: str) -> None:

@@ -36,6 +36,10 @@ CODECS: dict[str, tuple[str, str, str, bool]] = {
 # Reasons an input did not make it to the shards (rejects.parquet ``reason`` column).
 REJECT_REASONS: tuple[str, ...] = (
     "missing",  # listed in the annotations, no file on disk
+    "not_a_file",  # the path is a directory, fifo, socket or device, not a regular file
+    "unreadable",  # symlink loop, dangling symlink, no permission, unusable path
+    "bad_metadata",  # the container claims an absurd duration, frame rate or frame size
+    "bad_index",  # a shard whose .idx is missing or unreadable, or a sample it lists without its JSON
     "empty",  # zero-byte file, or a container without video frames
     "truncated",  # decoding stopped early / fewer frames than the container promises
     "undecodable",  # not a video the decoders understand
@@ -43,6 +47,7 @@ REJECT_REASONS: tuple[str, ...] = (
     "too_short",  # fewer decodable frames than the minimum kept
     "encode_failed",  # re-encoding for the shards failed
     "duplicate",  # the same source id listed again (the first one is kept)
+    "unexpected_error",  # an error no check above foresaw (type and message in ``detail``): a bug to report
 )
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
@@ -91,19 +96,23 @@ class VideoRow:
 
 
 _KEY_OK = re.compile(r"[^A-Za-z0-9_-]")
+# A tar member is "<key>.<ext>" in a ustar header of at most 99 bytes; the longest extension is 4.
+MAX_KEY_LEN = 80
 
 
 def sample_key(source_id: str) -> str:
-    """A WebDataset ``__key__`` for a source id: no dots, no slashes, stable, unique per source id.
+    """A WebDataset ``__key__`` for a source id: no dots, no slashes, at most ``MAX_KEY_LEN`` ASCII
+    characters, stable, unique per source id.
 
-    Ids that are already safe are kept as they are (readable shards); others are sanitised and get a
-    short hash so two ids that sanitise alike ("a.b", "a/b") cannot collide.
+    Ids that are already safe and short are kept as they are (readable shards); others are sanitised,
+    cut to fit and get a hash of the whole id, so two ids that sanitise or cut alike ("a.b", "a/b", two
+    long ids sharing a prefix) cannot collide.
     """
     safe = _KEY_OK.sub("_", source_id)
-    if safe == source_id and safe:
+    if safe == source_id and 0 < len(safe) <= MAX_KEY_LEN:
         return safe
-    digest = hashlib.sha1(source_id.encode()).hexdigest()[:10]
-    return f"{safe}-{digest}"
+    digest = hashlib.sha1(source_id.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{safe[:MAX_KEY_LEN - len(digest) - 1]}-{digest}"
 
 
 def shard_name(split: str, index: int) -> str:

@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--flush-rows", type=int, default=256, help="predictions per Parquet part")
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs to use")
     p.add_argument("--progress-every", type=float, default=10.0, help="seconds between progress lines")
+    p.add_argument("--lease-wait", type=float, default=0.0,
+                   help="seconds to wait for another job writing into --out before giving up (exit 2)")
     return p.parse_args(argv)
 
 
@@ -64,20 +66,33 @@ def config_from_args(a: argparse.Namespace) -> InferConfig:
                        sampling_rate=a.sampling_rate, batch_size=a.batch_size, top_k=a.top_k,
                        num_replicas=a.num_replicas, device=a.device, decode_device=a.decode_device,
                        precision=a.precision, retry_rejects=a.retry_rejects, evaluate=a.evaluate,
-                       experiment=a.experiment, flush_rows=a.flush_rows, progress_every_s=a.progress_every)
+                       experiment=a.experiment, flush_rows=a.flush_rows, progress_every_s=a.progress_every,
+                       lease_wait_s=a.lease_wait)
 
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
+    from cast_model import CheckpointError
+    from pipelines.lease import LeaseHeld, hold
     from workflows.inference.config import InferConfigError
-    from workflows.inference.job import plan_job, run_job
+    from workflows.inference.job import plan_job
 
     try:
-        # Config, model, input listing and labels are checked before Ray starts.
-        plan = plan_job(config_from_args(a))
-    except InferConfigError as e:
+        # Config, model, input listing and labels are checked before Ray starts; so is OUT's lease.
+        cfg = config_from_args(a)
+        with hold(cfg.out, "batch_infer", wait_s=cfg.lease_wait_s,
+                  log=lambda m: print(m, file=sys.stderr, flush=True)):
+            summary = _predict_and_evaluate(a, plan_job(cfg))
+    except (InferConfigError, CheckpointError, LeaseHeld) as e:
         print(f"batch_infer: {e}", file=sys.stderr)
         return 2
+    print(json.dumps(summary, default=str))
+    return 0
+
+
+def _predict_and_evaluate(a: argparse.Namespace, plan) -> dict:
+    from workflows.inference.job import run_job
+
     if plan.todo:
         import ray
 
@@ -92,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     if plan.cfg.evaluate and plan.listing.labelled:
         from workflows.evaluation import evaluate_job, has_evaluation
 
-        # A rerun that predicted nothing new would only repeat the same figures in another MLflow run.
+        # A rerun that predicted nothing new would only repeat the same figures in another MLflow run;
+        # an evaluation whose MLflow logging failed has no metrics.json yet and is done again.
         if result.predicted or not has_evaluation(plan):
             summary["evaluation"] = evaluate_job(plan)
-    print(json.dumps(summary, default=str))
-    return 0
+    return summary
 
 
 if __name__ == "__main__":

@@ -195,12 +195,17 @@ def evaluate_job(plan, log=print) -> dict[str, Any]:
     files = report_files(report, title)
     folder = evaluation_folder(plan)
     store.fs.create_dir(folder, recursive=True)
+    # metrics.json last, after the MLflow run is logged: it is has_evaluation's "done" marker, so an
+    # evaluation whose logging failed (MLflow down) is evaluated and logged again by the next run.
     for name, data in files.items():
-        write_atomic(store.fs, join(folder, name), data)
+        if name != "metrics.json":
+            write_atomic(store.fs, join(folder, name), data)
     tags = {MODEL_NAME_TAG: model.name, MODEL_VERSION_TAG: model.version, MODEL_URI_TAG: model.uri,
             DATASET_TAG: plan.dataset or "", "cast.input": plan.cfg.input}
     run_id = log_evaluation_run(report, files, plan.cfg.experiment, tags,
                                 run_name=f"eval-{_slug(model.name)}-v{model.version}-{plan.dataset or 'data'}")
+    if "metrics.json" in files:
+        write_atomic(store.fs, join(folder, "metrics.json"), files["metrics.json"])
     log(f"[evaluation] {report.samples} labelled videos: "
         + ", ".join(f"{k} {v:.4f}" for k, v in report.summary.items() if k.endswith(("top1", "top5")))
         + f"; files in {folder}; MLflow run {run_id}")

@@ -21,9 +21,10 @@ if __package__ in (None, ""):
     # repository root importable when the package is not installed in the environment.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipelines.datasets import DATASETS  # noqa: E402
+from pipelines.datasets import DATASETS, AnnotationError  # noqa: E402
+from pipelines.lease import LeaseHeld, hold  # noqa: E402
 from workflows.ray_connect import connect_ray  # noqa: E402
-from pipelines.preprocess import PreprocessConfig, run_preprocess  # noqa: E402
+from pipelines.preprocess import PreprocessConfig, prepare_listing, run_preprocess  # noqa: E402
 from pipelines.schema import CODECS  # noqa: E402
 
 
@@ -49,6 +50,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="sample order across shards")
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs to use")
     p.add_argument("--progress-every", type=float, default=10.0, help="seconds between progress lines")
+    p.add_argument("--retry-rejects", default="none",
+                   help="comma-separated reject reasons to try again on a rerun, 'all' or 'none'; inputs "
+                        "whose file or annotation changed (a missing video that arrived) are always retried")
+    p.add_argument("--lease-wait", type=float, default=0.0,
+                   help="seconds to wait for another job writing into --out before giving up (exit 2)")
     return p.parse_args(argv)
 
 
@@ -57,29 +63,46 @@ def config_from_args(a: argparse.Namespace, device: str) -> PreprocessConfig:
                             out=a.out, short_side=a.short_side, max_fps=a.max_fps, codec=a.codec, gop=a.gop,
                             crf=a.crf, mjpeg_q=a.mjpeg_q, shard_bytes=int(a.shard_bytes),
                             max_samples_per_shard=a.max_samples_per_shard, device=device, seed=a.seed,
-                            progress_every_s=a.progress_every)
+                            progress_every_s=a.progress_every,
+                            retry_rejects=tuple(r for r in a.retry_rejects.split(",") if r and r != "none"),
+                            lease_wait_s=a.lease_wait)
 
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    # Validate before Ray starts: a wrong config fails in a second, not after cluster start-up.
+    # Validate before Ray starts: a wrong config, a bad annotation or an output another job is writing
+    # fails in a second, with one line and exit 2, not after cluster start-up.
     try:
         cfg = config_from_args(a, "cpu" if a.device == "auto" else a.device)
-    except ValueError as e:
+        listing = prepare_listing(cfg)
+    except (ValueError, AnnotationError) as e:  # AnnotationError is a ValueError; named for the reader
         print(f"preprocess: {e}", file=sys.stderr)
         return 2
+    try:
+        with hold(cfg.out, f"preprocess {cfg.split}", wait_s=cfg.lease_wait_s, log=_log):
+            result = _run_on_ray(a, cfg, listing)
+    except LeaseHeld as e:
+        print(f"preprocess: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(asdict(result) | {"shards": len(result.shards)}))
+    return 0
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _run_on_ray(a: argparse.Namespace, cfg: PreprocessConfig, listing):
     import ray
 
     started = connect_ray(a.num_cpus)
     try:
         if a.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0:
             cfg = config_from_args(a, "gpu")
-        result = run_preprocess(cfg)
+        return run_preprocess(cfg, listing=listing)
     finally:
         if started:
             ray.shutdown()
-    print(json.dumps(asdict(result) | {"shards": len(result.shards)}))
-    return 0
 
 
 if __name__ == "__main__":

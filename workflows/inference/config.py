@@ -41,6 +41,7 @@ class InferConfig:
     flush_rows: int = 256  # predictions per Parquet part (also flushed every flush_s)
     flush_s: float = 60.0
     progress_every_s: float = 10.0
+    lease_wait_s: float = 0.0  # another job writing into --out: wait this long for it, then exit 2
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -83,5 +84,7 @@ class InferConfig:
             problems.append(f"decode_device must be 'cpu' or 'gpu', got {self.decode_device!r}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not (self.lease_wait_s >= 0 and self.flush_s > 0 and self.progress_every_s >= 0):
+            problems.append("lease_wait_s and progress_every_s must be >= 0, flush_s > 0")
         if problems:
             raise InferConfigError("invalid batch-inference config:\n  " + "\n  ".join(problems))

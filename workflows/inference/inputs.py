@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,8 @@ class Listing:
     dataset: str | None  # ssv2 / k400 / ek100 when known (evaluation names its figures with it)
     max_fps: float | None = None  # raw EK100 videos are brought to the shards' frame rate
     duplicates: list[dict] = field(default_factory=list)  # records listed again (rejected as "duplicate")
+    # Inputs that could not even be listed (a shard with a garbage .idx): reject rows, written as such.
+    rejects: list[dict] = field(default_factory=list)
 
     @property
     def labelled(self) -> bool:
@@ -67,8 +70,7 @@ def list_inputs(cfg: InferConfig) -> Listing:
     elif is_shard_folder(src):
         listing = _shards(src, cfg.split)
     elif src.is_dir():
-        listing = _files(sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES),
-                         "folder")
+        listing = _files(_video_paths(src), "folder")
     elif src.is_file():
         listing = _files(_read_list(src), "list")
     else:
@@ -89,6 +91,19 @@ def _dedupe(listing: Listing) -> Listing:
     return listing
 
 
+def _video_paths(folder: Path) -> list[Path]:
+    """Every entry named like a video, whatever it is: a directory ``x.webm/``, a fifo or a symlink loop
+    becomes a reject with its reason when decoded, not a silent gap. Symlinked folders are not followed
+    (``os.walk``'s default), so a link loop cannot make the walk endless."""
+    found = []
+    for root, dirs, files in os.walk(folder, onerror=None):
+        for name in files + dirs:
+            if Path(name).suffix.lower() in VIDEO_SUFFIXES:
+                found.append(Path(root) / name)
+        dirs[:] = [d for d in dirs if Path(d).suffix.lower() not in VIDEO_SUFFIXES]
+    return sorted(found)
+
+
 def _read_list(path: Path) -> list[Path]:
     lines = [ln.strip() for ln in path.read_text().splitlines()]
     files = [Path(ln) if Path(ln).is_absolute() else path.parent / ln for ln in lines if ln and not ln.startswith("#")]
@@ -98,8 +113,9 @@ def _read_list(path: Path) -> list[Path]:
 
 
 def _files(paths: list[Path], kind: str) -> Listing:
-    # The source id of a raw file is its absolute path: stable across runs of a scheduled job.
-    records = [record(str(p.resolve()), str(p.resolve())) for p in paths]
+    # The source id of a raw file is its absolute path: stable across runs of a scheduled job. Not
+    # resolve(): a symlink loop would raise here instead of becoming a reject.
+    records = [record(os.path.abspath(p), os.path.abspath(p)) for p in paths]
     return Listing(kind, records, None, None, None)
 
 
@@ -122,8 +138,11 @@ def _shards(folder: Path, split: str | None) -> Listing:
     through their DALI indices; key, source id and labels come from each sample's JSON member."""
     import pyarrow.fs as pafs
 
-    label_map = json.loads((folder / CLASSES_FILE).read_text())
-    heads = tuple(label_map)
+    try:
+        label_map = json.loads((folder / CLASSES_FILE).read_text())
+        heads = tuple(label_map)
+    except (OSError, ValueError, TypeError) as e:
+        raise InferConfigError(f"{folder / CLASSES_FILE} is not a readable class list: {e}") from e
     splits = sorted(shard_parts(pafs.LocalFileSystem(), str(folder.resolve())))
     if split is not None:
         if split not in splits:
@@ -131,31 +150,55 @@ def _shards(folder: Path, split: str | None) -> Listing:
         splits = [split]
     if not splits:
         raise InferConfigError(f"{folder}: no committed shards (not a finished preprocessing output?)")
-    records = []
+    records, rejects = [], []
     for s in splits:
         for tar in shard_paths(str(folder.resolve()), s):
-            records.extend(_shard_records(Path(tar), heads))
-    return Listing("shards", records, heads, label_map, _shards_dataset(folder, splits))
+            found, bad = _shard_records(Path(tar), heads)
+            records.extend(found)
+            rejects.extend(bad)
+    return Listing("shards", records, heads, label_map, _shards_dataset(folder, splits), rejects=rejects)
 
 
-def _shard_records(tar: Path, heads: tuple[str, ...]) -> list[dict]:
+def _bad(source_id: str, path: Path, reason: str, detail: str) -> dict:
+    return {"source_id": source_id, "path": str(path), "reason": reason, "detail": detail[:500]}
+
+
+def _shard_records(tar: Path, heads: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
+    """(records, rejects) of one shard. A missing or garbage ``.idx`` rejects the whole shard (its
+    samples cannot be located); a sample whose JSON is cut off or garbage is rejected alone."""
     idx = tar.with_suffix(".idx")
-    if not idx.is_file():
-        raise InferConfigError(f"{idx} is missing: cannot locate the videos inside {tar.name}")
-    out = []
+    try:
+        samples = read_index(idx.read_text())
+        tar_size = tar.stat().st_size
+    except FileNotFoundError as e:
+        return [], [_bad(str(tar), tar, "bad_index", f"cannot locate the videos: {e}")]
+    except (OSError, ValueError, IndexError) as e:  # UnicodeDecodeError is a ValueError
+        return [], [_bad(str(tar), tar, "bad_index", f"{idx.name}: {type(e).__name__}: {e}")]
+    if not tar.is_file():
+        return [], [_bad(str(tar), tar, "not_a_file", f"{tar} is not a regular file")]
+    out, bad = [], []
     with open(tar, "rb") as f:
-        for sample in read_index(idx.read_text()):
+        for n, sample in enumerate(samples):
+            where = f"{tar}#{n}"
             video = [pos for ext, pos in sample.items() if ext in _SHARD_VIDEO_EXTS]
             if len(video) != 1 or META_EXT not in sample:
-                raise InferConfigError(f"{idx}: a sample without one video and one {META_EXT} member: "
-                                       f"{sorted(sample)}")
+                bad.append(_bad(where, tar, "bad_index", f"sample {n}: members {sorted(sample)}"))
+                continue
             offset, size = sample[META_EXT]
             f.seek(offset)
-            meta = json.loads(f.read(size))
-            labels = {h: int(meta["labels"][h]) for h in heads}
-            out.append(record(meta["source_id"], str(tar), labels, key=meta["key"], offset=video[0][0],
-                              size=video[0][1]))
-    return out
+            try:
+                meta = json.loads(f.read(size))
+                labels = {h: int(meta["labels"][h]) for h in heads}
+                source_id, key = str(meta["source_id"]), str(meta["key"])
+            except (ValueError, KeyError, TypeError) as e:
+                reason = "truncated" if offset + size > tar_size else "bad_index"
+                bad.append(_bad(where, tar, reason, f"sample {n} metadata: {type(e).__name__}: {e}"))
+                continue
+            if video[0][0] + video[0][1] > tar_size:
+                bad.append(_bad(source_id, tar, "truncated", f"video member ends past the tar's {tar_size} bytes"))
+                continue
+            out.append(record(source_id, str(tar), labels, key=key, offset=video[0][0], size=video[0][1]))
+    return out, bad
 
 
 def _shards_dataset(folder: Path, splits: list[str]) -> str | None:

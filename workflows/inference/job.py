@@ -16,7 +16,7 @@ import math
 import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from pipelines.progress import format_eta
@@ -41,6 +41,7 @@ class JobPlan:
     todo: list[dict]  # records not yet predicted by this model (nor rejected, unless retried)
     skipped: int
     duplicates: list[dict]
+    unlisted: list[dict] = field(default_factory=list)  # inputs rejected while listing (Listing.rejects)
 
     @property
     def stamp(self) -> ModelStamp:
@@ -106,11 +107,30 @@ def plan_job(cfg: InferConfig, model: ModelSource | None = None) -> JobPlan:
         done |= store.rejected_ids()
     todo = [r for r in listing.records if r["source_id"] not in done]
     duplicates = [r for r in listing.duplicates if r["source_id"] not in done]
-    return JobPlan(cfg, model, listing, views, dataset, todo, len(listing.records) - len(todo), duplicates)
+    unlisted = [r for r in listing.rejects if r["source_id"] not in done]
+    return JobPlan(cfg, model, listing, views, dataset, todo, len(listing.records) - len(todo), duplicates,
+                   unlisted)
 
 
 def run_job(plan: JobPlan, log: Callable[[str], None] | None = None) -> JobResult:
-    """Run ``plan`` on the current Ray cluster; returns counts and throughput."""
+    """Run ``plan`` on the current Ray cluster under OUT's lease (one writer per output; raises
+    ``pipelines.lease.LeaseHeld`` while another live job writes there); returns counts and throughput.
+    What OUT holds is read again under the lease: a plan made before another job finished repeats nothing."""
+    from pipelines.lease import hold
+
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    with hold(plan.cfg.out, "batch_infer", wait_s=plan.cfg.lease_wait_s, log=log):
+        store = OutputStore(plan.cfg.out)
+        done = store.predicted_ids(plan.stamp) | (set() if plan.cfg.retry_rejects else store.rejected_ids())
+        if done:
+            todo = [r for r in plan.todo if r["source_id"] not in done]
+            plan = replace(plan, todo=todo, skipped=plan.skipped + len(plan.todo) - len(todo),
+                           duplicates=[r for r in plan.duplicates if r["source_id"] not in done],
+                           unlisted=[r for r in plan.unlisted if r["source_id"] not in done])
+        return _run_job(plan, log)
+
+
+def _run_job(plan: JobPlan, log: Callable[[str], None]) -> JobResult:
     import numpy as np
     import pyarrow as pa
     import ray
@@ -126,6 +146,7 @@ def run_job(plan: JobPlan, log: Callable[[str], None] | None = None) -> JobResul
         f"({plan.listing.kind}), {plan.skipped} already done, {total} to predict; views {plan.views.clips} clip(s) "
         f"x {plan.views.crops} crop(s), {plan.views.sampling} sampling")
     pending_rejects = [dict(r, reason="duplicate", detail="listed more than once") for r in plan.duplicates]
+    pending_rejects += [dict(r) for r in plan.unlisted]
     t0 = time.time()
     if total:
         gpus = ray.cluster_resources().get("GPU", 0)

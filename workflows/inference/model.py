@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from cast_model import CASTConfig, CheckpointError, read_checkpoint_meta
+from cast_model import CASTConfig, CheckpointError, read_checkpoint_meta, verify_checkpoint
 from cast_model.checkpoint import META_FILE, WEIGHTS_FILE
 
 from ..serving import CHECKPOINT_ARTIFACT
@@ -115,5 +115,8 @@ def _from_folder(uri: str, folder: Path, name: str, version: str) -> ModelSource
     labels = meta.get("labels")
     if not labels:
         raise CheckpointError(f"{folder}: the checkpoint has no label map; predictions would have no names")
+    # Truncated weights or weights that do not fit the config fail here, on the driver, naming the model
+    # the user asked for (not a download folder), instead of inside a model replica after Ray started.
+    verify_checkpoint(folder, name=uri if ":/" in uri else str(folder))
     return ModelSource(uri, folder, CASTConfig.from_dict(meta["config"]), labels, name, version,
                        meta.get("extra") or {})

@@ -95,4 +95,9 @@ def decode_views(rec: dict, spec: ViewSpec) -> dict:
         return out | {"views": np.zeros(spec.shape, np.uint8), "reason": e.reason, "detail": e.detail[:500]}
     except FileNotFoundError as e:
         return out | {"views": np.zeros(spec.shape, np.uint8), "reason": "missing", "detail": str(e)[:500]}
+    except OSError as e:  # the shard tar itself unreadable (a directory, no permission)
+        return out | {"views": np.zeros(spec.shape, np.uint8), "reason": "unreadable", "detail": str(e)[:500]}
+    except Exception as e:  # noqa: BLE001 - one input must never stop a job; recorded with its type
+        return out | {"views": np.zeros(spec.shape, np.uint8), "reason": "unexpected_error",
+                      "detail": f"{type(e).__name__}: {e}"[:500]}
     return out | {"views": views, "reason": "", "detail": ""}

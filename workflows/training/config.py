@@ -100,6 +100,9 @@ class TrainConfig:
     log_every: int = 1  # optimizer steps between MLflow step metrics
     seed: int = 0
     register: bool = True
+    # True: the run must be resumed (both the checkpoint and the tracking store hold it), else exit 2.
+    # False: resume when both hold it, start afresh (and say so) when one lacks it.
+    resume: bool = False
     # Test-only: rank 1 ends its process with os._exit(1) at this global optimizer step, once per run
     # (a marker file in the run folder keeps the restarted worker alive). Exercises FailureConfig.
     fault_kill_step: int | None = None
@@ -212,7 +215,7 @@ def build_parser(dataset: str) -> argparse.ArgumentParser:
         "loader_threads": int, "shuffle_buffer": int, "num_workers": int, "gpus_per_worker": float,
         "cpus_per_worker": float, "run_name": str, "experiment": str, "registered_model": str,
         "storage_path": str, "checkpoint_every": int, "keep_checkpoints": int, "max_failures": int,
-        "log_every": int, "seed": int, "register": _bool,
+        "log_every": int, "seed": int, "register": _bool, "resume": _bool,
     }
     for name, kind in flags.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None)
@@ -286,6 +289,8 @@ def validate(cfg: TrainConfig) -> None:
          f"gpus_per_worker must be >= 0, got {cfg.gpus_per_worker!r}")
     need(bool(cfg.run_name) and "/" not in cfg.run_name, f"run_name must be a non-empty name without '/', "
          f"got {cfg.run_name!r}")
+    need(not ("'" in cfg.run_name and '"' in cfg.run_name),
+         f"run_name must not hold both ' and \" (MLflow filters cannot match it), got {cfg.run_name!r}")
     need(Path(cfg.storage_path).is_absolute(), f"storage_path must be absolute (Ray workers change their "
          f"working directory), got {cfg.storage_path!r}")
     if problems:

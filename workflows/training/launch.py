@@ -45,12 +45,24 @@ def with_defaults(cfg: TrainConfig) -> TrainConfig:
 
 
 def train(cfg: TrainConfig) -> TrainResult:
-    """Run one training job on the connected Ray cluster. ``cfg`` must have passed :func:`validate`."""
+    """Run one training job on the connected Ray cluster. ``cfg`` must have passed :func:`validate`.
+    Holds the run name's lease (re-entrant: :func:`main` took it before Ray) and resumes only what both
+    the checkpoint and the tracking store hold (:func:`preflight.reconcile_stores`)."""
+    from pipelines.lease import hold
+
+    from .preflight import reconcile_stores
+
+    with hold(run_lease_uri(cfg), f"training run {cfg.run_name!r}", log=_log):
+        reconcile_stores(cfg, _log)
+        return _train(cfg)
+
+
+def _train(cfg: TrainConfig) -> TrainResult:
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from .. import registry, tracking
+    from .. import tracking
     from .loop import train_loop_per_worker
 
     resources = ray.cluster_resources()
@@ -93,37 +105,72 @@ def train(cfg: TrainConfig) -> TrainResult:
             if not progress.finished:
                 raise RuntimeError(f"the last checkpoint ({folder}) is not the final one")
             metrics = dict(result.metrics or {})
+            # The run is FINISHED before a model is registered from it, and registration checks it is:
+            # a model never comes from a run some other process marked FAILED meanwhile.
+            tracker.close_run(run_id, True)
+            ok = True
             version, champion = None, False
             if cfg.register:
-                top1 = float(metrics["val_top1"])
-                reg = registry.register(run_id, Path(folder) / MODEL_DIR, cfg.registered_model, top1,
-                                        tags={"dataset": cfg.dataset, "preset": cfg.preset,
-                                              "run_name": cfg.run_name})
-                version, champion = reg.version, reg.champion
-                print(f"[train] registered {reg.name} version {reg.version} (val top-1 {top1:.4f}): alias "
-                      f"'candidate'{', champion' if reg.champion else ''}"
-                      f"{'' if reg.champion or reg.previous_champion is None else f' (champion stays {reg.previous_champion})'}",
-                      flush=True)
-            ok = True
+                version, champion = _register(cfg, run_id, Path(folder) / MODEL_DIR, float(metrics["val_top1"]))
             return TrainResult(run_id, cfg.run_name, metrics, result.checkpoint.path, version, champion,
                                time.perf_counter() - started)
     finally:
-        tracker.close_run(run_id, ok)
+        if not ok:
+            tracker.close_run(run_id, False)
+
+
+def _register(cfg: TrainConfig, run_id: str, model_dir: Path, top1: float) -> tuple[str, bool]:
+    from .. import registry
+
+    status = tracker.run_status(run_id)
+    if status != "FINISHED":
+        raise RuntimeError(f"MLflow run {run_id} is {status}, not FINISHED: no model is registered from it")
+    try:
+        reg = registry.register(run_id, model_dir, cfg.registered_model, top1,
+                                tags={"dataset": cfg.dataset, "preset": cfg.preset, "run_name": cfg.run_name})
+    except BaseException:
+        # Not FINISHED without its model: a rerun resumes the finished snapshot and registers again.
+        tracker.close_run(run_id, False)
+        raise
+    print(f"[train] registered {reg.name} version {reg.version} (val top-1 {top1:.4f}): alias "
+          f"'candidate'{', champion' if reg.champion else ''}"
+          f"{'' if reg.champion or reg.previous_champion is None else f' (champion stays {reg.previous_champion})'}",
+          flush=True)
+    return reg.version, reg.champion
 
 
 def main(dataset: str, argv: Sequence[str] | None = None) -> int:
+    from pipelines.lease import LeaseHeld, hold
+
+    from .preflight import check_shard_labels, check_weights, reconcile_stores
+
     try:
         cfg = with_defaults(config_from_args(dataset, argv))
         validate(cfg)  # before Ray starts: a wrong config fails in a second
+        check_shard_labels(cfg)
+        check_weights(cfg)
     except TrainConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    connect_ray(dashboard=True)
     try:
-        result = train(cfg)
-    except TrainConfigError as err:  # the cluster cannot host the request (GPUs, CPUs)
+        # One live job per run name: a second one would log every step twice and fight over the run.
+        with hold(run_lease_uri(cfg), f"training run {cfg.run_name!r}", log=_log):
+            reconcile_stores(cfg, _log)
+            connect_ray(dashboard=True)
+            result = train(cfg)
+    except (TrainConfigError, LeaseHeld) as err:  # also: the cluster cannot host the request (GPUs, CPUs)
         print(f"error: {err}", file=sys.stderr)
         return 2
     final = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("final_val_")}
     print(f"[train] done in {result.seconds:.0f}s: {final}", flush=True)
     return 0
+
+
+def run_lease_uri(cfg: TrainConfig) -> str:
+    """Where the lease of a run name lives: beside Ray's run folders, not inside (that folder may be
+    moved aside by :func:`preflight.reconcile_stores`)."""
+    return str(Path(cfg.storage_path) / ".run-leases" / cfg.run_name)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

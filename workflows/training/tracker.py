@@ -20,6 +20,28 @@ from .. import tracking
 
 RUN_NAME_TAG = "cast.run_name"
 DATASET_TAG = "cast.dataset"
+SUPERSEDED_TAG = "cast.superseded"
+
+
+def filter_value(text: str) -> str:
+    """``text`` as a quoted value of an MLflow search filter (``it's`` -> ``"it's"``). MLflow's filter
+    grammar has no escapes: a value holding both quote kinds cannot be searched for."""
+    if "'" not in text:
+        return f"'{text}'"
+    if '"' not in text:
+        return f'"{text}"'
+    raise ValueError(f"{text!r} holds both ' and \"; MLflow filters cannot match it")
+
+
+def find_run(experiment: str, run_name: str):
+    """The latest MLflow run of the job ``run_name`` in ``experiment`` (None when there is none)."""
+    client = tracking.client()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    found = client.search_runs([exp.experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = {filter_value(run_name)}",
+                               max_results=1, order_by=["attributes.start_time DESC"])
+    return found[0] if found else None
 
 
 def open_run(experiment: str, run_name: str, tags: Mapping[str, str]) -> tuple[str, str | None]:
@@ -27,10 +49,8 @@ def open_run(experiment: str, run_name: str, tags: Mapping[str, str]) -> tuple[s
     new (previous status ``None``), else the same run set back to RUNNING (a resumed job)."""
     client = tracking.client()
     exp_id = tracking.ensure_experiment(experiment)
-    found = client.search_runs([exp_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'",
-                               max_results=1, order_by=["attributes.start_time DESC"])
-    if found:
-        run = found[0]
+    run = find_run(experiment, run_name)
+    if run is not None and run.data.tags.get(SUPERSEDED_TAG) is None:
         if run.info.status != "FINISHED":
             client.update_run(run.info.run_id, status="RUNNING")
         return run.info.run_id, run.info.status
@@ -38,8 +58,22 @@ def open_run(experiment: str, run_name: str, tags: Mapping[str, str]) -> tuple[s
     return run.info.run_id, None
 
 
+def supersede(run_id: str, reason: str) -> None:
+    """Retire a run that cannot be resumed (its checkpoints are gone): FAILED, with the reason, and
+    never found again by :func:`open_run`, so a fresh run's steps do not mix with its metrics."""
+    client = tracking.client()
+    client.set_tag(run_id, SUPERSEDED_TAG, reason[:4000])
+    client.set_tag(run_id, RUN_NAME_TAG, f"{client.get_run(run_id).data.tags.get(RUN_NAME_TAG, '')} (superseded)")
+    if client.get_run(run_id).info.status in ("RUNNING", "SCHEDULED"):
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+
+
 def close_run(run_id: str, ok: bool) -> None:
     tracking.client().set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
+
+
+def run_status(run_id: str) -> str:
+    return tracking.client().get_run(run_id).info.status
 
 
 class RunLogger:
@@ -48,6 +82,7 @@ class RunLogger:
     def __init__(self, run_id: str, system_metrics_interval_s: float = 10.0) -> None:
         self.run_id = run_id
         self.client = tracking.client()
+        self._last: dict[str, int] = {}
         self._monitor = SystemMetricsMonitor(run_id, sampling_interval=system_metrics_interval_s,
                                              resume_logging=True, tracking_uri=tracking.tracking_uri())
         self._monitor.start()
@@ -64,8 +99,19 @@ class RunLogger:
             self.client.log_batch(self.run_id, params=[_param(k, v) for k, v in items[i:i + 100]])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Log ``metrics`` at ``step``, except those already logged at this step or later: a worker
+        restarted from a checkpoint replays the steps after it, and each point must appear once."""
+        fresh = {k: v for k, v in metrics.items() if step > self._last_step(k)}
+        if not fresh:
+            return
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in fresh.items()])
+        self._last.update({k: step for k in fresh})
+
+    def _last_step(self, key: str) -> int:
+        if key not in self._last:  # once per key and (re)start: what the run already holds
+            self._last[key] = max((m.step for m in self.client.get_metric_history(self.run_id, key)), default=-1)
+        return self._last[key]
 
     def log_json(self, name: str, obj: Any) -> None:
         self.client.log_dict(self.run_id, obj, name)

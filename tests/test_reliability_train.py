@@ -1,0 +1,158 @@
+"""Training and checkpoint records after faults (issue 11), without a cluster: every check here runs
+before Ray would start. MLflow runs on a SQLite store; shards and checkpoints are real files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from cast_model import CAST, CASTConfig, CheckpointError, load_checkpoint, save_checkpoint, verify_checkpoint
+from pipelines.lease import OutputLease
+from tests.pipelines_data import make_dataset, shards_without_ray
+from workflows import tracking
+from workflows.batch_infer import main as batch_infer_main
+from workflows.training import launch, preflight, tracker
+from workflows.training.config import TrainConfigError, config_from_args
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reliab_train")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    mp.setenv("MLFLOW_ARTIFACT_ROOT", str(root / "artifacts"))
+    yield root
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def shards(root) -> Path:
+    data = make_dataset("ssv2", root / "native", num_classes=4, videos_per_class=2)
+    out = root / "shards"
+    for split in ("train", "validation"):
+        shards_without_ray("ssv2", data["videos"], data["annotations"], split, out, per_shard=4)
+    return out
+
+
+def argv(root: Path, shards: Path, run_name: str, *extra: str) -> list[str]:
+    return ["--shards", str(shards), "--val-shards", str(shards), "--preset", "tiny", "--run-name", run_name,
+            "--storage-path", str(root / "ray"), "--batch-size", "2", "--total-batch-size", "2",
+            "--mixup-prob", "0", *extra]
+
+
+def cfg_of(root, shards, run_name, *extra):
+    return launch.with_defaults(config_from_args("ssv2", argv(root, shards, run_name, *extra)))
+
+
+def test_a_shard_label_outside_the_class_list_fails_before_ray(root, shards, tmp_path, capsys):
+    import ray
+
+    bad = tmp_path / "shards"
+    bad.mkdir()
+    for p in shards.iterdir():
+        (bad / p.name).symlink_to(p)
+    (bad / "manifest.parquet").unlink()
+    m = pq.read_table(shards / "manifest.parquet")
+    labels = m["label"].to_pylist()
+    labels[0] = -1  # what a test split (no labels) or a wrong class list puts there
+    pq.write_table(m.set_column(m.column_names.index("label"), "label", pa.array(labels, m["label"].type)),
+                   bad / "manifest.parquet")
+    assert launch.main("ssv2", argv(root, bad, "labels")) == 2
+    err = capsys.readouterr().err
+    assert "have a label value outside the 4 classes" in err and repr(m["source_id"][0].as_py()) in err
+    assert not ray.is_initialized()
+
+
+def test_run_name_with_a_quote_is_found_and_one_with_both_quotes_refused(root):
+    run_id, previous = tracker.open_run("quotes", "it's", {})
+    assert previous is None and tracker.find_run("quotes", "it's").info.run_id == run_id
+    assert tracker.open_run("quotes", "it's", {}) == (run_id, "RUNNING")
+    with pytest.raises(TrainConfigError, match="must not hold both"):
+        launch.validate(cfg_of(root, Path("/nonexistent"), "it's \"x\""))
+
+
+def test_a_live_job_holds_its_run_name(root, shards, capsys):
+    held = OutputLease(launch.run_lease_uri(cfg_of(root, shards, "busy")), "training run 'busy'").acquire()
+    try:
+        assert launch.main("ssv2", argv(root, shards, "busy")) == 2
+    finally:
+        held.release()
+    assert "in use by training run 'busy'" in capsys.readouterr().err
+
+
+def test_stores_that_disagree_start_afresh_or_refuse_to_resume(root, shards):
+    said = []
+    # the checkpoint store holds the run, a fresh tracking store does not
+    cfg = cfg_of(root, shards, "orphan")
+    (Path(cfg.storage_path) / "orphan" / "checkpoint_step00000002").mkdir(parents=True)
+    with pytest.raises(TrainConfigError, match="checkpoint store holds run 'orphan'.*tracking store.*does not"):
+        preflight.reconcile_stores(cfg_of(root, shards, "orphan", "--resume", "true"), said.append)
+    preflight.reconcile_stores(cfg, said.append)
+    assert preflight.ray_snapshot(cfg) is None and "starting afresh" in said[-1]
+    assert list(Path(cfg.storage_path).glob("orphan.orphaned-*/checkpoint_step00000002"))
+    # the tracking store holds the run, its checkpoints are gone: a new MLflow run, the old superseded
+    cfg = cfg_of(root, shards, "lost")
+    old, _ = tracker.open_run(cfg.experiment, "lost", {})
+    with pytest.raises(TrainConfigError, match="no checkpoint of it"):
+        preflight.reconcile_stores(cfg_of(root, shards, "lost", "--resume", "true"), said.append)
+    preflight.reconcile_stores(cfg, said.append)
+    assert tracker.run_status(old) == "FAILED" and "superseded" in said[-1]
+    new, previous = tracker.open_run(cfg.experiment, "lost", {})
+    assert new != old and previous is None
+
+
+def test_replayed_steps_are_logged_once(root):
+    run_id, _ = tracker.open_run("replay", "r", {})
+    first = tracker.RunLogger(run_id, system_metrics_interval_s=3600)
+    for step in range(1, 6):
+        first.log_metrics({"train_loss": 1.0 / step}, step)
+    first.close()
+    restarted = tracker.RunLogger(run_id, system_metrics_interval_s=3600)  # a worker restarted from step 3
+    for step in range(3, 8):
+        restarted.log_metrics({"train_loss": 2.0 / step, "lr": 0.1}, step)
+    restarted.close()
+    steps = [m.step for m in MlflowClient().get_metric_history(run_id, "train_loss")]
+    assert sorted(steps) == list(range(1, 8))
+    tracker.close_run(run_id, True)
+
+
+def test_no_model_is_registered_from_a_run_that_is_not_finished(root, tmp_path):
+    run_id, _ = tracker.open_run("reg", "failed-one", {})
+    tracker.close_run(run_id, False)
+    cfg = cfg_of(root, Path("/x"), "failed-one")
+    with pytest.raises(RuntimeError, match="is FAILED, not FINISHED"):
+        launch._register(cfg, run_id, tmp_path, 0.5)
+    assert not MlflowClient().search_registered_models()
+
+
+def _checkpoint(tmp_path: Path, classes: int = 4) -> Path:
+    model = CAST(CASTConfig.preset("tiny", num_classes=classes))
+    return save_checkpoint(tmp_path / "ckpt", model, {"label": {str(i): f"c{i}" for i in range(classes)}})
+
+
+def test_checkpoint_problems_are_checkpoint_errors_naming_the_checkpoint(tmp_path, capsys):
+    import ray
+
+    ckpt = _checkpoint(tmp_path)
+    meta = json.loads((ckpt / "cast.json").read_text())
+    meta["config"]["num_classes"] = 7  # config and weights disagree
+    (ckpt / "cast.json").write_text(json.dumps(meta))
+    for check in (lambda: load_checkpoint(ckpt, name="models:/m/3"), lambda: verify_checkpoint(ckpt, "models:/m/3")):
+        with pytest.raises(CheckpointError, match=r"^models:/m/3: weight shapes do not fit the config"):
+            check()
+    assert batch_infer_main(["--model", str(ckpt), "--input", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert f"batch_infer: {ckpt}: weight shapes do not fit" in capsys.readouterr().err
+    ckpt2 = _checkpoint(tmp_path / "b")
+    w = ckpt2 / "model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])  # truncated weights
+    with pytest.raises(CheckpointError, match=r"^runs:/abc/model: model.safetensors is not a complete"):
+        verify_checkpoint(ckpt2, "runs:/abc/model")
+    with pytest.raises(CheckpointError, match=r"^runs:/abc/model: model.safetensors is not a readable"):
+        load_checkpoint(ckpt2, name="runs:/abc/model")
+    assert not ray.is_initialized()

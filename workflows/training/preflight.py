@@ -1,0 +1,102 @@
+"""Checks of a training job that need files and the tracking store but no cluster: run before Ray starts,
+each a one-line :class:`TrainConfigError` (exit 2) naming the thing.
+
+  * every sample label in the shards' manifests lies inside ``classes.json`` (a label of -1, from a test
+    split, or past the class count would crash a worker after Ray started);
+  * expert / init weights are not TorchScript (which runs code when loaded);
+  * the two stores agree: Ray Train's checkpoints (``storage_path/<run name>``) and the MLflow run are
+    resumed together or not at all (:func:`reconcile_stores`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+from .config import TrainConfig, TrainConfigError, read_label_map
+
+_CHECKPOINT_PREFIXES = ("checkpoint_", "final_")
+
+
+def check_shard_labels(cfg: TrainConfig) -> None:
+    """Labels of every sample of the train and validation splits, from the manifests (cheap: no tar is
+    opened), against the class list."""
+    import pyarrow.compute as pc
+
+    from pipelines.manifest import MANIFEST_FILE, read_manifest
+    from pipelines.schema import label_column
+
+    for folder, split in ((cfg.shards, cfg.train_split), (cfg.val_shards, cfg.val_split)):
+        if not (Path(folder) / MANIFEST_FILE).is_file():
+            raise TrainConfigError(f"{folder}: {MANIFEST_FILE} is missing: cannot check the shards' labels "
+                                   "(rerun preprocessing into this folder to rebuild it)")
+        labels = read_label_map(folder)
+        table = read_manifest(str(folder), split)
+        for head, names in labels.items():
+            column = label_column(head)
+            if column not in table.column_names:
+                raise TrainConfigError(f"{folder}/{MANIFEST_FILE}: no {column!r} column for head {head!r}")
+            values = table[column]
+            bad = pc.or_(pc.less(values, 0), pc.greater_equal(values, len(names)))
+            n_bad = pc.sum(pc.cast(bad, "int64")).as_py() or 0
+            if n_bad:
+                first = table.filter(bad).slice(0, 1).to_pylist()[0]
+                raise TrainConfigError(
+                    f"{folder}: {n_bad} {split} sample(s) have a {column} value outside the {len(names)} classes "
+                    f"of classes.json, e.g. {first['source_id']!r} with {first[column]} (in {first['shard']})")
+
+
+def check_weights(cfg: TrainConfig) -> None:
+    from cast_model.convert import _is_torchscript
+
+    for name in ("clip_weights", "videomae_weights", "init_checkpoint"):
+        path = getattr(cfg, name)
+        if path and _is_torchscript(Path(path)):
+            raise TrainConfigError(
+                f"{name}: {path} is a TorchScript archive, which runs code when loaded; if you trust it, "
+                "convert it once in Python (cast_model.convert.read_state_dict(path, allow_torchscript=True), "
+                "then torch.save the state dict) and pass that file")
+
+
+def ray_snapshot(cfg: TrainConfig) -> Path | None:
+    """Ray Train's folder of this run when it holds checkpoints (what a resume would start from)."""
+    folder = Path(cfg.storage_path) / cfg.run_name
+    if folder.is_dir() and any(p.is_dir() and p.name.startswith(_CHECKPOINT_PREFIXES) for p in folder.iterdir()):
+        return folder
+    return None
+
+
+def reconcile_stores(cfg: TrainConfig, log: Callable[[str], None]) -> None:
+    """Resume only what both stores hold. When one lacks the run, say so and start afresh: checkpoints
+    without an MLflow run are moved aside (``<run name>.orphaned-<time>``), an MLflow run without
+    checkpoints is superseded (FAILED, tagged, no longer resumed). With ``cfg.resume`` a disagreement is
+    an error instead (exit 2), and so is a run that neither store holds."""
+    from . import tracker
+
+    snapshot = ray_snapshot(cfg)
+    run = tracker.find_run(cfg.experiment, cfg.run_name)
+    if run is not None and run.data.tags.get(tracker.SUPERSEDED_TAG) is not None:
+        run = None
+    if run is not None and run.info.status == "FINISHED":
+        return  # nothing to resume: launch reports it and stops
+    if (snapshot is None) == (run is None):
+        if cfg.resume and snapshot is None:
+            raise TrainConfigError(f"--resume: run {cfg.run_name!r} is in neither the checkpoint store "
+                                   f"({cfg.storage_path}) nor the tracking store (experiment {cfg.experiment!r})")
+        return
+    if snapshot is not None:
+        problem = (f"the checkpoint store holds run {cfg.run_name!r} ({snapshot}) but the tracking store "
+                   f"(experiment {cfg.experiment!r}) does not")
+    else:
+        problem = (f"the tracking store holds run {cfg.run_name!r} (MLflow run {run.info.run_id}, "
+                   f"{run.info.status}) but the checkpoint store ({cfg.storage_path}) has no checkpoint of it")
+    if cfg.resume:
+        raise TrainConfigError(f"--resume: {problem}")
+    if snapshot is not None:
+        aside = snapshot.with_name(f"{snapshot.name}.orphaned-{time.strftime('%Y%m%d-%H%M%S')}")
+        snapshot.rename(aside)
+        log(f"[train] {problem}: starting afresh; the old checkpoints are kept in {aside}")
+    else:
+        tracker.supersede(run.info.run_id, f"no checkpoint of it in {cfg.storage_path}; restarted afresh")
+        log(f"[train] {problem}: starting afresh in a new MLflow run (the old one is marked superseded)")
