@@ -105,6 +105,11 @@ def find_checkpoint(root: Path) -> Path:
     return found[0]
 
 
+def model_from_folder(folder: Path, name: str | None = None, version: str = "local") -> ModelSource:
+    """A checkpoint folder already on disk (a local ``--model``, or a served model's artifact)."""
+    return _from_folder(str(folder), folder, name or folder.resolve().name, version)
+
+
 def _from_folder(uri: str, folder: Path, name: str, version: str) -> ModelSource:
     meta = read_checkpoint_meta(folder)
     if meta.get("trainable_only"):

@@ -19,6 +19,19 @@ from pipelines.sampling import crop_boxes, eval_indices, short_side_size
 
 
 @dataclass(frozen=True)
+class ViewFlags:
+    """View overrides for one-video inference (serving, predict CLI); ``None``: from the checkpoint or
+    recipe. The same fields as :class:`workflows.inference.config.InferConfig`'s, which
+    ``job.view_settings`` reads."""
+
+    num_clips: int | None = None
+    num_crops: int | None = None
+    sampling: str | None = None
+    sampling_rate: int | None = None
+    decode_device: str = "cpu"
+
+
+@dataclass(frozen=True)
 class ViewSpec:
     num_frames: int  # frames per clip (the model's input T)
     img_size: int  # crop size (the model's input H = W)
@@ -74,6 +87,17 @@ def _read_member(path: str, offset: int, size: int) -> bytes:
     return data
 
 
+def video_views(src: str | bytes, spec: ViewSpec, segment: tuple[int, int] | None = None,
+                segment_fps: float | None = None) -> np.ndarray:
+    """A video file's path or bytes -> its (V, T, S, S, 3) uint8 views. The one decode + multi-view
+    sampling of every inference path (batch job, serving pyfunc, predict CLI). Raises
+    :class:`VideoDecodeError` (``FileNotFoundError`` for a path that vanished meanwhile)."""
+    dec = decode_video(src, segment=segment, segment_fps=segment_fps, short_side=spec.img_size,
+                       device=spec.decode_device)
+    frames = dec.frames[resample_indices(dec.frames.shape[0], dec.fps, spec.max_fps)]
+    return sample_views(frames, spec)
+
+
 def decode_views(rec: dict, spec: ViewSpec) -> dict:
     """Ray Data ``map`` function: an input record -> the record with ``views`` (V, T, S, S, 3) uint8 and
     ``reason``/``detail`` empty, or, for a video that cannot be used, zero views and the reject reason
@@ -87,10 +111,7 @@ def decode_views(rec: dict, spec: ViewSpec) -> dict:
             src = rec["path"]
             segment = None if rec["seg_start"] < 0 else (int(rec["seg_start"]), int(rec["seg_stop"]))
             seg_fps = None if rec["seg_fps"] != rec["seg_fps"] else float(rec["seg_fps"])  # NaN -> None
-        dec = decode_video(src, segment=segment, segment_fps=seg_fps, short_side=spec.img_size,
-                           device=spec.decode_device)
-        frames = dec.frames[resample_indices(dec.frames.shape[0], dec.fps, spec.max_fps)]
-        views = sample_views(frames, spec)
+        views = video_views(src, spec, segment, seg_fps)
     except VideoDecodeError as e:
         return out | {"views": np.zeros(spec.shape, np.uint8), "reason": e.reason, "detail": e.detail[:500]}
     except FileNotFoundError as e:
