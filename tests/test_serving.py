@@ -57,7 +57,7 @@ def registered(store, data, tmp_path_factory) -> dict:
     run = client.create_run(tracking.ensure_experiment(NAME), run_name="tiny")
     reg = registry.register(run.info.run_id, ckpt, NAME, val_top1=0.5)
     client.set_terminated(run.info.run_id)
-    return {"labels": labels, "version": reg.version}
+    return {"labels": labels, "version": reg.version, "checkpoint": ckpt}
 
 
 @pytest.fixture(scope="module")

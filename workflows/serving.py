@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
+import pandas as pd
 from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import Array, ColSpec, DataType, Schema
 
@@ -44,14 +45,14 @@ class CASTPyfunc(mlflow.pyfunc.PythonModel):
         views = ViewSpec(**context.model_config[VIEWS_CONFIG])
         self.classifier = VideoClassifier.load(source, views=views, device="auto")
 
-    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None):
-        import pandas as pd
-
+    # The DataFrame type hint: MLflow validates against the logged signature, not a hint-inferred one.
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+                ) -> pd.DataFrame:
         videos, names = read_videos(model_input)
         return pd.DataFrame(self.classifier.classify(videos, names))
 
 
-def read_videos(frame) -> tuple[list[bytes], list[str]]:
+def read_videos(frame: pd.DataFrame) -> tuple[list[bytes], list[str]]:
     """The rows of a serving DataFrame -> (video bytes, a name per video). Exactly one of ``video`` and
     ``path`` per row; anything else is a ``ValueError`` naming the row (MLflow answers it with HTTP 400)."""
     import pyarrow.fs as pafs
@@ -107,7 +108,6 @@ def input_example_for(config: CASTConfig):
     """One real (black) VP9 clip of the model's input size in the ``video`` column: the example MLflow
     stores, and checks by predicting it at log time, is what a client sends (a few hundred bytes)."""
     import numpy as np
-    import pandas as pd
 
     from pipelines.encode import EncodeConfig, encode_video
 

@@ -21,6 +21,7 @@ from cast_model import CASTConfig, CheckpointError, read_checkpoint_meta
 from cast_model.checkpoint import META_FILE, WEIGHTS_FILE
 
 from ..serving import CHECKPOINT_ARTIFACT
+from .config import InferConfigError
 
 _ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)/?$")
 _VERSION = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+|latest)/?$")
@@ -48,9 +49,41 @@ class ModelSource:
         return (self.checkpoint / META_FILE).read_bytes(), (self.checkpoint / WEIGHTS_FILE).read_bytes()
 
 
+class ModelLookupError(InferConfigError):
+    """``--model`` names no usable model: unknown name, alias or version, an unreachable tracking server,
+    refused credentials, or a download without a CAST checkpoint. One line, for an exit code 2."""
+
+
 def resolve_model(uri: str, download_dir: str | Path | None = None) -> ModelSource:
-    """Resolve and fetch ``uri`` (see the module doc). Raises ``CheckpointError`` for a download that
-    holds no CAST checkpoint and MLflow's own errors for unknown models, versions or aliases."""
+    """Resolve and fetch ``uri`` (see the module doc). Every way it can fail is a :class:`ModelLookupError`
+    with a one-line message."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _resolve(uri, download_dir)
+    except MlflowException as e:
+        raise ModelLookupError(f"--model {uri}: {_one_line(e.message)}{_hint(e)}") from e
+    except (CheckpointError, OSError) as e:
+        raise ModelLookupError(f"--model {uri}: {_one_line(str(e))}") from e
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _hint(e) -> str:
+    from .. import tracking
+
+    code = getattr(e, "error_code", "")
+    if code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        return " (check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN)"
+    if code == "RESOURCE_DOES_NOT_EXIST":
+        return f" (registry: {re.sub(r'//[^/@]*@', '//', tracking.tracking_uri())})"  # no credentials
+    return ""
+
+
+def _resolve(uri: str, download_dir: str | Path | None) -> ModelSource:
     local = Path(uri)
     if ":/" not in uri and local.is_dir():
         return _from_folder(uri, local, local.resolve().name, "local")
