@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from ..ray_connect import connect_ray
 from . import tracker
-from .config import TrainConfig, TrainConfigError, config_from_args, resolve, validate
+from .config import TrainConfig, TrainConfigError, format_config, parse_config, resolve, validate
 from .state import MODEL_DIR, read_progress
 
 
@@ -33,6 +33,9 @@ class TrainResult:
     model_version: str | None  # registered version (None with --register false or an already finished run)
     champion: bool
     seconds: float
+
+
+DERIVED = ("run_name", "experiment", "registered_model")  # what with_defaults fills in
 
 
 def with_defaults(cfg: TrainConfig) -> TrainConfig:
@@ -113,7 +116,12 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 def main(dataset: str, argv: Sequence[str] | None = None) -> int:
     try:
-        cfg = with_defaults(config_from_args(dataset, argv))
+        parsed = parse_config(dataset, argv)
+        cfg = with_defaults(parsed.config)
+        if parsed.print_config:
+            derived = {k: "derived" for k in DERIVED if getattr(parsed.config, k) != getattr(cfg, k)}
+            print(format_config(cfg, parsed.sources | derived))
+            return 0
         validate(cfg)  # before Ray starts: a wrong config fails in a second
     except TrainConfigError as err:
         print(f"error: {err}", file=sys.stderr)
