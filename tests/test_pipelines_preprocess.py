@@ -71,7 +71,8 @@ def test_every_good_sample_reaches_the_shards_with_its_labels(data, ssv2_out):
             names = tar.getnames()
             for i in range(0, len(names), 5):  # video (MJPEG .avi by default), nf, lbl, cls, json of one key, adjacent
                 key = names[i].split(".")[0]
-                assert [n.split(".", 1) for n in names[i:i + 5]] == [[key, e] for e in ("avi", "nf", "lbl", "cls", "json")]
+                members = [n.split(".", 1) for n in names[i:i + 5]]
+                assert members == [[key, e] for e in ("avi", "nf", "lbl", "cls", "json")]
                 lbl = np.frombuffer(tar.extractfile(names[i + 2]).read(), "<i8")
                 cls = int(tar.extractfile(names[i + 3]).read().decode("ascii"))  # WebDataset's ASCII class id
                 meta = json.loads(tar.extractfile(names[i + 4]).read())

@@ -179,3 +179,23 @@ def test_read_videos_refuses_ambiguous_rows():
     with pytest.raises(ValueError, match="neither bytes nor base64"):
         read_videos(pd.DataFrame({"video": ["not base64 !"]}))
     assert read_videos(pd.DataFrame({"video": [b"abc"]})) == ([b"abc"], ["video-0"])
+
+
+def test_metrics_attach_to_the_logged_model_and_the_evaluation_links_its_version(registered, data, tmp_path,
+                                                                                  local_ray):
+    from workflows.evaluation import EVAL_RUN_TAG, evaluate_job
+    from workflows.inference.model import version_model_id
+
+    client = tracking.client()
+    model_id = version_model_id(client.get_model_version(NAME, registered["version"]))
+    assert model_id
+    linked = {m.key: m for m in client.get_logged_model(model_id).metrics}
+    assert linked["val_top1"].value == 0.5
+    plan = plan_job(InferConfig(model=URI, input=data["videos"], out=str(tmp_path / "out"), dataset="ssv2",
+                                annotations=data["annotations"], split="train"))
+    assert plan.model.model_id == model_id
+    run_job(plan, log=lambda _: None)
+    run_id = evaluate_job(plan, log=lambda _: None)["run_id"]
+    assert client.get_model_version(NAME, registered["version"]).tags[EVAL_RUN_TAG] == run_id
+    by_run = {(m.run_id, m.key) for m in client.get_logged_model(model_id).metrics}
+    assert (run_id, "top1") in by_run and (run_id, "samples") in by_run

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from . import tracking
@@ -42,7 +45,9 @@ def log_model(run_id: str, checkpoint_dir: str | Path, registered_model: str | N
     from .inference.classify import views_for
     from .inference.model import model_from_folder
 
-    source = model_from_folder(Path(checkpoint_dir))
+    # Named as registered: batch inference finds the dataset's recipe views by that name (cast-<dataset>),
+    # so the views fixed into the served model are the same.
+    source = model_from_folder(Path(checkpoint_dir), name=registered_model)
     tracking.client()
 
     def log(code_paths: list[str]) -> mlflow.models.model.ModelInfo:
@@ -77,11 +82,16 @@ def stage_code(dst: Path) -> list[str]:
 
 
 def register(run_id: str, checkpoint_dir: str | Path, name: str, val_top1: float,
-             tags: dict[str, str] | None = None) -> Registered:
-    """Log, register as a new version of ``name``, tag it, point ``candidate`` at it and maybe ``champion``."""
+             tags: dict[str, str] | None = None, metrics: Mapping[str, float] | None = None) -> Registered:
+    """Log, register as a new version of ``name``, tag it, point ``candidate`` at it and maybe ``champion``.
+    ``val_top1`` and ``metrics`` (e.g. the final validation figures) are logged into the run attached to
+    the logged model (its ``model_id``), so the model's page shows them."""
     info = log_model(run_id, checkpoint_dir, name)
     version = str(info.registered_model_version)
     client = tracking.client()
+    now = int(time.time() * 1000)
+    linked = {"val_top1": float(val_top1), **{k: float(v) for k, v in (metrics or {}).items()}}
+    client.log_batch(run_id, metrics=[Metric(k, v, now, 0, model_id=info.model_id) for k, v in linked.items()])
     for key, value in {VAL_TAG: repr(float(val_top1)), "run_id": run_id, **(tags or {})}.items():
         client.set_model_version_tag(name, version, key, str(value))
     client.set_registered_model_alias(name, CANDIDATE, version)

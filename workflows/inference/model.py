@@ -9,6 +9,7 @@ the download holding ``cast.json``. Weights are read with safetensors only, neve
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tempfile
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ class ModelSource:
     name: str  # registered model name; the folder name for a local checkpoint
     version: str  # registry version; the run id for runs:/ URIs; "local" for a folder
     extra: dict[str, Any]  # the checkpoint's ``extra`` (training run id, val_top1, eval settings)
+    model_id: str | None = None  # MLflow's logged-model id of a registered version (metrics link to it)
 
     @property
     def heads(self) -> tuple[str, ...]:
@@ -95,7 +97,11 @@ def _resolve(uri: str, download_dir: str | Path | None) -> ModelSource:
 
     tracking.client()  # the project's tracking/registry URI, for models:/ and runs:/ alike
     root = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
-    return _from_folder(uri, find_checkpoint(root), name, version)
+    source = _from_folder(uri, find_checkpoint(root), name, version)
+    if uri.startswith("models:/") and version.isdigit():
+        registered = tracking.client().get_model_version(name, version)
+        source = dataclasses.replace(source, model_id=version_model_id(registered))
+    return source
 
 
 def registry_identity(uri: str) -> tuple[str, str]:
@@ -136,6 +142,18 @@ def find_checkpoint(root: Path) -> Path:
         raise CheckpointError(f"{root}: expected one CAST checkpoint ({META_FILE} + {WEIGHTS_FILE}) in the "
                               f"model's artifacts, found {len(found)}")
     return found[0]
+
+
+_LOGGED_MODEL = re.compile(r"^models:/(?P<id>m-[0-9a-f]+)/?$")
+
+
+def version_model_id(version) -> str | None:
+    """The logged model behind a registry version: ``model_id`` where the store keeps it, else the
+    version's source ``models:/m-<id>`` (the SQL registry store does not persist the field)."""
+    if getattr(version, "model_id", None):
+        return version.model_id
+    m = _LOGGED_MODEL.match(version.source or "")
+    return m["id"] if m else None
 
 
 def model_from_folder(folder: Path, name: str | None = None, version: str = "local") -> ModelSource:

@@ -101,7 +101,8 @@ def train(cfg: TrainConfig) -> TrainResult:
                 top1 = float(metrics["val_top1"])
                 reg = registry.register(run_id, Path(folder) / MODEL_DIR, cfg.registered_model, top1,
                                         tags={"dataset": cfg.dataset, "preset": cfg.preset,
-                                              "run_name": cfg.run_name})
+                                              "run_name": cfg.run_name},
+                                        metrics={k: v for k, v in metrics.items() if k.startswith("final_val_")})
                 version, champion = reg.version, reg.champion
                 print(f"[train] registered {reg.name} version {reg.version} (val top-1 {top1:.4f}): alias "
                       f"'candidate'{', champion' if reg.champion else ''}"
