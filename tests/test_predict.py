@@ -83,3 +83,30 @@ def test_bad_flags_exit_2_before_loading_anything(videos, capsys):
         with pytest.raises(SystemExit) as e:
             predict_main(argv)
         assert e.value.code == 2
+
+
+def test_ek100_checkpoint_lists_verb_noun_and_action(tmp_path, capsys):
+    from pipelines.datasets import read_dataset
+    from workflows.serving import signature_for
+
+    from .pipelines_data import make_dataset
+    from .test_batch_infer import tiny_checkpoint
+
+    d = make_dataset("ek100", tmp_path, videos_per_class=1)
+    labels = read_dataset("ek100", d["videos"], d["val_annotations"], "").label_map
+    ckpt = tiny_checkpoint(tmp_path / "ek", labels, head="verb_noun", num_verbs=len(labels["verb"]),
+                           num_nouns=len(labels["noun"]))
+    video = str(sorted(Path(d["videos"]).rglob("*.MP4"))[0])  # a whole video of several segments
+    (row,) = run_json(capsys, video, "--model", str(ckpt), "--top-k", "3", "--num-clips", "1")
+    assert row["verb_top_names"] == [labels["verb"][str(i)] for i in row["verb_top_ids"]]
+    assert row["noun_top_names"] == [labels["noun"][str(i)] for i in row["noun_top_ids"]]
+    # the best action is the best verb with the best noun; names are "<verb> <noun>"
+    assert (row["action_top_verb_ids"][0], row["action_top_noun_ids"][0]) == (row["verb_top_ids"][0],
+                                                                              row["noun_top_ids"][0])
+    assert row["action_top_names"][0] == f"{row['verb_top_names'][0]} {row['noun_top_names'][0]}"
+    assert row["action_top_probs"][0] == pytest.approx(row["verb_top_probs"][0] * row["noun_top_probs"][0], rel=1e-5)
+    assert predict_main([video, "--model", str(ckpt), "--num-clips", "1"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[2:4] == ["  verb", table[3]] and "  noun" in table and "  action" in table
+    outputs = [c.name for c in signature_for(None, ("verb", "noun")).outputs.inputs]
+    assert outputs[1:4] == ["verb_top_ids", "verb_top_names", "verb_top_probs"] and "action_top_names" in outputs

@@ -98,3 +98,21 @@ def test_coercion_is_lossless_or_an_error():
             coerce(key, value, hints[key])
     cfg = parse_config("ssv2", ["--shards", "a", "--val-shards", "b"]).config
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_batch_infer_print_config_and_defaults_defined_once(tmp_path, capsys):
+    from workflows.batch_infer import main as batch_infer_main
+    from workflows.batch_infer import parse_args
+    from workflows.inference.config import InferConfig
+
+    video = tmp_path / "v.webm"
+    video.write_bytes(b"x")
+    assert batch_infer_main(["--model", "models:/cast-ssv2@champion", "--input", str(video), "--out",
+                             str(tmp_path / "out"), "--top-k=3", "--print-config"]) == 0
+    rows = {ln.split()[0]: ln.split() for ln in capsys.readouterr().out.splitlines()}
+    assert rows["top_k"][1:] == ["3", "flag"] and rows["batch_size"][1:] == ["8", "default"]
+    assert not (tmp_path / "out").exists()  # nothing ran
+    a = parse_args(["--model", "m", "--input", "i", "--out", "o"])
+    d = InferConfig.defaults()
+    assert (a.batch_size, a.top_k, a.precision, a.flush_rows, a.progress_every) == (
+        d.batch_size, d.top_k, d.precision, d.flush_rows, d.progress_every_s)

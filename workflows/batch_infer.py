@@ -57,7 +57,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--flush-rows", type=int, default=D.flush_rows, help="predictions per Parquet part")
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs to use")
     p.add_argument("--progress-every", type=float, default=D.progress_every_s, help="seconds between progress lines")
-    return p.parse_args(argv)
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config with each value's source (default, flag) and exit")
+    a = p.parse_args(argv)
+    # Which values the command line gave (the rest are InferConfig's defaults), for --print-config.
+    given = [opt for opt in (sys.argv[1:] if argv is None else argv) if opt.startswith("--")]
+    a.flags_given = {act.dest for act in p._actions
+                     if any(g == o or g.startswith(o + "=") for g in given for o in act.option_strings)}
+    return a
 
 
 def config_from_args(a: argparse.Namespace) -> InferConfig:
@@ -75,8 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     from workflows.inference.job import plan_job, run_job
 
     try:
+        cfg = config_from_args(a)
+        if a.print_config:
+            renamed = {"progress_every_s": "progress_every"}  # field -> flag dest where they differ
+            for key, value in asdict(cfg).items():
+                source = "flag" if renamed.get(key, key) in a.flags_given else "default"
+                print(f"{key:<18}  {json.dumps(value):<40}  {source}")
+            return 0
         # Config, model, input listing and labels are checked before Ray starts.
-        plan = plan_job(config_from_args(a))
+        plan = plan_job(cfg)
     except InferConfigError as e:
         print(f"batch_infer: {e}", file=sys.stderr)
         return 2
