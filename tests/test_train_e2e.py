@@ -31,7 +31,7 @@ from workflows import registry
 from workflows.training import launch
 from workflows.training.config import config_from_args
 from workflows.inference.classify import VideoClassifier, views_for
-from workflows.inference.model import model_from_folder
+from workflows.inference.model import model_from_folder, version_model_id
 from workflows.training.state import MODEL_DIR, STATE_FILE, TRAINABLE_FILE
 
 from .pipelines_data import make_dataset, shards_without_ray
@@ -113,6 +113,10 @@ def test_metrics_params_and_artifacts_logged(trained):
     assert len({m.step for m in history["val_top1"]}) == 2  # one validation per epoch
     assert 0.0 <= run.data.metrics["final_val_top1"] <= 1.0 and "final_val_top5" in run.data.metrics
     assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics)
+    # the registered version's logged model carries the validation figures (MLflow 3 model_id)
+    version = client.get_model_version("cast-ssv2", trained["result"].model_version)
+    linked = {m.key for m in client.get_logged_model(version_model_id(version)).metrics}
+    assert {"val_top1", "final_val_top1", "final_val_top5"} <= linked
     params = run.data.params
     assert params["preset"] == "tiny" and params["update_freq"] == "1" and params["world_size"] == "2"
     assert float(params["lr"]) == pytest.approx(float(params["base_lr"]) * 8 / 256)

@@ -82,16 +82,18 @@ def stage_code(dst: Path) -> list[str]:
 
 
 def register(run_id: str, checkpoint_dir: str | Path, name: str, val_top1: float,
-             tags: dict[str, str] | None = None, metrics: Mapping[str, float] | None = None) -> Registered:
+             tags: dict[str, str] | None = None, metrics: Mapping[str, float] | None = None,
+             step: int = 0) -> Registered:
     """Log, register as a new version of ``name``, tag it, point ``candidate`` at it and maybe ``champion``.
-    ``val_top1`` and ``metrics`` (e.g. the final validation figures) are logged into the run attached to
-    the logged model (its ``model_id``), so the model's page shows them."""
+    ``val_top1`` and ``metrics`` (e.g. the final validation figures) are logged into the run at ``step``
+    (the step they were measured at: no extra point in the run's history) attached to the logged model
+    (its ``model_id``), so the model's page shows them."""
     info = log_model(run_id, checkpoint_dir, name)
     version = str(info.registered_model_version)
     client = tracking.client()
     now = int(time.time() * 1000)
     linked = {"val_top1": float(val_top1), **{k: float(v) for k, v in (metrics or {}).items()}}
-    client.log_batch(run_id, metrics=[Metric(k, v, now, 0, model_id=info.model_id) for k, v in linked.items()])
+    client.log_batch(run_id, metrics=[Metric(k, v, now, step, model_id=info.model_id) for k, v in linked.items()])
     for key, value in {VAL_TAG: repr(float(val_top1)), "run_id": run_id, **(tags or {})}.items():
         client.set_model_version_tag(name, version, key, str(value))
     client.set_registered_model_alias(name, CANDIDATE, version)

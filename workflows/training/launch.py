@@ -102,7 +102,8 @@ def train(cfg: TrainConfig) -> TrainResult:
                 reg = registry.register(run_id, Path(folder) / MODEL_DIR, cfg.registered_model, top1,
                                         tags={"dataset": cfg.dataset, "preset": cfg.preset,
                                               "run_name": cfg.run_name},
-                                        metrics={k: v for k, v in metrics.items() if k.startswith("final_val_")})
+                                        metrics={k: v for k, v in metrics.items() if k.startswith("final_val_")},
+                                        step=int(metrics.get("step", 0)))
                 version, champion = reg.version, reg.champion
                 print(f"[train] registered {reg.name} version {reg.version} (val top-1 {top1:.4f}): alias "
                       f"'candidate'{', champion' if reg.champion else ''}"
