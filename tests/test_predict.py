@@ -110,3 +110,33 @@ def test_ek100_checkpoint_lists_verb_noun_and_action(tmp_path, capsys):
     assert table[2:4] == ["  verb", table[3]] and "  noun" in table and "  action" in table
     outputs = [c.name for c in signature_for(None, ("verb", "noun")).outputs.inputs]
     assert outputs[1:4] == ["verb_top_ids", "verb_top_names", "verb_top_probs"] and "action_top_names" in outputs
+
+
+def test_refused_credentials_are_one_line_and_exit_2(videos, capsys, monkeypatch):
+    """A tracking server that answers 401, as MLflow's basic-auth app does for a wrong password."""
+    import http.server
+    import threading
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"error_code": "UNAUTHENTICATED", "message": "wrong password"}).encode()
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 5298), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5298")
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        assert predict_main([videos[0], "--model", URI]) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"predict: --model {URI}: ") and "MLFLOW_TRACKING_PASSWORD" in err
