@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import mlflow
 import mlflow.system_metrics
 from mlflow.entities import Metric, Param, RunStatus
+from mlflow.environment_variables import MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
 
 from .. import tracking
 
@@ -51,7 +52,8 @@ class RunLogger:
         self.client = tracking.client()
         # MLflow's public system-metrics API: the run made active in this (rank 0) process with
         # log_system_metrics=True; its monitor stops when the run is ended in close().
-        mlflow.system_metrics.set_system_metrics_sampling_interval(system_metrics_interval_s)
+        if MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL.get() is None:  # the documented variable wins
+            mlflow.system_metrics.set_system_metrics_sampling_interval(system_metrics_interval_s)
         mlflow.start_run(run_id=run_id, log_system_metrics=True)
 
     def log_params(self, params: Mapping[str, str]) -> None:
