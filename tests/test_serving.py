@@ -150,6 +150,8 @@ def test_a_path_the_server_can_read_and_a_broken_video(server, videos, batch, tm
     assert status == 200, answer
     row = answer["predictions"][0]
     assert row["reason"] in REJECT_REASONS and row["top_ids"] == [] and row["detail"]
+    status, answer = post(server, {"dataframe_split": {"columns": ["path"], "data": [[str(tmp_path / "gone.mp4")]]}})
+    assert status == 200 and answer["predictions"][0]["reason"] == "missing", answer
     status, answer = post(server, {"dataframe_split": {"columns": ["frames"], "data": [[1.0]]}})
     assert status == 400, answer
 
@@ -179,6 +181,9 @@ def test_read_videos_refuses_ambiguous_rows():
     with pytest.raises(ValueError, match="neither bytes nor base64"):
         read_videos(pd.DataFrame({"video": ["not base64 !"]}))
     assert read_videos(pd.DataFrame({"video": [b"abc"]})) == ([b"abc"], ["video-0"])
+    assert read_videos(pd.DataFrame({"path": ["/no/such.webm"]})) == (["/no/such.webm"], ["/no/such.webm"])
+    with pytest.raises(ValueError, match="row 0: cannot read"):
+        read_videos(pd.DataFrame({"path": ["file:///no/such.webm"]}))
 
 
 def test_metrics_attach_to_the_logged_model_and_the_evaluation_links_its_version(registered, data, tmp_path,

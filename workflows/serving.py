@@ -52,9 +52,10 @@ class CASTPyfunc(mlflow.pyfunc.PythonModel):
         return pd.DataFrame(self.classifier.classify(videos, names))
 
 
-def read_videos(frame: pd.DataFrame) -> tuple[list[bytes], list[str]]:
-    """The rows of a serving DataFrame -> (video bytes, a name per video). Exactly one of ``video`` and
-    ``path`` per row; anything else is a ``ValueError`` naming the row (MLflow answers it with HTTP 400)."""
+def read_videos(frame: pd.DataFrame) -> tuple[list[bytes | str], list[str]]:
+    """The rows of a serving DataFrame -> (video bytes or a local path, a name per video). Exactly one of
+    ``video`` and ``path`` per row; URIs are read through pyarrow here; anything else is a ``ValueError``
+    naming the row (MLflow answers it with HTTP 400)."""
     import pyarrow.fs as pafs
 
     cols = set(frame.columns)
@@ -72,11 +73,16 @@ def read_videos(frame: pd.DataFrame) -> tuple[list[bytes], list[str]]:
             videos.append(_as_bytes(data, i))
             names.append(f"video-{i}")
             continue
-        uri = str(path) if "://" in str(path) else str(Path(path).resolve())
-        fs, p = pafs.FileSystem.from_uri(uri if "://" in uri else Path(uri).as_uri())
-        with fs.open_input_file(p) as f:
-            videos.append(f.read())
         names.append(str(path))
+        if "://" not in str(path):
+            videos.append(str(path))  # decoded from disk; a missing file is a "missing" row, as in batch
+            continue
+        try:
+            fs, p = pafs.FileSystem.from_uri(str(path))
+            with fs.open_input_file(p) as f:
+                videos.append(f.read())
+        except (OSError, ValueError) as e:  # pyarrow: unknown scheme, unreachable store, no such object
+            raise ValueError(f"row {i}: cannot read {path}: {e}") from e
     return videos, names
 
 
