@@ -4,6 +4,7 @@ the same checkpoint and the same views.
 
     python benchmarks/infer_speed.py                       # 96 synthetic videos, tiny CAST, CPU
     python benchmarks/infer_speed.py --videos 400 --preset base --size 256 --frames 64   # a GPU machine
+    python benchmarks/infer_speed.py --decode-only --videos 24 --size 256 --frames 96  # views only
 
 The loop is timed from its model load to its last prediction; the job from its start to its last
 Parquet part (actor start-up included), and also after its first predictions came back (steady state).
@@ -29,7 +30,7 @@ from pipelines.decode import decode_video  # noqa: E402
 from pipelines.synthetic import SynthConfig, class_name, write_dataset  # noqa: E402
 from workflows.inference.config import InferConfig  # noqa: E402
 from workflows.inference.predict import video_probs  # noqa: E402
-from workflows.inference.views import ViewSpec, sample_views  # noqa: E402
+from workflows.inference.views import ViewSpec, sample_views, video_views  # noqa: E402
 
 
 def make_inputs(root: Path, videos: int, size: int, frames: int, preset: str) -> tuple[Path, Path]:
@@ -59,6 +60,26 @@ def plain_loop(inbox: Path, ckpt: Path, spec: ViewSpec, device: str, threads: in
         n += 1
     seconds = time.time() - t0
     return {"torch_threads": threads, "videos": n, "seconds": round(seconds, 2), "videos_per_s": round(n / seconds, 2)}
+
+
+def decode_speed(inbox: Path, spec: ViewSpec, rounds: int = 2) -> dict:
+    """Videos/s of the views alone (no model): decoding every frame then sampling, beside decoding only
+    the sampled frames (``video_views``, what inference runs). Interleaved rounds: the machine is shared."""
+    paths = sorted(inbox.iterdir())
+    times = {"decode_all": 0.0, "decode_sampled": 0.0}
+    for _ in range(rounds):
+        t0 = time.time()
+        for path in paths:
+            sample_views(decode_video(str(path), short_side=spec.img_size).frames, spec)
+        times["decode_all"] += time.time() - t0
+        t1 = time.time()
+        for path in paths:
+            video_views(str(path), spec)
+        times["decode_sampled"] += time.time() - t1
+    n = len(paths) * rounds
+    out = {k: {"videos_per_s": round(n / v, 2), "seconds": round(v, 2)} for k, v in times.items()}
+    out["speedup"] = round(times["decode_all"] / times["decode_sampled"], 2)
+    return out
 
 
 def ray_job(inbox: Path, ckpt: Path, out: Path, clips: int, crops: int, batch_size: int,
@@ -92,6 +113,7 @@ def main() -> None:
     p.add_argument("--crops", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--replicas", type=int, default=None)
+    p.add_argument("--decode-only", action="store_true", help="only the decode-all vs decode-sampled figures")
     p.add_argument("--loop-threads", default=f"1,{os.cpu_count()}",
                    help="torch threads of the plain loop, one run per value (CPU only)")
     a = p.parse_args()
@@ -100,15 +122,21 @@ def main() -> None:
         inbox, ckpt = make_inputs(Path(tmp), a.videos, a.size, a.frames, a.preset)
         cfg = CASTConfig.preset(a.preset)
         spec = ViewSpec(cfg.num_frames, cfg.img_size, a.clips, a.crops)
+        decode = decode_speed(inbox, spec)
         threads = [int(t) for t in a.loop_threads.split(",")] if device == "cpu" else [torch.get_num_threads()]
-        loops = [plain_loop(inbox, ckpt, spec, device, t) for t in dict.fromkeys(threads)]
-        job = ray_job(inbox, ckpt, Path(tmp) / "out", a.clips, a.crops, a.batch_size, a.replicas)
+        loops = [] if a.decode_only else [plain_loop(inbox, ckpt, spec, device, t) for t in dict.fromkeys(threads)]
+        job = None if a.decode_only else ray_job(inbox, ckpt, Path(tmp) / "out", a.clips, a.crops, a.batch_size,
+                                                 a.replicas)
     machine = {"cpus": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
                "load_avg_1m": round(os.getloadavg()[0], 1), "python": platform.python_version(),
                "torch": torch.__version__}
     print(json.dumps({"setup": vars(a) | {"views": a.clips * a.crops, "img_size": cfg.img_size,
                                           "num_frames": cfg.num_frames},
-                      "baseline_loop": loops, "ray_data_job": job, "machine": machine}, indent=1))
+                      "decode": decode, "baseline_loop": loops, "ray_data_job": job, "machine": machine}, indent=1))
+    print(f"views only: decode all then sample {decode['decode_all']['videos_per_s']} videos/s, decode only the "
+          f"sampled frames {decode['decode_sampled']['videos_per_s']} videos/s (x{decode['speedup']})")
+    if job is None:
+        return
     for loop in loops:
         print(f"plain loop ({loop['torch_threads']} torch thread(s)): {loop['videos_per_s']} videos/s")
     print(f"Ray Data job: {job['videos_per_s']} videos/s end to end, {job['steady_videos_per_s']} videos/s after "

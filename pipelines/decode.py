@@ -14,6 +14,7 @@ import os
 import stat
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 import av
 import numpy as np
@@ -321,3 +322,159 @@ def _decode_dali(source, info: Probe, window, short_side: int | None, device: st
         # DALI rounds the long side itself; match the PyAV path's even sizes exactly.
         frames = frames[:, : size[0], : size[1]]
     return frames, n_src
+
+
+# -- decoding only the sampled frames --------------------------------------------------------------------
+# ``pick(num_frames, fps) -> indices`` chooses frames once the count is known; only those are decoded.
+FramePicker = Callable[[int, float], np.ndarray]
+
+
+def decode_sampled(src: str | bytes, pick: FramePicker, *, segment: tuple[int, int] | None = None,
+                   segment_fps: float | None = None, short_side: int | None = None, backend: str = "auto",
+                   device: str = "cpu") -> DecodedVideo:
+    """The frames ``pick(n, fps)`` chooses out of the ``n`` frames of ``src`` (or of ``segment``), in
+    ``pick``'s order, repeats allowed: the same pixels as ``decode_video(...).frames[pick(n, fps)]``
+    without decoding the rest. Frames are counted by demuxing (PyAV, no decoding); then DALI decodes only
+    the picked frames (``frames=``), or PyAV only the GOPs that hold picked frames, each up to its last
+    picked frame. Same backends, resizing and errors as :func:`decode_video`."""
+    if backend not in BACKENDS or device not in ("cpu", "gpu"):
+        raise ValueError(f"backend must be one of {BACKENDS} and device 'cpu' or 'gpu', got {backend!r}, {device!r}")
+    source = _source(src)
+    info = probe(source if isinstance(source, str) else source.getvalue())
+    window = None if segment is None else segment_seconds(segment, segment_fps, info.fps)
+    if window is not None and info.duration_s is not None and window[0] >= info.duration_s:
+        raise VideoDecodeError("segment_out_of_range",
+                               f"segment starts at {window[0]:.2f}s, video is {info.duration_s:.2f}s")
+    if short_side is not None and short_side >= min(info.height, info.width):
+        short_side = None
+    times = _frame_times(source, info, window)
+    n = times.stop - times.start
+    expected = _expected_frames(info, window)
+    # As decode_video: far fewer frames than the container's duration says means the data stops early.
+    if n == 0 or (expected is not None and window is None and n < 0.9 * expected - 1):
+        raise VideoDecodeError("truncated" if n else "empty", f"{n} of ~{expected} frames in the container")
+    idx = np.asarray(pick(n, info.fps), dtype=np.int64)
+    if backend == "dali" or (backend == "auto" and (device == "gpu" or info.codec in DALI_CPU_CODECS)):
+        if device == "cpu" and info.codec not in DALI_CPU_CODECS:
+            raise ValueError(f"DALI's CPU backend cannot decode {info.codec}; use backend='pyav' or a GPU")
+        frames = _sampled_dali(source, info, times.start + idx, short_side, device)
+        used = f"dali-{device}"
+    else:
+        frames = _sampled_pyav(source, info, times, idx, short_side)
+        used = "pyav"
+    return DecodedVideo(frames, info.fps, info.codec, used, n, False)
+
+
+@dataclass(frozen=True)
+class _FrameTimes:
+    pts: list[int]  # presentation timestamps of every frame, sorted (display order)
+    keyframes: list[int]  # those of keyframes
+    start: int  # frames [start, stop) lie in the window
+    stop: int
+
+
+def _frame_times(source, info: Probe, window) -> _FrameTimes:
+    """Every frame's timestamp from the packets (demuxing only: nothing is decoded)."""
+    if not isinstance(source, str):
+        source.seek(0)
+    try:
+        with av.open(source) as c:
+            stream = c.streams.video[0]
+            packets = sorted((p.pts, p.is_keyframe) for p in c.demux(stream) if p.size and p.pts is not None)
+            tb = float(stream.time_base)
+    except av.error.FFmpegError as e:
+        raise VideoDecodeError("undecodable", str(e)) from e
+    pts = [t for t, _ in packets]
+    start, stop = 0, len(pts)
+    if window is not None:
+        slack = 0.5 / info.fps  # the same window test as _decode_pyav
+        inside = [i for i, t in enumerate(pts) if window[0] - slack <= t * tb < window[1] - slack]
+        start, stop = (inside[0], inside[-1] + 1) if inside else (0, 0)
+    return _FrameTimes(pts, [t for t, k in packets if k], start, stop)
+
+
+class _DaliSampler(_DaliDecoder):
+    """:class:`_DaliDecoder` with explicit frame indices instead of a start/end range."""
+
+    _local = threading.local()  # its own pipeline cache
+
+    @staticmethod
+    def _build(device: str, short_side: int | None):
+        from nvidia.dali import fn, pipeline_def, types
+
+        @pipeline_def(batch_size=1, num_threads=1, device_id=0 if device == "gpu" else None,
+                      prefetch_queue_depth=1, exec_async=False, exec_pipelined=False)
+        def pipe():
+            data = fn.external_source(name="data", dtype=types.UINT8, ndim=1)
+            idx = fn.external_source(name="frames", dtype=types.INT32, ndim=1)
+            frames = fn.decoders.video(data, device="mixed" if device == "gpu" else "cpu", frames=idx)
+            if short_side:
+                frames = fn.resize(frames, resize_shorter=short_side, antialias=True)
+            return frames
+
+        p = pipe()
+        p.build()
+        return p
+
+
+def _sampled_dali(source, info: Probe, idx: np.ndarray, short_side: int | None, device: str) -> np.ndarray:
+    if isinstance(source, str):
+        with open(source, "rb") as f:
+            data = np.frombuffer(f.read(), np.uint8)
+    else:
+        data = np.frombuffer(source.getvalue(), np.uint8)
+    pipe = _DaliSampler.get(device, short_side)
+    try:
+        pipe.feed_input("data", [data])
+        pipe.feed_input("frames", [idx.astype(np.int32)])
+        (out,) = pipe.run()
+    except RuntimeError as e:
+        _DaliSampler.drop(device, short_side)
+        raise VideoDecodeError("undecodable", f"DALI: {str(e).splitlines()[0] if str(e) else e}") from e
+    frames = np.array((out.as_cpu() if device == "gpu" else out).at(0))
+    size = short_side_size(info.height, info.width, short_side) if short_side else None
+    if size is not None and frames.shape[1:3] != size:
+        frames = frames[:, : size[0], : size[1]]  # as _decode_dali: the PyAV path's even sizes
+    return frames
+
+
+def _sampled_pyav(source, info: Probe, times: _FrameTimes, idx: np.ndarray, short_side: int | None) -> np.ndarray:
+    if not isinstance(source, str):
+        source.seek(0)
+    size = short_side_size(info.height, info.width, short_side) if short_side else None
+    wanted = [times.pts[times.start + i] for i in idx]
+    try:
+        with av.open(source) as c:
+            stream = c.streams.video[0]
+            stream.thread_type = "AUTO"
+            got = _decode_at(c, stream, sorted(set(wanted)), times.keyframes, size)
+    except av.error.FFmpegError as e:
+        raise VideoDecodeError("truncated", str(e)) from e
+    return np.stack([got[t] for t in wanted])
+
+
+def _decode_at(c, stream, targets: list[int], keyframes: list[int], size) -> dict[int, np.ndarray]:
+    """Frames at presentation timestamps ``targets`` (sorted): seek to a target's keyframe only when a
+    whole GOP lies between it and the last decoded frame, else keep decoding forward."""
+    import bisect
+
+    got: dict[int, np.ndarray] = {}
+    frames, last = None, None
+    want = set(targets)
+    for t in targets:
+        if t in got:
+            continue
+        key = keyframes[max(bisect.bisect_right(keyframes, t) - 1, 0)] if keyframes else t
+        if frames is None or last is None or key > last:
+            c.seek(key, stream=stream, backward=True, any_frame=False)
+            frames = c.decode(stream)
+        for frame in frames:
+            last = frame.pts
+            if frame.pts in want and frame.pts not in got:
+                got[frame.pts] = (frame.to_ndarray(format="rgb24") if size is None else
+                                  frame.to_ndarray(format="rgb24", width=size[1], height=size[0]))
+            if frame.pts is not None and frame.pts >= t:
+                break
+        if t not in got:
+            raise VideoDecodeError("truncated", f"no frame at timestamp {t} (the stream ends or skips it)")
+    return got

@@ -28,7 +28,7 @@ import torch
 
 from pipelines.manifest import CLASSES_FILE, shard_paths
 from pipelines.sampling import CROP_POSITIONS, eval_indices, train_indices
-from pipelines.schema import CODECS, LABELS_EXT, META_EXT, NUM_FRAMES_EXT
+from pipelines.schema import CODECS, META_EXT, NUM_FRAMES_EXT, labels_ext
 from pipelines.shards import read_index
 
 # ImageNet statistics, as the paper's code normalises (0-255 scale for DALI).
@@ -97,6 +97,7 @@ class ShardSet:
     counts: list[int]
     video_ext: str
     heads: tuple[str, ...]
+    labels_ext: str = "lbl"  # binary labels member: "lbl", or "cls" in shards of the old format
 
     @property
     def total(self) -> int:
@@ -112,7 +113,7 @@ def resolve_shards(shards: str | os.PathLike | list[str], split: str) -> ShardSe
         tars = [str(t) for t in shards]
     else:
         raise ValueError(f"shards must be a shard folder or a non-empty list of .tar paths, got {shards!r}")
-    counts, exts = [], set()
+    counts, exts, label_exts = [], set(), set()
     for t in tars:
         idx = Path(t).with_suffix(".idx")
         if not Path(t).is_file() or not idx.is_file():
@@ -120,13 +121,17 @@ def resolve_shards(shards: str | os.PathLike | list[str], split: str) -> ShardSe
         samples = read_index(idx.read_text())
         counts.append(len(samples))
         exts.update(e for s in samples[:1] for e in s if e in _VIDEO_EXTS)
+        label_exts.update(labels_ext(s) for s in samples[:1])
     if len(exts) != 1:
         raise ValueError(f"expected one video codec across the shards, found extensions {sorted(exts)}")
     classes = Path(tars[0]).parent / CLASSES_FILE
     if not classes.is_file():
         raise FileNotFoundError(f"{classes} is missing (it names the label heads)")
     heads = tuple(json.loads(classes.read_text()))
-    return ShardSet(tars, counts, exts.pop(), heads)
+    if len(label_exts) > 1:
+        raise ValueError("the shards mix the old label format (binary .cls) and the new one (.lbl + ASCII .cls); "
+                         "re-run preprocessing into a new folder to write them all in the new format")
+    return ShardSet(tars, counts, exts.pop(), heads, label_exts.pop() if label_exts else "lbl")
 
 
 def shard_range(total: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -174,7 +179,7 @@ def _build_pipeline(train: bool, shards: ShardSet, tars: list[str], cfg: LoaderC
     def pipe():
         video, nf, labels, meta = fn.readers.webdataset(
             paths=tars, index_paths=[str(Path(p).with_suffix(".idx")) for p in tars],
-            ext=[shards.video_ext, NUM_FRAMES_EXT, LABELS_EXT, META_EXT],
+            ext=[shards.video_ext, NUM_FRAMES_EXT, shards.labels_ext, META_EXT],
             dtypes=[types.UINT8, types.INT32, types.INT64, types.UINT8],
             missing_component_behavior="error", shard_id=rank, num_shards=world_size,
             random_shuffle=train, initial_fill=cfg.shuffle_buffer, seed=seed, pad_last_batch=not train,

@@ -32,8 +32,8 @@ from pipelines.manifest import (CLASSES_FILE, consolidate, read_label_map, shard
 from pipelines.progress import format_eta
 from pipelines.lease import OutputLease, hold
 from pipelines.reconcile import FINGERPRINT_COLUMN, Reconciled, fingerprint, reconcile
-from pipelines.schema import (CODECS, LABELS_EXT, META_EXT, NUM_FRAMES_EXT, REJECT_REASONS, VideoRow,
-                              label_column, sample_key, shard_name)
+from pipelines.schema import (CODECS, META_EXT, NUM_FRAMES_EXT, REJECT_REASONS, VideoRow, label_column,
+                              label_members, sample_key, shard_name)
 from pipelines.shards import (PARTS_DIR, Member, commit_shard, join, list_names, resolve_out, write_atomic,
                               write_table_atomic)
 
@@ -200,10 +200,9 @@ def write_shard(out: str, split: str, tar_name: str, samples: list[dict], heads:
     for s in samples:
         meta = json.loads(s["meta"])
         key = meta["key"]
-        labels = np.array([meta["labels"][h] for h in heads], dtype="<i8")
         members.append([Member(f"{key}.{video_ext}", s["video"]),
                         Member(f"{key}.{NUM_FRAMES_EXT}", np.array([meta["num_frames"]], "<i4").tobytes()),
-                        Member(f"{key}.{LABELS_EXT}", labels.tobytes()),
+                        *(Member(f"{key}.{ext}", data) for ext, data in label_members(heads, meta["labels"])),
                         Member(f"{key}.{META_EXT}", s["meta"].encode())])
         rows.append({"key": key, "split": split, "shard": tar_name, "source_id": meta["source_id"],
                      "num_frames": meta["num_frames"], "fps": meta["fps"], "height": meta["height"],

@@ -1,14 +1,21 @@
 """The shard schema, written down once: what a sample is in a tar, in the manifest and in rejects.
 
-A sample in ``<split>-NNNNNN.tar`` is four adjacent members sharing a ``__key__`` (no dots):
+A sample in ``<split>-NNNNNN.tar`` is five (EK100: six) adjacent members sharing a ``__key__`` (no dots):
 
   ``<key>.<video_ext>``  the re-encoded clip (``webm`` = VP9, ``avi`` = MJPEG, ``mp4`` = H.264)
   ``<key>.nf``           number of frames, little-endian int32 (read by DALI without JSON parsing)
-  ``<key>.cls``          labels, little-endian int64, one per head in ``heads`` order
+  ``<key>.lbl``          labels, little-endian int64, one per head in ``heads`` order (read by DALI)
+  ``<key>.cls``          the class id as ASCII text (WebDataset's convention); EK100 has
+                         ``<key>.verb.cls`` and ``<key>.noun.cls`` instead
   ``<key>.json``         metadata: labels, source id, frames, fps, size, segment
 
-``.nf`` and ``.cls`` duplicate the JSON on purpose: DALI's webdataset reader hands them over as typed
+``.nf`` and ``.lbl`` duplicate the JSON on purpose: DALI's webdataset reader hands them over as typed
 tensors, so frame indices and labels are computed inside the pipeline without a Python JSON step.
+``.cls`` is for every other WebDataset reader: ``webdataset``'s default ``.decode()`` and
+``ray.data.read_webdataset`` decode by the last extension and read ``.cls`` with ``int()``.
+
+Shards written before ``.lbl`` existed hold binary int64 in ``.cls``; :func:`labels_ext` tells the
+formats apart so this project's loader reads both (other readers need the shards re-written).
 """
 
 from __future__ import annotations
@@ -17,13 +24,17 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 # Label heads per dataset; the label-map format everywhere is {head: {class_id_str: class_name}}.
 SINGLE_HEAD: tuple[str, ...] = ("label",)
 EK100_HEADS: tuple[str, ...] = ("verb", "noun")
 
 # Shard member extensions (besides the video).
 NUM_FRAMES_EXT = "nf"
-LABELS_EXT = "cls"
+LABELS_EXT = "lbl"  # binary labels for DALI
+CLASS_EXT = "cls"  # ASCII class id (the WebDataset convention)
+LEGACY_LABELS_EXT = "cls"  # binary int64 labels of shards written before LABELS_EXT existed
 META_EXT = "json"
 
 # Shard video codec -> (PyAV encoder, container format, member extension, DALI CPU can decode it).
@@ -93,6 +104,28 @@ class VideoRow:
         fps = None if fps is None or fps != fps else float(fps)  # NaN -> None
         return VideoRow(str(rec["source_id"]), str(rec["path"]), {k: int(v) for k, v in rec["labels"].items()},
                         seg, fps)
+
+
+def class_ext(head: str) -> str:
+    """The ASCII class-id member of a head: ``cls`` for the single head, ``verb.cls`` / ``noun.cls``."""
+    return CLASS_EXT if head == "label" else f"{head}.{CLASS_EXT}"
+
+
+def label_members(heads: tuple[str, ...], labels: dict[str, int]) -> list[tuple[str, bytes]]:
+    """``(extension, data)`` of a sample's label members: DALI's binary ``lbl``, then one ASCII ``cls``
+    per head."""
+    binary = np.array([labels[h] for h in heads], dtype="<i8").tobytes()
+    return [(LABELS_EXT, binary)] + [(class_ext(h), str(int(labels[h])).encode("ascii")) for h in heads]
+
+
+def labels_ext(sample_exts: set[str] | dict) -> str:
+    """The member holding a sample's binary labels: ``lbl``, or ``cls`` in shards of the old format."""
+    if LABELS_EXT in sample_exts:
+        return LABELS_EXT
+    if LEGACY_LABELS_EXT in sample_exts:
+        return LEGACY_LABELS_EXT
+    raise ValueError(f"a shard sample has no label member ({LABELS_EXT!r} or {LEGACY_LABELS_EXT!r}); "
+                     f"members: {sorted(sample_exts)}")
 
 
 _KEY_OK = re.compile(r"[^A-Za-z0-9_-]")

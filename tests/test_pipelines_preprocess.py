@@ -69,13 +69,16 @@ def test_every_good_sample_reaches_the_shards_with_its_labels(data, ssv2_out):
         assert t.with_suffix(".idx").read_text().startswith(f"v1.2 {(m['shard'] == t.name).sum()}\n")
         with tarfile.open(t) as tar:
             names = tar.getnames()
-            for i in range(0, len(names), 4):  # video (MJPEG .avi by default), nf, cls, json of one key, adjacent
+            for i in range(0, len(names), 5):  # video (MJPEG .avi by default), nf, lbl, cls, json of one key, adjacent
                 key = names[i].split(".")[0]
-                assert [n.split(".", 1) for n in names[i:i + 4]] == [[key, e] for e in ("avi", "nf", "cls", "json")]
-                cls = np.frombuffer(tar.extractfile(names[i + 2]).read(), "<i8")
-                meta = json.loads(tar.extractfile(names[i + 3]).read())
-                assert meta["labels"] == {"label": int(cls[0])} and meta["num_frames"] == SMALL["frames"]
-                seen[meta["source_id"]] = int(cls[0])
+                members = [n.split(".", 1) for n in names[i:i + 5]]
+                assert members == [[key, e] for e in ("avi", "nf", "lbl", "cls", "json")]
+                lbl = np.frombuffer(tar.extractfile(names[i + 2]).read(), "<i8")
+                cls = int(tar.extractfile(names[i + 3]).read().decode("ascii"))  # WebDataset's ASCII class id
+                meta = json.loads(tar.extractfile(names[i + 4]).read())
+                assert meta["labels"] == {"label": int(lbl[0])} == {"label": cls}
+                assert meta["num_frames"] == SMALL["frames"]
+                seen[meta["source_id"]] = cls
     assert seen == good
     assert read_label_map(str(ssv2_out)) == {
         "label": {v: k for k, v in json.loads((Path(data["ssv2"]["annotations"]) / "labels.json").read_text()).items()}}

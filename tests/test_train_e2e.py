@@ -3,7 +3,7 @@
 - a job that loses a worker process mid-run (``os._exit``) survives it through ``FailureConfig`` and
   ends with the step count of an uninterrupted run; it logs its metrics, params and artifacts, keeps
   its checkpoints, registers the model (candidate + champion), and a fresh process loading
-  ``models:/cast-ssv2@champion`` gets the trained model's logits;
+  ``models:/cast-ssv2@champion`` serves a video with the trained model's top-5;
 - the champion alias only moves to a better model; a finished job is not repeated;
 - a job whose worker dies with no failures allowed ends FAILED in MLflow, and rerun under the same name
   it resumes from its latest checkpoint in the same MLflow run.
@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,11 @@ from mlflow.tracking import MlflowClient
 from ray.train import TrainingFailedError
 
 from cast_model import load_checkpoint
-from pipelines.loader import LoaderConfig, eval_loader
 from workflows import registry
 from workflows.training import launch
 from workflows.training.config import config_from_args
+from workflows.inference.classify import VideoClassifier, views_for
+from workflows.inference.model import model_from_folder, version_model_id
 from workflows.training.state import MODEL_DIR, STATE_FILE, TRAINABLE_FILE
 
 from .pipelines_data import make_dataset, shards_without_ray
@@ -111,6 +113,10 @@ def test_metrics_params_and_artifacts_logged(trained):
     assert len({m.step for m in history["val_top1"]}) == 2  # one validation per epoch
     assert 0.0 <= run.data.metrics["final_val_top1"] <= 1.0 and "final_val_top5" in run.data.metrics
     assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics)
+    # the registered version's logged model carries the validation figures (MLflow 3 model_id)
+    version = client.get_model_version("cast-ssv2", trained["result"].model_version)
+    linked = {m.key for m in client.get_logged_model(version_model_id(version)).metrics}
+    assert {"val_top1", "final_val_top1", "final_val_top5"} <= linked
     params = run.data.params
     assert params["preset"] == "tiny" and params["update_freq"] == "1" and params["world_size"] == "2"
     assert float(params["lr"]) == pytest.approx(float(params["base_lr"]) * 8 / 256)
@@ -137,21 +143,27 @@ def test_champion_served_from_a_fresh_process(trained, root, shards):
     client = MlflowClient()
     for alias in ("candidate", "champion"):
         assert str(client.get_model_version_by_alias("cast-ssv2", alias).version) == "1"
-    model, labels = load_checkpoint(Path(result.checkpoint_path) / MODEL_DIR)
+    folder = Path(result.checkpoint_path) / MODEL_DIR
+    _, labels = load_checkpoint(folder)
     assert labels == json.loads((shards / "classes.json").read_text())
-    loader = eval_loader(shards, "validation", cfg=LoaderConfig(num_frames=8, img_size=64, batch_size=4,
-                                                                 eval_clips=1, eval_crops=1, num_threads=1))
-    clips = next(iter(loader))["video"][:, 0].numpy()  # (4, 3, 8, 64, 64)
-    with torch.no_grad():
-        expected = model(torch.from_numpy(clips)).numpy()
-    np.save(root / "clips.npy", clips)
-    code = ("import sys, numpy as np, mlflow\n"
+    # One validation video, out of its shard: the served model takes video files, not tensors.
+    with tarfile.open(sorted(shards.glob("validation-*.tar"))[0]) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith((".webm", ".avi", ".mp4")))
+        video = root / f"one{Path(member.name).suffix}"
+        video.write_bytes(tar.extractfile(member).read())
+    source = model_from_folder(folder, name="cast-ssv2")  # views as batch inference picks them for this name
+    expected = VideoClassifier.load(source, views=views_for(source)).classify([str(video)])[0]
+    code = ("import sys, json, pandas as pd, mlflow\n"
             "m = mlflow.pyfunc.load_model('models:/cast-ssv2@champion')\n"
-            "np.save(sys.argv[2], m.predict(np.load(sys.argv[1])))\n")
-    subprocess.run([sys.executable, "-c", code, str(root / "clips.npy"), str(root / "served.npy")], check=True,
+            "out = m.predict(pd.DataFrame({'path': [sys.argv[1]]}))\n"
+            "open(sys.argv[2], 'w').write(out.to_json(orient='records'))\n")
+    subprocess.run([sys.executable, "-c", code, str(video), str(root / "served.json")], check=True,
                    cwd=root, env={**os.environ, "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]},
                    timeout=300)
-    np.testing.assert_allclose(np.load(root / "served.npy"), expected, rtol=1e-5, atol=1e-5)
+    served = json.loads((root / "served.json").read_text())[0]
+    assert served["reason"] == "" and served["top_ids"] == expected["top_ids"]
+    assert served["top_names"] == [labels["label"][str(i)] for i in served["top_ids"]]
+    np.testing.assert_allclose(served["top_probs"], expected["top_probs"], rtol=1e-5, atol=1e-6)
 
 
 def test_champion_moves_only_to_a_better_model(trained):

@@ -29,6 +29,7 @@ from workflows.inference.config import DEVICES, PRECISIONS, SAMPLINGS, InferConf
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    D = InferConfig.defaults()  # each default is defined once, on InferConfig
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True,
@@ -43,21 +44,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-crops", type=int, choices=[1, 3], default=None, help="spatial views")
     p.add_argument("--sampling", choices=SAMPLINGS, default=None, help="default: checkpoint/recipe")
     p.add_argument("--sampling-rate", type=int, default=None, help="dense sampling stride")
-    p.add_argument("--batch-size", type=int, default=8, help="videos per model forward")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=D.batch_size, help="videos per model forward")
+    p.add_argument("--top-k", type=int, default=D.top_k, help="classes kept per video (per head)")
     p.add_argument("--num-replicas", type=int, default=None, help="model actors (default: one per GPU, else 1)")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="model device")
-    p.add_argument("--decode-device", choices=["cpu", "gpu"], default="cpu")
-    p.add_argument("--precision", choices=PRECISIONS, default="bf16", help="autocast dtype on GPU")
+    p.add_argument("--device", choices=DEVICES, default=D.device, help="model device")
+    p.add_argument("--decode-device", choices=["cpu", "gpu"], default=D.decode_device,
+                   help="where the views are decoded (gpu: DALI's NVDEC decoder)")
+    p.add_argument("--precision", choices=PRECISIONS, default=D.precision, help="autocast dtype on GPU")
     p.add_argument("--retry-rejects", action="store_true", help="try videos in rejects.parquet again")
     p.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip evaluation even with labels")
-    p.add_argument("--experiment", default="cast-evaluation", help="MLflow experiment of evaluation runs")
-    p.add_argument("--flush-rows", type=int, default=256, help="predictions per Parquet part")
+    p.add_argument("--experiment", default=D.experiment, help="MLflow experiment of evaluation runs")
+    p.add_argument("--flush-rows", type=int, default=D.flush_rows, help="predictions per Parquet part")
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs to use")
-    p.add_argument("--progress-every", type=float, default=10.0, help="seconds between progress lines")
-    p.add_argument("--lease-wait", type=float, default=0.0,
+    p.add_argument("--progress-every", type=float, default=D.progress_every_s, help="seconds between progress lines")
+    p.add_argument("--lease-wait", type=float, default=D.lease_wait_s,
                    help="seconds to wait for another job writing into --out before giving up (exit 2)")
-    return p.parse_args(argv)
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config with each value's source (default, flag) and exit")
+    a = p.parse_args(argv)
+    # Which values the command line gave (the rest are InferConfig's defaults), for --print-config.
+    given = [opt for opt in (sys.argv[1:] if argv is None else argv) if opt.startswith("--")]
+    a.flags_given = {act.dest for act in p._actions
+                     if any(g == o or g.startswith(o + "=") for g in given for o in act.option_strings)}
+    return a
 
 
 def config_from_args(a: argparse.Namespace) -> InferConfig:
@@ -78,8 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     from workflows.inference.job import plan_job
 
     try:
-        # Config, model, input listing and labels are checked before Ray starts; so is OUT's lease.
         cfg = config_from_args(a)
+        if a.print_config:
+            renamed = {"progress_every_s": "progress_every", "lease_wait_s": "lease_wait"}  # field -> flag dest
+            for key, value in asdict(cfg).items():
+                source = "flag" if renamed.get(key, key) in a.flags_given else "default"
+                print(f"{key:<18}  {json.dumps(value):<40}  {source}")
+            return 0
+        # Config, model, input listing and labels are checked before Ray starts; so is OUT's lease.
         with hold(cfg.out, "batch_infer", wait_s=cfg.lease_wait_s,
                   log=lambda m: print(m, file=sys.stderr, flush=True)):
             summary = _predict_and_evaluate(a, plan_job(cfg))

@@ -38,6 +38,7 @@ from .inference.predict import head_prefix
 from .inference.store import OutputStore
 
 KIND_TAG = "cast.kind"
+EVAL_RUN_TAG = "cast.evaluation_run"  # model version tag: the latest evaluation run of that version
 MODEL_NAME_TAG = "cast.model_name"
 MODEL_VERSION_TAG = "cast.model_version"
 MODEL_URI_TAG = "cast.model_uri"
@@ -135,8 +136,9 @@ def report_files(report: EvalReport, title: str) -> dict[str, bytes]:
 
 
 def log_evaluation_run(report: EvalReport, files: Mapping[str, bytes], experiment: str,
-                       tags: Mapping[str, str], run_name: str) -> str:
-    """An MLflow run holding the figures as metrics and the files as artifacts; returns its id."""
+                       tags: Mapping[str, str], run_name: str, model_id: str | None = None) -> str:
+    """An MLflow run holding the figures as metrics and the files as artifacts; returns its id. With
+    ``model_id`` (a registered version's logged model) the metrics are attached to that model too."""
     from mlflow.entities import Metric, Param, RunStatus
 
     from . import tracking
@@ -148,8 +150,9 @@ def log_evaluation_run(report: EvalReport, files: Mapping[str, bytes], experimen
     try:
         now = int(time.time() * 1000)
         finite = {k: v for k, v in report.summary.items() if np.isfinite(v)}
-        client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in finite.items()]
-                         + [Metric("samples", float(report.samples), now, 0)])
+        finite["samples"] = float(report.samples)
+        client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0, model_id=model_id)
+                                                   for k, v in finite.items()])
         params = {k: json.dumps(v) if isinstance(v, (dict, list)) else str(v) for k, v in report.info.items()}
         client.log_batch(run.info.run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
         with tempfile.TemporaryDirectory() as tmp:
@@ -203,7 +206,12 @@ def evaluate_job(plan, log=print) -> dict[str, Any]:
     tags = {MODEL_NAME_TAG: model.name, MODEL_VERSION_TAG: model.version, MODEL_URI_TAG: model.uri,
             DATASET_TAG: plan.dataset or "", "cast.input": plan.cfg.input}
     run_id = log_evaluation_run(report, files, plan.cfg.experiment, tags,
-                                run_name=f"eval-{_slug(model.name)}-v{model.version}-{plan.dataset or 'data'}")
+                                run_name=f"eval-{_slug(model.name)}-v{model.version}-{plan.dataset or 'data'}",
+                                model_id=model.model_id)
+    if model.model_id is not None:  # a registry version: link it back to the run that evaluated it
+        from . import tracking
+
+        tracking.client().set_model_version_tag(model.name, model.version, EVAL_RUN_TAG, run_id)
     if "metrics.json" in files:
         write_atomic(store.fs, join(folder, "metrics.json"), files["metrics.json"])
     log(f"[evaluation] {report.samples} labelled videos: "

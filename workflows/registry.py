@@ -6,21 +6,28 @@ top-1 (stored as the version tag ``val_top1``) beats the current champion's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from . import tracking
-from .serving import CHECKPOINT_ARTIFACT, checkpoint_config, input_example_for, signature_for
+from .serving import CHECKPOINT_ARTIFACT, VIEWS_CONFIG, input_example_for, signature_for
 
 CANDIDATE = "candidate"
 CHAMPION = "champion"
 VAL_TAG = "val_top1"
 _HERE = Path(__file__).resolve().parent
 MODEL_CODE = _HERE / "serving_model.py"
-CODE_PATHS = [str(_HERE.parent / "cast_model"), str(_HERE)]
+# What the pyfunc imports (workflows.serving -> workflows.inference -> pipelines, cast_model) and nothing
+# else: no training, no Ray entry points. Paths relative to the repository root.
+CODE_FILES = ("cast_model", "pipelines", "workflows/__init__.py", "workflows/serving.py", "workflows/inference")
 
 
 @dataclass(frozen=True)
@@ -35,30 +42,58 @@ class Registered:
 
 def log_model(run_id: str, checkpoint_dir: str | Path, registered_model: str | None) -> mlflow.models.model.ModelInfo:
     """Log ``checkpoint_dir`` (cast_model format) into run ``run_id`` as pyfunc model ``model``."""
-    config = checkpoint_config(checkpoint_dir)
+    from .inference.classify import views_for
+    from .inference.model import model_from_folder
+
+    # Named as registered: batch inference finds the dataset's recipe views by that name (cast-<dataset>),
+    # so the views fixed into the served model are the same.
+    source = model_from_folder(Path(checkpoint_dir), name=registered_model)
     tracking.client()
 
-    def log() -> mlflow.models.model.ModelInfo:
+    def log(code_paths: list[str]) -> mlflow.models.model.ModelInfo:
         return mlflow.pyfunc.log_model(
-            name="model", python_model=str(MODEL_CODE), code_paths=CODE_PATHS,
-            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint_dir)}, signature=signature_for(config),
-            input_example=input_example_for(config), registered_model_name=registered_model,
-            pip_requirements=_requirements())
+            name="model", python_model=str(MODEL_CODE), code_paths=code_paths,
+            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint_dir)}, signature=signature_for(source.config, source.heads),
+            input_example=input_example_for(source.config), registered_model_name=registered_model,
+            model_config={VIEWS_CONFIG: asdict(views_for(source))}, pip_requirements=_requirements())
 
-    active = mlflow.active_run()
-    if active is not None and active.info.run_id == run_id:
-        return log()
-    # Open the run only for this call: a run left active would leak into whatever this process does next.
-    with mlflow.start_run(run_id=run_id):
-        return log()
+    with tempfile.TemporaryDirectory() as tmp:
+        code_paths = stage_code(Path(tmp))
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == run_id:
+            return log(code_paths)
+        # Open the run only for this call: a run left active would leak into whatever this process does next.
+        with mlflow.start_run(run_id=run_id):
+            return log(code_paths)
+
+
+def stage_code(dst: Path) -> list[str]:
+    """Copy :data:`CODE_FILES` under ``dst`` keeping their package layout; the top-level entries to pass
+    as ``code_paths`` (MLflow puts each on the served model's ``sys.path`` parent)."""
+    root = _HERE.parent
+    for rel in CODE_FILES:
+        src, out = root / rel, dst / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, out, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(src, out)
+    return sorted(str(p) for p in dst.iterdir())
 
 
 def register(run_id: str, checkpoint_dir: str | Path, name: str, val_top1: float,
-             tags: dict[str, str] | None = None) -> Registered:
-    """Log, register as a new version of ``name``, tag it, point ``candidate`` at it and maybe ``champion``."""
+             tags: dict[str, str] | None = None, metrics: Mapping[str, float] | None = None,
+             step: int = 0) -> Registered:
+    """Log, register as a new version of ``name``, tag it, point ``candidate`` at it and maybe ``champion``.
+    ``val_top1`` and ``metrics`` (e.g. the final validation figures) are logged into the run at ``step``
+    (the step they were measured at: no extra point in the run's history) attached to the logged model
+    (its ``model_id``), so the model's page shows them."""
     info = log_model(run_id, checkpoint_dir, name)
     version = str(info.registered_model_version)
     client = tracking.client()
+    now = int(time.time() * 1000)
+    linked = {"val_top1": float(val_top1), **{k: float(v) for k, v in (metrics or {}).items()}}
+    client.log_batch(run_id, metrics=[Metric(k, v, now, step, model_id=info.model_id) for k, v in linked.items()])
     for key, value in {VAL_TAG: repr(float(val_top1)), "run_id": run_id, **(tags or {})}.items():
         client.set_model_version_tag(name, version, key, str(value))
     client.set_registered_model_alias(name, CANDIDATE, version)
@@ -79,6 +114,9 @@ def champion_version(name: str):
 
 def _requirements() -> list[str]:
     """Pinned from this environment (MLflow's inference would scan the whole code path)."""
-    from importlib.metadata import version
+    from importlib.metadata import distributions, version
 
-    return [f"{p}=={version(p)}" for p in ("mlflow", "torch", "numpy", "safetensors", "timm")]
+    packages = ["mlflow", "torch", "numpy", "safetensors", "timm", "av", "pyarrow", "pandas", "pillow", "PyYAML"]
+    # DALI decodes VP9/MJPEG; its distribution name carries the CUDA variant installed here.
+    packages += sorted({d.metadata["Name"] for d in distributions() if d.metadata["Name"].startswith("nvidia-dali")})
+    return [f"{p}=={version(p)}" for p in packages]

@@ -1,61 +1,122 @@
-"""The MLflow pyfunc wrapper of a CAST checkpoint (our safetensors + cast.json folder).
+"""The MLflow pyfunc of a CAST checkpoint (our safetensors + cast.json folder): videos in, top-k classes out.
 
 Nothing is pickled: the model is logged "from code" (``serving_model.py`` names this class), the weights
 travel as the checkpoint folder artifact and ``load_context`` reads them back with safetensors.
 
-``predict`` takes float32 clips (B, 3, T, H, W), normalised like the training loader's output, and
-returns logits: an ndarray (B, C) for single-label models, and for EK100 (verb/noun) a dict
-``{"verb": (B, V), "noun": (B, N)}`` of ndarrays (named tensor outputs in the signature).
+Input: a DataFrame, one row per video, with either column
+  ``video``  the video file's bytes (``binary``: base64 in JSON, as MLflow's scoring server expects), or
+  ``path``   a path or URI the server can read (a local path, ``file://``, ``s3://``... via pyarrow).
+Over HTTP: ``{"dataframe_split": {"columns": ["video"], "data": [["<base64 of the file>"]]}}``.
+
+Each video goes through batch inference's own decode, multi-view sampling and softmax averaging
+(``workflows.inference.classify``), with the views batch inference uses for this model. Output: one row
+per video with ``top_ids``, ``top_names``, ``top_probs`` (best first; EK100: ``verb_``/``noun_`` columns
+and ``action_top_verb_ids``/``_noun_ids``/``_names``/``_probs``), and ``reason``/``detail`` (empty, or
+why the video could not be used: ``undecodable``, ``empty``, ``missing``...).
 """
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
-import numpy as np
-import torch
+import pandas as pd
 from mlflow.models.signature import ModelSignature
-from mlflow.types.schema import Schema, TensorSpec
+from mlflow.types.schema import Array, ColSpec, DataType, Schema
 
-from cast_model import CASTConfig, load_checkpoint, read_checkpoint_meta
+from cast_model import CASTConfig
 
 CHECKPOINT_ARTIFACT = "checkpoint"
+VIDEO_COLUMN = "video"
+PATH_COLUMN = "path"
+VIEWS_CONFIG = "views"  # model_config key: the ViewSpec fields, fixed at log time
 
 
 class CASTPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        self.model, self.labels = load_checkpoint(context.artifacts[CHECKPOINT_ARTIFACT])
-        self.model.eval()
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model.to(self.device)
+        from workflows.inference.classify import VideoClassifier
+        from workflows.inference.model import model_from_folder
+        from workflows.inference.views import ViewSpec
 
-    def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None
-                ) -> np.ndarray | dict[str, np.ndarray]:
-        x = torch.from_numpy(np.ascontiguousarray(model_input, dtype=np.float32)).to(self.device)
-        with torch.inference_mode():
-            out = self.model(x)
-        if isinstance(out, dict):
-            return {k: v.float().cpu().numpy() for k, v in out.items()}
-        return out.float().cpu().numpy()
+        source = model_from_folder(Path(context.artifacts[CHECKPOINT_ARTIFACT]))
+        # The views were resolved when the model was logged: serving needs no recipe file.
+        views = ViewSpec(**context.model_config[VIEWS_CONFIG])
+        self.classifier = VideoClassifier.load(source, views=views, device="auto")
 
-
-def signature_for(config: CASTConfig) -> ModelSignature:
-    clip = (-1, 3, config.num_frames, config.img_size, config.img_size)
-    inputs = Schema([TensorSpec(np.dtype(np.float32), clip)])
-    if config.head == "single":
-        outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, config.num_classes))])
-    else:
-        outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, config.num_verbs), "verb"),
-                          TensorSpec(np.dtype(np.float32), (-1, config.num_nouns), "noun")])
-    return ModelSignature(inputs=inputs, outputs=outputs)
+    # The DataFrame type hint: MLflow validates against the logged signature, not a hint-inferred one.
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+                ) -> pd.DataFrame:
+        videos, names = read_videos(model_input)
+        return pd.DataFrame(self.classifier.classify(videos, names))
 
 
-def input_example_for(config: CASTConfig) -> np.ndarray:
-    """One clip of zeros: normalised-input scale, and small in the model's JSON example file."""
-    return np.zeros((1, 3, config.num_frames, config.img_size, config.img_size), dtype=np.float32)
+def read_videos(frame: pd.DataFrame) -> tuple[list[bytes | str], list[str]]:
+    """The rows of a serving DataFrame -> (video bytes or a local path, a name per video). Exactly one of
+    ``video`` and ``path`` per row; URIs are read through pyarrow here; anything else is a ``ValueError``
+    naming the row (MLflow answers it with HTTP 400)."""
+    import pyarrow.fs as pafs
+
+    cols = set(frame.columns)
+    if not cols & {VIDEO_COLUMN, PATH_COLUMN} or cols - {VIDEO_COLUMN, PATH_COLUMN}:
+        raise ValueError(f"expected a column {VIDEO_COLUMN!r} (video bytes) or {PATH_COLUMN!r} (path/URI), "
+                         f"got {sorted(cols)}")
+    videos, names = [], []
+    for i, row in enumerate(frame.to_dict("records")):
+        data, path = row.get(VIDEO_COLUMN), row.get(PATH_COLUMN)
+        data = None if data is None or (isinstance(data, float) and data != data) else data  # NaN: absent
+        path = None if path is None or (isinstance(path, float) and path != path) else path
+        if (data is None) == (path is None):
+            raise ValueError(f"row {i}: give exactly one of {VIDEO_COLUMN!r} and {PATH_COLUMN!r}")
+        if data is not None:
+            videos.append(_as_bytes(data, i))
+            names.append(f"video-{i}")
+            continue
+        names.append(str(path))
+        if "://" not in str(path):
+            videos.append(str(path))  # decoded from disk; a missing file is a "missing" row, as in batch
+            continue
+        try:
+            fs, p = pafs.FileSystem.from_uri(str(path))
+            with fs.open_input_file(p) as f:
+                videos.append(f.read())
+        except (OSError, ValueError) as e:  # pyarrow: unknown scheme, unreachable store, no such object
+            raise ValueError(f"row {i}: cannot read {path}: {e}") from e
+    return videos, names
 
 
-def checkpoint_config(checkpoint_dir: str | Path) -> CASTConfig:
-    return CASTConfig.from_dict(read_checkpoint_meta(checkpoint_dir)["config"])
+def _as_bytes(data, row: int) -> bytes:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    if isinstance(data, str):  # a caller that skipped the signature's binary decoding
+        try:
+            return base64.b64decode(data, validate=True)
+        except ValueError as e:
+            raise ValueError(f"row {row}: {VIDEO_COLUMN!r} is neither bytes nor base64 text: {e}") from e
+    raise ValueError(f"row {row}: {VIDEO_COLUMN!r} must be bytes, got {type(data).__name__}")
+
+
+def signature_for(config: CASTConfig, heads: tuple[str, ...]) -> ModelSignature:
+    """Videos in (bytes or a path per row), top-k classes out, as the module doc says."""
+    from workflows.inference.classify import result_columns
+
+    inputs = Schema([ColSpec(DataType.binary, VIDEO_COLUMN, required=False),
+                     ColSpec(DataType.string, PATH_COLUMN, required=False)])
+    types = {"ids": DataType.long, "names": DataType.string, "probs": DataType.float}
+    outputs = [ColSpec(DataType.string, "video")]
+    outputs += [ColSpec(Array(types[c.rsplit("_", 1)[1]]), c) for c in result_columns(heads)]
+    outputs += [ColSpec(DataType.string, "reason"), ColSpec(DataType.string, "detail")]
+    return ModelSignature(inputs=inputs, outputs=Schema(outputs))
+
+
+def input_example_for(config: CASTConfig):
+    """One real (black) VP9 clip of the model's input size in the ``video`` column: the example MLflow
+    stores, and checks by predicting it at log time, is what a client sends (a few hundred bytes)."""
+    import numpy as np
+
+    from pipelines.encode import EncodeConfig, encode_video
+
+    frames = np.zeros((config.num_frames, config.img_size, config.img_size, 3), np.uint8)
+    return pd.DataFrame({VIDEO_COLUMN: [encode_video(frames, 8.0, EncodeConfig(codec="vp9"))]})
+

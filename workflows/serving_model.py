@@ -1,7 +1,7 @@
 """MLflow "model from code" entry: MLflow runs this file to build the pyfunc model (no pickle).
 
-Logged with ``code_paths`` holding ``cast_model/`` and ``workflows/`` so a fresh process that loads
-the model imports the same code.
+Logged with ``code_paths`` holding what the pyfunc imports (``workflows.registry.CODE_FILES``) so a
+fresh process that loads the model imports the same code.
 """
 
 from mlflow.models import set_model

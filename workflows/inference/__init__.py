@@ -9,4 +9,6 @@ Modules, each owning one thing:
   predict  -- the model replica of the actor pool: views -> per-video top-k (EK100: verb/noun/action)
   store    -- ``OUT/predictions/`` parts and ``OUT/rejects.parquet``: schema, done set, writes
   job      -- the Ray Data pipeline that ties them together
+  classify -- a few videos in this process (the serving pyfunc, ``workflows.predict``): the same views,
+              replica and output schema, without Ray
 """

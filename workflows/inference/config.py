@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
+from types import SimpleNamespace
 from pathlib import Path
 
 from pipelines.datasets import DATASETS
@@ -42,6 +43,11 @@ class InferConfig:
     flush_s: float = 60.0
     progress_every_s: float = 10.0
     lease_wait_s: float = 0.0  # another job writing into --out: wait this long for it, then exit 2
+
+    @classmethod
+    def defaults(cls) -> "SimpleNamespace":
+        """The field defaults, for the CLI (one home for each default)."""
+        return SimpleNamespace(**{f.name: f.default for f in fields(cls) if f.default is not MISSING})
 
     def __post_init__(self) -> None:
         problems: list[str] = []

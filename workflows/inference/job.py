@@ -25,7 +25,7 @@ from .config import InferConfig, InferConfigError
 from .inputs import Listing, check_labels, list_inputs
 from .model import ModelSource, resolve_model
 from .store import ModelStamp, OutputStore, new_job_id, predictions_table
-from .views import ViewSpec
+from .views import ViewFlags, ViewSpec
 
 _DATASET_OF_NAME = re.compile(r"(?:^|[-_/])(ssv2|k400|ek100)(?:$|[-_/@])")
 DEFAULT_VIEWS = {"sampling": "uniform", "sampling_rate": 4, "test_clips": 1, "test_crops": 3}
@@ -64,15 +64,18 @@ class JobResult:
 
 def dataset_of(listing: Listing, model: ModelSource) -> str | None:
     """The dataset the input belongs to: the input's own say, the checkpoint's, the model's name."""
-    if listing.dataset:
-        return listing.dataset
+    return listing.dataset or model_dataset(model)
+
+
+def model_dataset(model: ModelSource) -> str | None:
+    """The dataset a model was trained on: the checkpoint's say, else its registered name."""
     if model.extra.get("dataset") in ("ssv2", "k400", "ek100"):
         return model.extra["dataset"]
     m = _DATASET_OF_NAME.search(model.name)
     return m.group(1) if m else None
 
 
-def view_settings(cfg: InferConfig, model: ModelSource, dataset: str | None, max_fps: float | None = None
+def view_settings(cfg: InferConfig | ViewFlags, model: ModelSource, dataset: str | None, max_fps: float | None = None
                   ) -> ViewSpec:
     """Flags > the checkpoint's recorded test views > the dataset recipe's > uniform, 1 clip x 3 crops."""
     values = dict(DEFAULT_VIEWS)

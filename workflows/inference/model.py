@@ -9,6 +9,7 @@ the download holding ``cast.json``. Weights are read with safetensors only, neve
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tempfile
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from cast_model import CASTConfig, CheckpointError, read_checkpoint_meta, verify
 from cast_model.checkpoint import META_FILE, WEIGHTS_FILE
 
 from ..serving import CHECKPOINT_ARTIFACT
+from .config import InferConfigError
 
 _ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)/?$")
 _VERSION = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+|latest)/?$")
@@ -37,6 +39,7 @@ class ModelSource:
     name: str  # registered model name; the folder name for a local checkpoint
     version: str  # registry version; the run id for runs:/ URIs; "local" for a folder
     extra: dict[str, Any]  # the checkpoint's ``extra`` (training run id, val_top1, eval settings)
+    model_id: str | None = None  # MLflow's logged-model id of a registered version (metrics link to it)
 
     @property
     def heads(self) -> tuple[str, ...]:
@@ -48,9 +51,41 @@ class ModelSource:
         return (self.checkpoint / META_FILE).read_bytes(), (self.checkpoint / WEIGHTS_FILE).read_bytes()
 
 
+class ModelLookupError(InferConfigError):
+    """``--model`` names no usable model: unknown name, alias or version, an unreachable tracking server,
+    refused credentials, or a download without a CAST checkpoint. One line, for an exit code 2."""
+
+
 def resolve_model(uri: str, download_dir: str | Path | None = None) -> ModelSource:
-    """Resolve and fetch ``uri`` (see the module doc). Raises ``CheckpointError`` for a download that
-    holds no CAST checkpoint and MLflow's own errors for unknown models, versions or aliases."""
+    """Resolve and fetch ``uri`` (see the module doc). Every way it can fail is a :class:`ModelLookupError`
+    with a one-line message."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _resolve(uri, download_dir)
+    except MlflowException as e:
+        raise ModelLookupError(f"--model {uri}: {_one_line(e.message)}{_hint(e)}") from e
+    except (CheckpointError, OSError) as e:
+        raise ModelLookupError(f"--model {uri}: {_one_line(str(e))}") from e
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _hint(e) -> str:
+    from .. import tracking
+
+    code = getattr(e, "error_code", "")
+    if code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        return " (check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN)"
+    if code == "RESOURCE_DOES_NOT_EXIST":
+        return f" (registry: {re.sub(r'//[^/@]*@', '//', tracking.tracking_uri())})"  # no credentials
+    return ""
+
+
+def _resolve(uri: str, download_dir: str | Path | None) -> ModelSource:
     local = Path(uri)
     if ":/" not in uri and local.is_dir():
         return _from_folder(uri, local, local.resolve().name, "local")
@@ -62,7 +97,11 @@ def resolve_model(uri: str, download_dir: str | Path | None = None) -> ModelSour
 
     tracking.client()  # the project's tracking/registry URI, for models:/ and runs:/ alike
     root = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
-    return _from_folder(uri, find_checkpoint(root), name, version)
+    source = _from_folder(uri, find_checkpoint(root), name, version)
+    if uri.startswith("models:/") and version.isdigit():
+        registered = tracking.client().get_model_version(name, version)
+        source = dataclasses.replace(source, model_id=version_model_id(registered))
+    return source
 
 
 def registry_identity(uri: str) -> tuple[str, str]:
@@ -103,6 +142,23 @@ def find_checkpoint(root: Path) -> Path:
         raise CheckpointError(f"{root}: expected one CAST checkpoint ({META_FILE} + {WEIGHTS_FILE}) in the "
                               f"model's artifacts, found {len(found)}")
     return found[0]
+
+
+_LOGGED_MODEL = re.compile(r"^models:/(?P<id>m-[0-9a-f]+)/?$")
+
+
+def version_model_id(version) -> str | None:
+    """The logged model behind a registry version: ``model_id`` where the store keeps it, else the
+    version's source ``models:/m-<id>`` (the SQL registry store does not persist the field)."""
+    if getattr(version, "model_id", None):
+        return version.model_id
+    m = _LOGGED_MODEL.match(version.source or "")
+    return m["id"] if m else None
+
+
+def model_from_folder(folder: Path, name: str | None = None, version: str = "local") -> ModelSource:
+    """A checkpoint folder already on disk (a local ``--model``, or a served model's artifact)."""
+    return _from_folder(str(folder), folder, name or folder.resolve().name, version)
 
 
 def _from_folder(uri: str, folder: Path, name: str, version: str) -> ModelSource:

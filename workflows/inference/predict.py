@@ -74,21 +74,14 @@ def head_prefix(head: str) -> str:
     return "" if head == "label" else f"{head}_"
 
 
-class Predictor:
-    """Callable class for ``Dataset.map_batches`` over an ``ActorPoolStrategy``: each actor holds one
-    model replica, built in ``__init__`` from the checkpoint bytes the driver put in the object store."""
+class ViewsPredictor:
+    """A batch of videos' views -> per-video top-k columns (``reason`` rows stay -1/NaN). The model
+    replica logic of every inference path: the batch job's actors (:class:`Predictor`), the serving
+    pyfunc and the predict CLI."""
 
-    def __init__(self, checkpoint: list, top_k: int, device: str, precision: str = "bf16") -> None:
-        import ray
-
-        meta, weights = ray.get(checkpoint[0])  # [ObjectRef] -> (cast.json bytes, safetensors bytes)
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / META_FILE).write_bytes(meta)
-            (Path(tmp) / WEIGHTS_FILE).write_bytes(weights)
-            model, labels = load_checkpoint(tmp)
-        self.device = torch.device("cuda" if device == "gpu" else "cpu")
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("this replica was given a GPU but CUDA is not available in its process")
+    def __init__(self, model: CAST, labels: dict[str, dict[str, str]], top_k: int, device: torch.device,
+                 precision: str = "bf16") -> None:
+        self.device = device
         self.model = model.to(self.device).eval()
         self.heads = tuple(labels)
         self.k = top_k
@@ -116,3 +109,21 @@ class Predictor:
                 out["action_top_noun_ids"][ok, : v.shape[1]] = nn_
                 out["action_top_probs"][ok, : v.shape[1]] = p
         return out
+
+
+class Predictor(ViewsPredictor):
+    """Callable class for ``Dataset.map_batches`` over an ``ActorPoolStrategy``: each actor holds one
+    model replica, built in ``__init__`` from the checkpoint bytes the driver put in the object store."""
+
+    def __init__(self, checkpoint: list, top_k: int, device: str, precision: str = "bf16") -> None:
+        import ray
+
+        meta, weights = ray.get(checkpoint[0])  # [ObjectRef] -> (cast.json bytes, safetensors bytes)
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / META_FILE).write_bytes(meta)
+            (Path(tmp) / WEIGHTS_FILE).write_bytes(weights)
+            model, labels = load_checkpoint(tmp)
+        target = torch.device("cuda" if device == "gpu" else "cpu")
+        if target.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("this replica was given a GPU but CUDA is not available in its process")
+        super().__init__(model, labels, top_k, target, precision)

@@ -13,9 +13,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.decode import VideoDecodeError, decode_video
+from pipelines.decode import VideoDecodeError, decode_sampled
 from pipelines.preprocess import resample_indices
 from pipelines.sampling import crop_boxes, eval_indices, short_side_size
+
+
+@dataclass(frozen=True)
+class ViewFlags:
+    """View overrides for one-video inference (serving, predict CLI); ``None``: from the checkpoint or
+    recipe. The same fields as :class:`workflows.inference.config.InferConfig`'s, which
+    ``job.view_settings`` reads."""
+
+    num_clips: int | None = None
+    num_crops: int | None = None
+    sampling: str | None = None
+    sampling_rate: int | None = None
+    decode_device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -43,8 +56,16 @@ def sample_views(frames: np.ndarray, spec: ViewSpec) -> np.ndarray:
     ``k * crops + j`` is clip k, crop j). Frames should already have short side ``spec.img_size``
     (``decode_video(short_side=...)``); smaller ones (the decoder never upscales) are resized up here,
     after sampling, as the evaluation loader's resize does."""
-    idx = eval_indices(frames.shape[0], spec.num_frames, spec.clips, spec.sampling, spec.stride)  # (clips*T,)
-    picked = frames[idx]  # (clips * T, H, W, 3)
+    return crop_views(frames[view_indices(frames.shape[0], spec)], spec)
+
+
+def view_indices(num_frames: int, spec: ViewSpec) -> np.ndarray:
+    """The (clips * T,) frame indices of the views, clip-major (``pipelines.sampling.eval_indices``)."""
+    return eval_indices(num_frames, spec.num_frames, spec.clips, spec.sampling, spec.stride)
+
+
+def crop_views(picked: np.ndarray, spec: ViewSpec) -> np.ndarray:
+    """The frames of :func:`view_indices`, (clips * T, H, W, 3) -> (V, T, S, S, 3) crops."""
     if min(picked.shape[1:3]) != spec.img_size:
         picked = resize_short_side(picked, spec.img_size)
     _, h, w, _ = picked.shape
@@ -74,6 +95,21 @@ def _read_member(path: str, offset: int, size: int) -> bytes:
     return data
 
 
+def video_views(src: str | bytes, spec: ViewSpec, segment: tuple[int, int] | None = None,
+                segment_fps: float | None = None) -> np.ndarray:
+    """A video file's path or bytes -> its (V, T, S, S, 3) uint8 views. The one decode + multi-view
+    sampling of every inference path (batch job, serving pyfunc, predict CLI). Raises
+    :class:`VideoDecodeError` (``FileNotFoundError`` for a path that vanished meanwhile)."""
+    def pick(num_frames: int, fps: float) -> np.ndarray:
+        keep = resample_indices(num_frames, fps, spec.max_fps)  # e.g. raw EK100 at the shards' frame rate
+        return keep[view_indices(len(keep), spec)]
+
+    # Only the sampled frames are decoded (see benchmarks/infer_speed.py for what that saves).
+    dec = decode_sampled(src, pick, segment=segment, segment_fps=segment_fps, short_side=spec.img_size,
+                         device=spec.decode_device)
+    return crop_views(dec.frames, spec)
+
+
 def decode_views(rec: dict, spec: ViewSpec) -> dict:
     """Ray Data ``map`` function: an input record -> the record with ``views`` (V, T, S, S, 3) uint8 and
     ``reason``/``detail`` empty, or, for a video that cannot be used, zero views and the reject reason
@@ -87,10 +123,7 @@ def decode_views(rec: dict, spec: ViewSpec) -> dict:
             src = rec["path"]
             segment = None if rec["seg_start"] < 0 else (int(rec["seg_start"]), int(rec["seg_stop"]))
             seg_fps = None if rec["seg_fps"] != rec["seg_fps"] else float(rec["seg_fps"])  # NaN -> None
-        dec = decode_video(src, segment=segment, segment_fps=seg_fps, short_side=spec.img_size,
-                           device=spec.decode_device)
-        frames = dec.frames[resample_indices(dec.frames.shape[0], dec.fps, spec.max_fps)]
-        views = sample_views(frames, spec)
+        views = video_views(src, spec, segment, seg_fps)
     except VideoDecodeError as e:
         return out | {"views": np.zeros(spec.shape, np.uint8), "reason": e.reason, "detail": e.detail[:500]}
     except FileNotFoundError as e:

@@ -11,6 +11,8 @@ import argparse
 import dataclasses
 import json
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -140,15 +142,19 @@ class TrainConfig:
         return out
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+    def from_dict(cls, values: dict[str, Any], sources: dict[str, str] | None = None) -> "TrainConfig":
+        """Typed: every value is coerced to its field's type (YAML reads ``1e-3`` as a string) or the
+        error names the key, the expected type and where the value came from (``sources``)."""
+        hints = field_types()
+        unknown = sorted(set(values) - set(hints))
         if unknown:
             raise TrainConfigError(f"unknown training settings: {unknown}")
-        values = dict(values)
-        if "betas" in values:
-            values["betas"] = tuple(float(b) for b in values["betas"])
-        return cls(**values)
+        sources = sources or {}
+        typed = {k: coerce(k, v, hints[k], sources.get(k, "")) for k, v in values.items()}
+        try:
+            return cls(**typed)
+        except TypeError as err:  # a required field missing
+            raise TrainConfigError(str(err)) from err
 
     def params(self) -> dict[str, str]:
         """The resolved config as flat MLflow params (label maps are an artifact, not params)."""
@@ -158,9 +164,64 @@ class TrainConfig:
         return {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in flat.items()}
 
 
+# -- types -------------------------------------------------------------------------------------------------
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def field_types() -> dict[str, Any]:
+    """TrainConfig field -> its (evaluated) type annotation."""
+    return typing.get_type_hints(TrainConfig)
+
+
+def type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) if not typing.get_args(hint) else str(hint).replace("typing.", "")
+
+
+def coerce(key: str, value: Any, hint: Any, source: str = "") -> Any:
+    """``value`` as type ``hint`` (int, float, bool, str, ``X | None``, ``tuple[float, float]``, dict), or
+    a :class:`TrainConfigError` naming ``key``. Lossless conversions only: "1e-3" -> 0.001, 5.0 -> 5,
+    "true" -> True; 5.5 -> int and 3 -> str are errors."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return coerce(key, value, inner, source)
+    try:
+        return _coerce(value, hint, args)
+    except (TypeError, ValueError):
+        where = f" (from {source})" if source else ""
+        raise TrainConfigError(f"{key}: expected {type_name(hint)}, got {value!r}{where}") from None
+
+
+def _coerce(value: Any, hint: Any, args: tuple) -> Any:
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+            return value.lower() in _TRUE
+    elif hint is int and not isinstance(value, bool):
+        if isinstance(value, int):
+            return value
+        number = float(value) if isinstance(value, (float, str)) else math.nan
+        if number.is_integer():
+            return int(number)
+    elif hint is float and not isinstance(value, bool):
+        if isinstance(value, (int, float, str)):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif typing.get_origin(hint) is tuple and isinstance(value, (list, tuple)) and len(value) == len(args):
+        return tuple(_coerce(v, a, typing.get_args(a)) for v, a in zip(value, args))
+    elif typing.get_origin(hint) is dict and isinstance(value, dict):
+        return value
+    raise TypeError(value)
+
+
 # -- YAML recipes ---------------------------------------------------------------------------------------
-def load_recipe(dataset: str, preset: str | None, config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
-    """``recipe`` of ``configs/<dataset>.yaml`` with ``presets.<preset>`` applied on top."""
+def recipe_layers(dataset: str, preset: str | None, config_dir: Path = CONFIG_DIR) -> list[tuple[str, dict[str, Any]]]:
+    """``[("recipe", values), ("preset", values)]`` of ``configs/<dataset>.yaml``, in precedence order."""
     if dataset not in DATASETS:
         raise TrainConfigError(f"unknown dataset {dataset!r}; datasets: {list(DATASETS)}")
     path = Path(config_dir) / f"{dataset}.yaml"
@@ -171,68 +232,160 @@ def load_recipe(dataset: str, preset: str | None, config_dir: Path = CONFIG_DIR)
         raise TrainConfigError(f"{path}: expected a mapping with a 'recipe' section")
     if doc.get("dataset") != dataset:
         raise TrainConfigError(f"{path} describes dataset {doc.get('dataset')!r}, not {dataset!r}")
-    values = {"dataset": dataset, "head": doc.get("head", "single"), **doc["recipe"]}
+    layers = [(f"recipe {path.name}", {"dataset": dataset, "head": doc.get("head", "single"), **doc["recipe"]})]
     if preset is not None:
-        overlays = doc.get("presets") or {}
-        if preset in overlays:
-            values.update(overlays[preset])
-        values["preset"] = preset
+        overlay = (doc.get("presets") or {}).get(preset) or {}
+        if not isinstance(overlay, dict):
+            raise TrainConfigError(f"{path}: presets.{preset} must be a mapping")
+        layers.append((f"preset {preset} of {path.name}", {**overlay, "preset": preset}))
+    return layers
+
+
+def load_recipe(dataset: str, preset: str | None, config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
+    """``recipe`` of ``configs/<dataset>.yaml`` with ``presets.<preset>`` applied on top."""
+    values: dict[str, Any] = {}
+    for _, layer in recipe_layers(dataset, preset, config_dir):
+        values.update(layer)
     return values
 
 
 # -- command line -----------------------------------------------------------------------------------------
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+# Fields that are no flag: fixed by the entry point, the recipe, the shards, or tests.
+NO_FLAG = ("dataset", "head", "shards", "val_shards", "labels", "fault_kill_step")
+CHOICES: dict[str, tuple[str, ...]] = {"preset": tuple(sorted(PRESETS)), "precision": PRECISIONS,
+                                       "sampling": SAMPLINGS}
+FLAG_HELP: dict[str, str] = {
+    "train_split": "shard split to train on (<split>-NNNNNN.tar)",
+    "val_split": "shard split to validate on",
+    "preset": "model size (cast_model presets); a recipe preset of the same name overlays the recipe",
+    "drop_path": "stochastic depth rate",
+    "head_drop": "dropout before the classification head",
+    "init_scale": "scale of the head's initial weights",
+    "grad_checkpointing": "recompute activations in the backward pass (less memory, more compute)",
+    "freeze_experts": "train only adapters, B-CAST and heads (the paper); false: train everything",
+    "clip_weights": "CLIP ViT-B/16 expert weights (safetensors or .pt) to start from",
+    "videomae_weights": "VideoMAE expert weights to start from",
+    "init_checkpoint": "an official CAST release checkpoint (all weights) to start from",
+    "epochs": "training epochs",
+    "batch_size": "clips per worker per forward pass",
+    "total_batch_size": "clips per optimizer step over all workers and accumulation steps",
+    "base_lr": "learning rate per 256 clips (lr = base_lr * total_batch_size / 256)",
+    "min_lr": "cosine schedule's final learning rate",
+    "warmup_lr": "learning rate at the start of the warm-up",
+    "warmup_epochs": "linear warm-up length in epochs (fractions allowed)",
+    "weight_decay": "AdamW weight decay (none on biases, norms, position tables)",
+    "layer_decay": "layer-wise learning-rate decay, in (0, 1]",
+    "betas": "AdamW betas (two values)",
+    "opt_eps": "AdamW epsilon",
+    "clip_grad": "gradient-norm clipping; none: no clipping",
+    "label_smoothing": "label smoothing, in [0, 1]",
+    "mixup": "mixup alpha (0: off)",
+    "cutmix": "cutmix alpha (0: off)",
+    "mixup_prob": "probability of mixing a batch, in [0, 1]",
+    "mixup_switch_prob": "probability of cutmix instead of mixup when both are on, in [0, 1]",
+    "precision": "autocast dtype on GPU (CPU runs fp32)",
+    "sampling": "frame sampling: uniform (one frame per segment) or dense (a stride)",
+    "sampling_rate": "dense sampling stride",
+    "hflip": "random horizontal flips (never for SSV2: left/right are classes)",
+    "rand_augment": "RandAugment, the same ops on every frame of a clip",
+    "rand_augment_n": "RandAugment ops per clip",
+    "rand_augment_m": "RandAugment magnitude, of 10",
+    "crop_scale_min": "random resized crop: smallest area fraction kept, in (0, 1]",
+    "test_clips": "temporal views per video at validation",
+    "test_crops": "spatial views per clip at validation (1: centre, 3: left/centre/right)",
+    "loader_threads": "DALI threads per worker",
+    "shuffle_buffer": "DALI reader's shuffle buffer, in samples",
+    "num_workers": "Ray Train workers",
+    "gpus_per_worker": "GPUs per worker; none: 1 when the cluster has one per worker, else 0",
+    "cpus_per_worker": "CPUs per worker",
+    "run_name": "run name (Ray Train and MLflow); the same name resumes the run; default <dataset>-<preset>-<time>",
+    "experiment": "MLflow experiment; default cast-<dataset>",
+    "registered_model": "registered model name; default cast-<dataset>",
+    "storage_path": "Ray Train storage (absolute path or URI visible to every node)",
+    "checkpoint_every": "also checkpoint every N optimizer steps (0: at epoch ends only)",
+    "keep_checkpoints": "checkpoints kept, best by validation top-1 (the latest is kept too)",
+    "max_failures": "worker failures Ray Train recovers from",
+    "log_every": "optimizer steps between MLflow step metrics",
+    "seed": "random seed",
+    "register": "register the best checkpoint in the MLflow Model Registry",
+    "resume": "true: the run must resume (both the checkpoint and the tracking store hold it) or exit 2; "
+              "false: resume when both hold it, else start afresh and say so",
+}
 
 
-def _optional_float(text: str) -> float | None:
-    return None if text.lower() in ("none", "null", "off") else float(text)
+class _FlagType:
+    """argparse ``type=`` of a field: :func:`coerce` from text, with ``none`` for optional fields."""
+
+    def __init__(self, name: str, hint: Any):
+        self.name, self.hint = name, hint
+        self.__name__ = type_name(hint)
+
+    def __call__(self, text: str) -> Any:
+        if text.lower() in ("none", "null") and type(None) in typing.get_args(self.hint):
+            return None
+        try:
+            return coerce(self.name, text, self.hint, "flag")
+        except TrainConfigError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def build_parser(dataset: str) -> argparse.ArgumentParser:
+    """One flag per :class:`TrainConfig` field (but :data:`NO_FLAG`), typed from the field, with help and
+    choices. Flags have no default: an absent flag keeps the recipe's (or the dataclass's) value."""
     p = argparse.ArgumentParser(
-        prog=f"train_{dataset}.py",
-        description=f"Fine-tune CAST on {dataset} with Ray Train, tracked in MLflow. Defaults come from "
-                    f"configs/{dataset}.yaml (the paper's recipe); flags override them.")
+        prog=f"train_{dataset}.py", argument_default=argparse.SUPPRESS,
+        description=f"Fine-tune CAST on {dataset} with Ray Train, tracked in MLflow. Values come from the "
+                    f"TrainConfig defaults < configs/{dataset}.yaml (the paper's recipe) < its preset < flags; "
+                    f"--print-config shows each resolved value and its source.")
     p.add_argument("--shards", required=True, help="folder of training shards")
     p.add_argument("--val-shards", required=True, help="folder of validation shards")
     p.add_argument("--config-dir", default=str(CONFIG_DIR), help="folder holding <dataset>.yaml")
-    # Every TrainConfig field settable from the command line; None = keep the recipe's value.
-    flags: dict[str, Any] = {
-        "train_split": str, "val_split": str, "preset": str, "drop_path": float, "head_drop": float,
-        "init_scale": float, "grad_checkpointing": _bool, "freeze_experts": _bool, "clip_weights": str, "videomae_weights": str,
-        "init_checkpoint": str, "epochs": int, "batch_size": int, "total_batch_size": int,
-        "base_lr": float, "min_lr": float, "warmup_lr": float, "warmup_epochs": float,
-        "weight_decay": float, "layer_decay": float, "opt_eps": float, "clip_grad": _optional_float,
-        "label_smoothing": float, "mixup": float, "cutmix": float, "mixup_prob": float,
-        "mixup_switch_prob": float, "precision": str, "sampling": str, "sampling_rate": int,
-        "hflip": _bool, "rand_augment": _bool, "rand_augment_n": int, "rand_augment_m": int,
-        "crop_scale_min": float, "test_clips": int, "test_crops": int,
-        "loader_threads": int, "shuffle_buffer": int, "num_workers": int, "gpus_per_worker": float,
-        "cpus_per_worker": float, "run_name": str, "experiment": str, "registered_model": str,
-        "storage_path": str, "checkpoint_every": int, "keep_checkpoints": int, "max_failures": int,
-        "log_every": int, "seed": int, "register": _bool, "resume": _bool,
-    }
-    for name, kind in flags.items():
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None)
-    p.add_argument("--betas", type=float, nargs=2, default=None)
+    p.add_argument("--print-config", action="store_true", default=False,
+                   help="print the resolved config with each value's source and exit (nothing starts)")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in NO_FLAG:
+            continue
+        hint = field_types()[f.name]
+        kind = _FlagType(f.name, typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else hint)
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, choices=CHOICES.get(f.name),
+                       nargs=len(typing.get_args(hint)) if typing.get_origin(hint) is tuple else None,
+                       help=FLAG_HELP.get(f.name, "(undocumented)"),
+                       metavar="{true,false}" if hint is bool else None)
     return p
+
+
+@dataclass(frozen=True)
+class ParsedConfig:
+    config: TrainConfig
+    sources: dict[str, str]  # field -> "default", "recipe <file>", "preset <name> of <file>", "flag"
+    print_config: bool
+
+
+def parse_config(dataset: str, argv: Sequence[str] | None = None) -> ParsedConfig:
+    """Flags over the dataset's recipe -> an unresolved, typed :class:`TrainConfig` and where each value
+    came from. A wrong type is a :class:`TrainConfigError` naming the key and its source."""
+    args = vars(build_parser(dataset).parse_args(argv))
+    config_dir, print_config = Path(args.pop("config_dir")), args.pop("print_config")
+    layers = recipe_layers(dataset, args.get("preset"), config_dir) + [("flag", args)]
+    values: dict[str, Any] = {}
+    sources = {f.name: "default" for f in dataclasses.fields(TrainConfig)}
+    for source, layer in layers:
+        values.update(layer)
+        sources.update(dict.fromkeys(layer, source))
+    return ParsedConfig(TrainConfig.from_dict(values, sources), sources, print_config)
 
 
 def config_from_args(dataset: str, argv: Sequence[str] | None = None) -> TrainConfig:
     """Parse flags over the dataset's recipe -> an unresolved :class:`TrainConfig`."""
-    args = build_parser(dataset).parse_args(argv)
-    values = load_recipe(dataset, args.preset, Path(args.config_dir))
-    overrides = {k: v for k, v in vars(args).items() if v is not None and k != "config_dir"}
-    values.update(overrides)
-    try:
-        return TrainConfig.from_dict(values)
-    except TypeError as err:  # a required field missing from the recipe
-        raise TrainConfigError(str(err)) from err
+    return parse_config(dataset, argv).config
+
+
+def format_config(cfg: TrainConfig, sources: dict[str, str]) -> str:
+    """One line per field: name, value, source."""
+    values = cfg.to_dict()
+    width = max(map(len, values))
+    return "\n".join(f"{k:<{width}}  {json.dumps(v) if k != 'labels' else '(from the shards)':<24}  "
+                     f"{sources.get(k, 'default')}" for k, v in values.items())
 
 
 # -- validation -----------------------------------------------------------------------------------------

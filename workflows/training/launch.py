@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from ..ray_connect import connect_ray
 from . import tracker
-from .config import TrainConfig, TrainConfigError, config_from_args, resolve, validate
+from .config import TrainConfig, TrainConfigError, format_config, parse_config, resolve, validate
 from .state import MODEL_DIR, read_progress
 
 
@@ -33,6 +33,9 @@ class TrainResult:
     model_version: str | None  # registered version (None with --register false or an already finished run)
     champion: bool
     seconds: float
+
+
+DERIVED = ("run_name", "experiment", "registered_model")  # what with_defaults fills in
 
 
 def with_defaults(cfg: TrainConfig) -> TrainConfig:
@@ -111,7 +114,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
             ok = True
             version, champion = None, False
             if cfg.register:
-                version, champion = _register(cfg, run_id, Path(folder) / MODEL_DIR, float(metrics["val_top1"]))
+                version, champion = _register(cfg, run_id, Path(folder) / MODEL_DIR, metrics)
             return TrainResult(run_id, cfg.run_name, metrics, result.checkpoint.path, version, champion,
                                time.perf_counter() - started)
     finally:
@@ -119,15 +122,19 @@ def _train(cfg: TrainConfig) -> TrainResult:
             tracker.close_run(run_id, False)
 
 
-def _register(cfg: TrainConfig, run_id: str, model_dir: Path, top1: float) -> tuple[str, bool]:
+def _register(cfg: TrainConfig, run_id: str, model_dir: Path, metrics: dict[str, Any]) -> tuple[str, bool]:
     from .. import registry
+
+    top1 = float(metrics["val_top1"])
 
     status = tracker.run_status(run_id)
     if status != "FINISHED":
         raise RuntimeError(f"MLflow run {run_id} is {status}, not FINISHED: no model is registered from it")
     try:
         reg = registry.register(run_id, model_dir, cfg.registered_model, top1,
-                                tags={"dataset": cfg.dataset, "preset": cfg.preset, "run_name": cfg.run_name})
+                                tags={"dataset": cfg.dataset, "preset": cfg.preset, "run_name": cfg.run_name},
+                                metrics={k: v for k, v in metrics.items() if k.startswith("final_val_")},
+                                step=int(metrics.get("step", 0)))
     except BaseException:
         # Not FINISHED without its model: a rerun resumes the finished snapshot and registers again.
         tracker.close_run(run_id, False)
@@ -145,7 +152,12 @@ def main(dataset: str, argv: Sequence[str] | None = None) -> int:
     from .preflight import check_shard_labels, check_weights, reconcile_stores
 
     try:
-        cfg = with_defaults(config_from_args(dataset, argv))
+        parsed = parse_config(dataset, argv)
+        cfg = with_defaults(parsed.config)
+        if parsed.print_config:
+            derived = {k: "derived" for k in DERIVED if getattr(parsed.config, k) != getattr(cfg, k)}
+            print(format_config(cfg, parsed.sources | derived))
+            return 0
         validate(cfg)  # before Ray starts: a wrong config fails in a second
         check_shard_labels(cfg)
         check_weights(cfg)

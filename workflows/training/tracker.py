@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+import mlflow
+import mlflow.system_metrics
 from mlflow.entities import Metric, Param, RunStatus
-from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+from mlflow.environment_variables import MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
 
 from .. import tracking
 
@@ -83,9 +85,11 @@ class RunLogger:
         self.run_id = run_id
         self.client = tracking.client()
         self._last: dict[str, int] = {}
-        self._monitor = SystemMetricsMonitor(run_id, sampling_interval=system_metrics_interval_s,
-                                             resume_logging=True, tracking_uri=tracking.tracking_uri())
-        self._monitor.start()
+        # MLflow's public system-metrics API: the run made active in this (rank 0) process with
+        # log_system_metrics=True; its monitor stops when the run is ended in close().
+        if MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL.get() is None:  # the documented variable wins
+            mlflow.system_metrics.set_system_metrics_sampling_interval(system_metrics_interval_s)
+        mlflow.start_run(run_id=run_id, log_system_metrics=True)
 
     def log_params(self, params: Mapping[str, str]) -> None:
         existing = self.client.get_run(self.run_id).data.params
@@ -127,7 +131,10 @@ class RunLogger:
             self.client.log_artifacts(self.run_id, tmp, artifact_path)
 
     def close(self) -> None:
-        self._monitor.finish()
+        # Ending the active run stops the monitor; the status stays the driver's to set (close_run), so
+        # the run is put back to RUNNING until then.
+        mlflow.end_run()
+        self.client.update_run(self.run_id, status="RUNNING")
 
 
 def _param(key: str, value: str) -> Param:

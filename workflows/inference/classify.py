@@ -1,0 +1,91 @@
+"""A few videos -> their top-k classes, in this process: the serving pyfunc and ``workflows.predict``.
+
+Nothing here is a second implementation of batch inference: views come from ``views.video_views`` (the
+batch job's decode + multi-view sampling), scores from ``predict.ViewsPredictor`` (its model replica:
+softmax averaged over views, top-k, EK100 actions) and names from ``store.predictions_table`` (its
+output schema). Only Ray is missing: videos are decoded one after another in this process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from cast_model import load_checkpoint
+from pipelines.decode import VideoDecodeError
+from pipelines.preprocess import DEFAULT_MAX_FPS
+
+from .job import model_dataset, view_settings
+from .model import ModelSource
+from .predict import ViewsPredictor, head_prefix
+from .store import ModelStamp, predictions_table
+from .views import ViewFlags, ViewSpec, video_views
+
+DEFAULT_TOP_K = 5
+
+
+def result_columns(heads: tuple[str, ...]) -> list[str]:
+    """Columns of a classification result, besides ``video``, ``reason`` and ``detail``."""
+    cols = [f"{head_prefix(h)}top_{c}" for h in heads for c in ("ids", "names", "probs")]
+    if set(heads) == {"verb", "noun"}:
+        cols += ["action_top_verb_ids", "action_top_noun_ids", "action_top_names", "action_top_probs"]
+    return cols
+
+
+def views_for(source: ModelSource, flags: ViewFlags | None = None) -> ViewSpec:
+    """The views batch inference takes for this model (``job.view_settings``: flags > checkpoint > the
+    recipe of the model's dataset), at the frame rate the model's shards were written at."""
+    dataset = model_dataset(source)
+    return view_settings(flags or ViewFlags(), source, dataset, DEFAULT_MAX_FPS.get(dataset or ""))
+
+
+@dataclass
+class VideoClassifier:
+    source: ModelSource
+    spec: ViewSpec
+    predictor: ViewsPredictor
+
+    @classmethod
+    def load(cls, source: ModelSource, top_k: int = DEFAULT_TOP_K, views: ViewSpec | None = None,
+             device: str = "cpu") -> "VideoClassifier":
+        """The model of ``source`` on ``device`` ("cpu", "gpu" or "auto"); ``views`` default to those
+        batch inference uses for it (:func:`views_for`)."""
+        if device == "auto":
+            device = "gpu" if torch.cuda.is_available() else "cpu"
+        if device == "gpu" and not torch.cuda.is_available():
+            raise RuntimeError("device 'gpu' was asked for but CUDA is not available")
+        model, labels = load_checkpoint(source.checkpoint)
+        target = torch.device("cuda" if device == "gpu" else "cpu")
+        return cls(source, views or views_for(source), ViewsPredictor(model, labels, top_k, target))
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        return self.source.heads
+
+    def classify(self, videos: Sequence[str | bytes], names: Sequence[str] | None = None) -> list[dict]:
+        """One result per video (a path or the file's bytes): ``video`` (its name), the top-k columns of
+        :func:`result_columns` (empty lists for a video that cannot be used), ``reason`` and ``detail``
+        (empty, or why the video was rejected, as batch inference's rejects say)."""
+        names = list(names) if names is not None else [v if isinstance(v, str) else f"video-{i}"
+                                                       for i, v in enumerate(videos)]
+        views, reasons, details = [], [], []
+        for v in videos:
+            try:
+                views.append(video_views(v, self.spec))
+                reasons.append(""), details.append("")
+            except VideoDecodeError as e:
+                views.append(np.zeros(self.spec.shape, np.uint8))
+                reasons.append(e.reason), details.append(e.detail[:500])
+            except FileNotFoundError as e:
+                views.append(np.zeros(self.spec.shape, np.uint8))
+                reasons.append("missing"), details.append(str(e)[:500])
+        batch = {"key": np.array(names, dtype=object), "source_id": np.array(names, dtype=object),
+                 "path": np.array(names, dtype=object), "reason": np.array(reasons), "views": np.stack(views)}
+        out = self.predictor(batch)
+        stamp = ModelStamp(self.source.name, self.source.version, self.source.uri)
+        table = predictions_table(out, self.source.labels, stamp, job_id="")
+        rows = table.select(result_columns(self.heads)).to_pylist()
+        return [{"video": n, **r, "reason": why, "detail": d} for n, r, why, d in zip(names, rows, reasons, details)]

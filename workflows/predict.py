@@ -1,0 +1,98 @@
+"""What is in these videos? Each video's top-5 classes from a registered model or a local checkpoint.
+
+    python -m workflows.predict clip.mp4 other.webm --model models:/cast-ssv2@champion
+    python -m workflows.predict clip.mp4 --model path/to/checkpoint --json
+
+The same decode, multi-view sampling and softmax averaging as batch inference and the served model
+(``workflows.inference.classify``), in this process, without Ray. A video that cannot be used is listed
+with its reason (exit code 1 when any was); a wrong flag or model is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from workflows.inference.config import SAMPLINGS  # noqa: E402
+
+DEVICES = ("auto", "cpu", "gpu")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m workflows.predict", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (any container PyAV or DALI reads)")
+    p.add_argument("--model", required=True,
+                   help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN/model, or a local checkpoint folder")
+    p.add_argument("--top-k", type=int, default=5, help="classes listed per video (per head)")
+    p.add_argument("--json", action="store_true", help="one JSON object per video on stdout instead of a table")
+    p.add_argument("--num-clips", type=int, default=None, help="temporal views (default: checkpoint, else recipe)")
+    p.add_argument("--num-crops", type=int, choices=[1, 3], default=None,
+                   help="spatial views (default: checkpoint, else recipe)")
+    p.add_argument("--sampling", choices=SAMPLINGS, default=None, help="default: checkpoint, else recipe")
+    p.add_argument("--sampling-rate", type=int, default=None, help="dense sampling stride")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="model device; auto: a GPU if there is one")
+    a = p.parse_args(argv)
+    for flag in ("top_k", "num_clips", "sampling_rate"):
+        value = getattr(a, flag)
+        if value is not None and value < 1:
+            p.error(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    missing = [v for v in a.videos if not os.path.isfile(v)]
+    if missing:
+        p.error(f"not a file: {', '.join(missing)}")
+    return a
+
+
+def format_table(results: list[dict], heads: tuple[str, ...]) -> str:
+    """Per video: its name, then one line per rank with class id, probability and name for each head
+    (EK100: verb, noun and action)."""
+    from workflows.inference.predict import head_prefix
+
+    prefixes = [head_prefix(h) for h in heads] + (["action_"] if set(heads) == {"verb", "noun"} else [])
+    lines = []
+    for r in results:
+        lines.append(r["video"])
+        if r["reason"]:
+            lines.append(f"  rejected: {r['reason']}: {r['detail']}")
+            continue
+        for p in prefixes:
+            if p:
+                lines.append(f"  {p[:-1]}")
+            ids = r.get(f"{p}top_ids") or [f"{v}/{n}" for v, n in zip(r["action_top_verb_ids"],
+                                                                      r["action_top_noun_ids"])]
+            for rank, (i, prob, name) in enumerate(zip(ids, r[f"{p}top_probs"], r[f"{p}top_names"]), 1):
+                lines.append(f"  {rank:>2}  {str(i):>9}  {prob:7.2%}  {name}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    from workflows.inference.classify import VideoClassifier, views_for
+    from workflows.inference.config import InferConfigError
+    from workflows.inference.model import resolve_model
+    from workflows.inference.views import ViewFlags
+
+    try:
+        source = resolve_model(a.model)
+        views = views_for(source, ViewFlags(a.num_clips, a.num_crops, a.sampling, a.sampling_rate))
+        classifier = VideoClassifier.load(source, a.top_k, views, a.device)
+    except (InferConfigError, RuntimeError) as e:
+        print(f"predict: {e}", file=sys.stderr)
+        return 2
+    results = classifier.classify(a.videos)
+    if a.json:
+        for r in results:
+            print(json.dumps(r | {"model": source.name, "model_version": source.version}))
+    else:
+        print(f"{source.name} v{source.version}: {views.clips} clip(s) x {views.crops} crop(s), {views.sampling}")
+        print(format_table(results, source.heads))
+    return 1 if any(r["reason"] for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
