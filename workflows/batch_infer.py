@@ -48,7 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-replicas", type=int, default=None, help="model actors (default: one per GPU, else 1)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="model device")
     p.add_argument("--decode-device", choices=["cpu", "gpu"], default="cpu")
-    p.add_argument("--precision", choices=PRECISIONS, default="bf16", help="autocast dtype on GPU")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto: bf16 autocast on GPUs and on CPUs with AVX-512 BF16/AMX, else fp32")
     p.add_argument("--retry-rejects", action="store_true", help="try videos in rejects.parquet again")
     p.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip evaluation even with labels")
     p.add_argument("--experiment", default="cast-evaluation", help="MLflow experiment of evaluation runs")
