@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from cast_model import CASTConfig, load_official_cast
+from cast_model import precision
 from cast_model.model import QuickGELU
 from cast_model.precision import autocast, cpu_fast_bf16, describe, resolve_precision
 
@@ -16,12 +17,21 @@ FAST = frozenset({"fpu", "avx512f", "avx512_bf16"})
 SLOW = frozenset({"fpu", "avx2", "avx512f"})
 
 
-def test_auto_is_bf16_on_bf16_fast_cpus_and_fp32_elsewhere():
+def test_auto_is_bf16_on_bf16_fast_cpus_and_fp32_elsewhere(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda threads: 4.0)
     assert resolve_precision("auto", "cpu", flags=FAST) == torch.bfloat16
     assert resolve_precision("auto", "cpu", flags=frozenset({"amx_bf16"})) == torch.bfloat16
     assert resolve_precision("auto", "cpu", flags=SLOW) is None
     assert cpu_fast_bf16(SLOW) is None
     assert cpu_fast_bf16(FAST | {"amx_bf16"}) == "amx_bf16"
+    # The flag without the speed: a CPU that has AVX-512 BF16 but runs bf16 matmuls no faster stays fp32.
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda threads: 0.8)
+    assert resolve_precision("auto", "cpu", flags=FAST) is None
+
+
+def test_bf16_probe_measures_a_ratio():
+    ratio = precision.cpu_bf16_speedup(1)
+    assert 0.01 < ratio < 100  # a real measurement of this CPU; which side wins depends on the CPU
 
 
 def test_explicit_precisions_and_bad_input():
