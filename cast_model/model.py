@@ -42,7 +42,7 @@ class QuickGELU(nn.Module):
     """CLIP's sigmoid approximation of GELU: x * sigmoid(1.702 x)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and x.requires_grad:
+        if torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing():  # a trace keeps plain ops
             return _QuickGELUFn.apply(x)
         return x * torch.sigmoid(1.702 * x)
 
