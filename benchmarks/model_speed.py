@@ -109,27 +109,32 @@ def measure(spec: dict) -> dict:
     return out
 
 
-def matmul_limit(dtype: torch.dtype, device: torch.device, seconds: float = 1.5) -> float:
-    """GMAC/s of a 2048x768 @ 768x3072 matmul on this process's threads."""
+def matmul_limit(dtype: torch.dtype, device: torch.device, seconds: float = 1.5) -> tuple[float, float]:
+    """(GMAC per second, GMAC per CPU second) of a 2048x768 @ 768x3072 matmul on this process's
+    threads. The second moves far less when other work shares the machine."""
     m, k, n = MATMUL
     a = torch.randn(m, k, device=device, dtype=dtype)
     b = torch.randn(k, n, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
-    calls, start = 0, time.perf_counter()
+    calls, start, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         a @ b
         calls += 1
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return m * k * n * calls / (time.perf_counter() - start) / 1e9
+    gmac = m * k * n * calls / 1e9
+    return gmac / (time.perf_counter() - start), gmac / (time.process_time() - cpu)
 
 
 def child(spec: dict) -> dict:
     if spec.get("limit"):
         torch.set_num_threads(spec["threads"])
         device = torch.device(spec["device"])
-        return {"fp32_gmacs": matmul_limit(torch.float32, device), "bf16_gmacs": matmul_limit(torch.bfloat16, device)}
+        out = {}
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            out[f"{name}_gmacs"], out[f"{name}_gmacs_per_cpu_s"] = matmul_limit(dtype, device)
+        return out
     return measure(spec)
 
 
@@ -179,20 +184,28 @@ def best_of(rows: list[dict]) -> dict:
 
 
 def report(best: dict[tuple, dict], limit: dict, gmac_per_view: float, batch_size: int) -> None:
+    """The table: per variant, best wall and CPU seconds, peak memory, the forward's multiply-adds per
+    CPU second as a fraction of the matmul's (its precision's), and ratios to the paper's fp32."""
     ref = best.get(("paper", "fp32", "eager"))
-    print(f"\n{'code':6} {'precision':9} {'mode':8} {'fwd s':>7} {'fwd cpu-s':>9} {'step s':>7} {'step cpu-s':>10} "
-          f"{'peak GiB':>8} {'fwd GMAC/s':>10} {'of limit':>8}" + ("   vs paper fp32 (cpu-s fwd, cpu-s step, peak)" if ref else ""))
+    print(f"\n{'code':6} {'precision':9} {'mode':6} {'fwd s':>7} {'fwd cpu-s':>9} {'step s':>7} {'step cpu-s':>10} "
+          f"{'peak GiB':>8} {'GMAC/cpu-s':>10} {'of limit':>8}" + ("   / paper fp32: fwd, step (cpu-s), peak; wall" if ref else ""))
     for (code, precision, mode), r in best.items():
-        achieved = gmac_per_view * batch_size / r["forward_s"]
-        dtype_limit = limit["bf16_gmacs"] if precision in ("bf16", "auto") else limit["fp32_gmacs"]
-        line = (f"{code:6} {precision:9} {mode:8} {r['forward_s']:7.2f} {r['forward_cpu_s']:9.2f} "
+        achieved = gmac_per_view * batch_size / r["forward_cpu_s"]
+        dtype = "fp32" if precision == "fp32" else "bf16"
+        line = (f"{code:6} {precision:9} {mode:6} {r['forward_s']:7.2f} {r['forward_cpu_s']:9.2f} "
                 f"{r['train_step_s']:7.2f} {r['train_step_cpu_s']:10.2f} {r['train_step_peak_gib']:8.2f} "
-                f"{achieved:10.1f} {achieved / dtype_limit:8.0%}")
+                f"{achieved:10.1f} {achieved / limit[f'{dtype}_gmacs_per_cpu_s']:8.0%}")
         if ref:
-            line += (f"   {r['forward_cpu_s'] / ref['forward_cpu_s']:.2f}x, {r['train_step_cpu_s'] / ref['train_step_cpu_s']:.2f}x, "
-                     f"{r['train_step_peak_gib'] / ref['train_step_peak_gib']:.2f}x"
-                     f"  (wall {r['forward_s'] / ref['forward_s']:.2f}x, {r['train_step_s'] / ref['train_step_s']:.2f}x)")
+            line += (f"   {r['forward_cpu_s'] / ref['forward_cpu_s']:.2f}x {r['train_step_cpu_s'] / ref['train_step_cpu_s']:.2f}x "
+                     f"{r['train_step_peak_gib'] / ref['train_step_peak_gib']:.2f}x; "
+                     f"{r['forward_s'] / ref['forward_s']:.2f}x {r['train_step_s'] / ref['train_step_s']:.2f}x")
         print(line)
+
+
+def print_limit(limit: dict, gmac: float) -> None:
+    print(f"# limit: {MATMUL[0]}x{MATMUL[1]}x{MATMUL[2]} matmul, fp32 {limit['fp32_gmacs']:.0f} GMAC/s "
+          f"({limit['fp32_gmacs_per_cpu_s']:.0f} per CPU-s), bf16 {limit['bf16_gmacs']:.0f} GMAC/s "
+          f"({limit['bf16_gmacs_per_cpu_s']:.0f} per CPU-s); the model: {gmac:.1f} GMAC per view", flush=True)
 
 
 def main() -> None:
@@ -208,6 +221,8 @@ def main() -> None:
     parser.add_argument("--ours-modes", nargs="*", default=[], choices=MODES[1:],
                         help="more variants of ours at bf16: ckpt (activation checkpointing), compile (torch.compile)")
     parser.add_argument("--json", help="also write the rows and the summary to this file")
+    parser.add_argument("--rows", help="only report: the JSON lines of an earlier run's output (one cut short, say); "
+                                       "the limit is measured anew")
     parser.add_argument("--_child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._child:
@@ -221,11 +236,13 @@ def main() -> None:
     cfg = model_config(args.preset)
     gmac = multiply_adds_per_view(cfg) / 1e9
     limit = run_child({"limit": True, "threads": args.threads, "device": args.device})
-    print(f"# limit: {MATMUL[0]}x{MATMUL[1]}x{MATMUL[2]} matmul {limit['fp32_gmacs']:.0f} GMAC/s fp32, "
-          f"{limit['bf16_gmacs']:.0f} GMAC/s bf16; the model: {gmac:.1f} GMAC per view", flush=True)
+    print_limit(limit, gmac)
     rows = []
+    if args.rows:
+        rows = [json.loads(line) for line in Path(args.rows).read_text().splitlines() if line.startswith("{")]
+        args.rounds = 0
     with tempfile.TemporaryDirectory() as tmp:
-        weights = save_paper_weights(args.paper_code, cfg, tmp) if args.paper_code else None
+        weights = save_paper_weights(args.paper_code, cfg, tmp) if args.paper_code and args.rounds else None
         for round_ in range(args.rounds):
             for spec in variants(args):
                 row = run_child(spec | {"weights": weights})
