@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--peak-tflops", type=float, help="dense bf16 peak of this device (default: known table)")
-    parser.add_argument("--budget-s", type=float, default=420.0, help="skip measurements that would start later")
+    parser.add_argument("--budget-s", type=float, default=330.0,
+                        help="start no measurement later than this (a compiled one may take 1-2 minutes more)")
     parser.add_argument("--smoke", action="store_true", help="a tiny model, batch 1-2, one step, no compile")
     parser.add_argument("--out", default="gpu_check.json")
     args = parser.parse_args(argv)
