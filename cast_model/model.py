@@ -22,10 +22,28 @@ CLIP_LN_EPS = 1e-5
 VIDEOMAE_LN_EPS = 1e-6
 
 
+class _QuickGELUFn(torch.autograd.Function):
+    """x * sigmoid(1.702 x) saving only x for backward (eager autograd would keep x and the sigmoid:
+    two tensors of the MLP's 4D width per frozen CLIP layer); the sigmoid is recomputed instead."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x * torch.sigmoid(1.702 * x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        sig = torch.sigmoid(1.702 * x)
+        return grad * (sig * (1 + 1.702 * x * (1 - sig)))
+
+
 class QuickGELU(nn.Module):
     """CLIP's sigmoid approximation of GELU: x * sigmoid(1.702 x)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing():  # a trace keeps plain ops
+            return _QuickGELUFn.apply(x)
         return x * torch.sigmoid(1.702 * x)
 
 
@@ -119,6 +137,9 @@ class ExpertLayer(nn.Module):
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         xn = self.norm2(x)
+        if isinstance(self.drop_path, nn.Identity) or not self.training:
+            # x + mlp + adapter / 2 in two passes (the halving is exact, folded into the add).
+            return torch.add(x + self.mlp(xn), self.mlp_adapter(xn), alpha=0.5)
         return x + self.mlp(xn) + self.drop_path(0.5 * self.mlp_adapter(xn))
 
 

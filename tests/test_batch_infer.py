@@ -76,7 +76,9 @@ def registered(mlflow_store, data, tmp_path_factory) -> dict:
 
 
 def cfg(**kw) -> InferConfig:
-    return InferConfig(**({"batch_size": 4, "flush_rows": 10, "progress_every_s": 1.0} | kw))
+    # fp32: the job's numbers are compared with the checkpoint run by hand in fp32 (``auto`` would be
+    # bf16 on a CPU where bf16 is fast)
+    return InferConfig(**({"batch_size": 4, "flush_rows": 10, "progress_every_s": 1.0, "precision": "fp32"} | kw))
 
 
 def predictions(out: Path):
@@ -227,7 +229,7 @@ def test_ek100_replica_gives_verb_noun_and_action(data, tmp_path):
     assert all(r["reason"] == "" for r in rows)
     batch = {k: np.stack([r[k] for r in rows]) if k == "views" else np.array([r[k] for r in rows]) for k in rows[0]}
     meta, weights = (ckpt / "cast.json").read_bytes(), (ckpt / "model.safetensors").read_bytes()
-    out = Predictor([ray.put((meta, weights))], top_k=2, device="cpu")(batch)
+    out = Predictor([ray.put((meta, weights))], top_k=2, device="cpu", precision="fp32")(batch)
     net, _ = load_checkpoint(ckpt)
     probs = video_probs(net, torch.from_numpy(batch["views"]))
     joint = probs["verb"][:, :, None] * probs["noun"][:, None, :]  # (B, V, N)
@@ -282,7 +284,7 @@ def test_gpu_replica_equals_the_cpu_one(data, registered):
     rows = [r for r in (decode_views(r, spec) for r in recs) if r["reason"] == ""]
     batch = {k: np.stack([r[k] for r in rows]) if k == "views" else np.array([r[k] for r in rows]) for k in rows[0]}
     ref = ray.put(((ckpt / "cast.json").read_bytes(), (ckpt / "model.safetensors").read_bytes()))
-    cpu = Predictor([ref], top_k=5, device="cpu")(batch)
+    cpu = Predictor([ref], top_k=5, device="cpu", precision="fp32")(batch)
     gpu = Predictor([ref], top_k=5, device="gpu", precision="fp32")(batch)
     np.testing.assert_array_equal(gpu["top_ids"][:, 0], cpu["top_ids"][:, 0])
     np.testing.assert_allclose(gpu["top_probs"], cpu["top_probs"], atol=1e-4)

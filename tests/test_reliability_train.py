@@ -127,7 +127,7 @@ def test_no_model_is_registered_from_a_run_that_is_not_finished(root, tmp_path):
     tracker.close_run(run_id, False)
     cfg = cfg_of(root, Path("/x"), "failed-one")
     with pytest.raises(RuntimeError, match="is FAILED, not FINISHED"):
-        launch._register(cfg, run_id, tmp_path, 0.5)
+        launch._register(cfg, run_id, tmp_path, {"val_top1": 0.5})
     assert not MlflowClient().search_registered_models()
 
 

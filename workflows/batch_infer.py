@@ -50,7 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", choices=DEVICES, default=D.device, help="model device")
     p.add_argument("--decode-device", choices=["cpu", "gpu"], default=D.decode_device,
                    help="where the views are decoded (gpu: DALI's NVDEC decoder)")
-    p.add_argument("--precision", choices=PRECISIONS, default=D.precision, help="autocast dtype on GPU")
+    p.add_argument("--precision", choices=PRECISIONS, default=D.precision,
+                   help="auto: bf16 autocast on GPUs and on CPUs where bf16 matmuls measure faster, else fp32")
     p.add_argument("--retry-rejects", action="store_true", help="try videos in rejects.parquet again")
     p.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip evaluation even with labels")
     p.add_argument("--experiment", default=D.experiment, help="MLflow experiment of evaluation runs")

@@ -50,16 +50,16 @@ class VideoClassifier:
 
     @classmethod
     def load(cls, source: ModelSource, top_k: int = DEFAULT_TOP_K, views: ViewSpec | None = None,
-             device: str = "cpu") -> "VideoClassifier":
-        """The model of ``source`` on ``device`` ("cpu", "gpu" or "auto"); ``views`` default to those
-        batch inference uses for it (:func:`views_for`)."""
+             device: str = "cpu", precision: str = "auto") -> "VideoClassifier":
+        """The model of ``source`` on ``device`` ("cpu", "gpu" or "auto") at ``precision``
+        (cast_model.precision); ``views`` default to those batch inference uses for it (:func:`views_for`)."""
         if device == "auto":
             device = "gpu" if torch.cuda.is_available() else "cpu"
         if device == "gpu" and not torch.cuda.is_available():
             raise RuntimeError("device 'gpu' was asked for but CUDA is not available")
         model, labels = load_checkpoint(source.checkpoint)
         target = torch.device("cuda" if device == "gpu" else "cpu")
-        return cls(source, views or views_for(source), ViewsPredictor(model, labels, top_k, target))
+        return cls(source, views or views_for(source), ViewsPredictor(model, labels, top_k, target, precision))
 
     @property
     def heads(self) -> tuple[str, ...]:

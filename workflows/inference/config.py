@@ -6,11 +6,11 @@ from dataclasses import MISSING, dataclass, fields
 from types import SimpleNamespace
 from pathlib import Path
 
+from cast_model.precision import PRECISIONS
 from pipelines.datasets import DATASETS
 
 SAMPLINGS = ("uniform", "dense")
 DEVICES = ("auto", "cpu", "gpu")
-PRECISIONS = ("bf16", "fp16", "fp32")
 
 
 class InferConfigError(ValueError):
@@ -35,7 +35,7 @@ class InferConfig:
     num_replicas: int | None = None  # model actors; None: one per GPU, else 1
     device: str = "auto"  # model device; "auto": GPU when the cluster has one
     decode_device: str = "cpu"  # "gpu": DALI mixed decoding in the decode tasks
-    precision: str = "bf16"  # autocast on GPU; CPU always runs fp32
+    precision: str = "auto"  # auto|bf16|fp16|fp32, resolved by cast_model.precision (auto: bf16 on GPUs and bf16-fast CPUs)
     retry_rejects: bool = False  # try inputs that are in rejects.parquet again
     evaluate: bool = True  # evaluation when labels are present
     experiment: str = "cast-evaluation"  # MLflow experiment of the evaluation runs

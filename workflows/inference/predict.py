@@ -8,6 +8,7 @@ top-1 verb with the top-1 noun). One code path for CPU and GPU: only ``device`` 
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from contextlib import nullcontext
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 
 from cast_model import CAST, load_checkpoint
 from cast_model.checkpoint import META_FILE, WEIGHTS_FILE
+from cast_model.precision import autocast, describe, resolve_precision
 from pipelines.loader import MEAN, STD
 
 PASS_THROUGH = ("source_id", "key", "path", "reason", "detail")
@@ -80,15 +82,15 @@ class ViewsPredictor:
     pyfunc and the predict CLI."""
 
     def __init__(self, model: CAST, labels: dict[str, dict[str, str]], top_k: int, device: torch.device,
-                 precision: str = "bf16") -> None:
+                 precision: str = "auto") -> None:
         self.device = device
         self.model = model.to(self.device).eval()
         self.heads = tuple(labels)
         self.k = top_k
         self.columns = prediction_columns(self.heads, top_k)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        self.autocast = (lambda: torch.autocast("cuda", dtype=dtype)) if self.device.type == "cuda" and dtype \
-            else nullcontext
+        amp = resolve_precision(precision, self.device)
+        self.autocast = functools.partial(autocast, self.device, amp)
+        print(f"[predict] {describe(precision, self.device, amp)}", flush=True)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = np.asarray(batch["reason"]) == ""
@@ -115,7 +117,7 @@ class Predictor(ViewsPredictor):
     """Callable class for ``Dataset.map_batches`` over an ``ActorPoolStrategy``: each actor holds one
     model replica, built in ``__init__`` from the checkpoint bytes the driver put in the object store."""
 
-    def __init__(self, checkpoint: list, top_k: int, device: str, precision: str = "bf16") -> None:
+    def __init__(self, checkpoint: list, top_k: int, device: str, precision: str = "auto") -> None:
         import ray
 
         meta, weights = ray.get(checkpoint[0])  # [ObjectRef] -> (cast.json bytes, safetensors bytes)

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import yaml
 
 from cast_model import PRESETS, CASTConfig
+from cast_model.precision import PRECISIONS
 
 from ..tracking import DATA_DIR, REPO_ROOT
 
@@ -27,7 +28,6 @@ CONFIG_DIR = REPO_ROOT / "configs"
 DATASETS = ("ssv2", "k400", "ek100")
 HEADS = {"single": ("label",), "verb_noun": ("verb", "noun")}
 SAMPLINGS = ("uniform", "dense")
-PRECISIONS = ("bf16", "fp16", "fp32")
 
 
 class TrainConfigError(ValueError):
@@ -74,7 +74,7 @@ class TrainConfig:
     cutmix: float = 1.0
     mixup_prob: float = 1.0
     mixup_switch_prob: float = 0.5
-    precision: str = "bf16"  # autocast dtype on GPU; CPU always runs fp32
+    precision: str = "auto"  # auto|bf16|fp16|fp32, resolved by cast_model.precision (auto: bf16 on GPUs and bf16-fast CPUs)
     # -- data -------------------------------------------------------------------------------------------
     sampling: str = "uniform"
     sampling_rate: int = 4

@@ -23,6 +23,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 from cast_model import save_checkpoint
+from cast_model.precision import autocast, describe, resolve_precision
 
 from pipelines.loader import LoaderConfig, eval_loader, train_loader
 
@@ -77,13 +78,6 @@ def labels_of(batch: dict[str, Any], heads: tuple[str, ...], device: torch.devic
     return {h: batch[h].to(device, non_blocking=True).long() for h in heads}
 
 
-def autocast(cfg: TrainConfig, device: torch.device):
-    """bf16 (or fp16) autocast on GPU; CPU runs fp32 (the same code, the device switched)."""
-    if device.type != "cuda" or cfg.precision == "fp32":
-        return nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
-
-
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader, cfg: TrainConfig, worker: Worker) -> tuple[dict, dict]:
     """Multi-view evaluation of this rank's part, gathered on every rank.
@@ -92,13 +86,14 @@ def evaluate(model: torch.nn.Module, loader, cfg: TrainConfig, worker: Worker) -
     once (deduplicated by key in case a loader pads the last batch of a rank).
     """
     model.eval()
+    amp = resolve_precision(cfg.precision, worker.device)
     keys: list[str] = []
     scores: dict[str, list[np.ndarray]] = {h: [] for h in cfg.heads}
     labels: dict[str, list[np.ndarray]] = {h: [] for h in cfg.heads}
     for batch in loader:
         video = batch["video"].to(worker.device, non_blocking=True)  # (B, V, 3, T, H, W)
         B, V = video.shape[:2]
-        with autocast(cfg, worker.device):
+        with autocast(worker.device, amp):
             out = as_heads(model(video.flatten(0, 1)))  # {head: (B*V, C)}
         for h in cfg.heads:
             prob = out[h].float().softmax(-1).view(B, V, -1).mean(1)  # (B, C)
@@ -165,7 +160,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     np.random.seed(cfg.seed + 1 + worker.rank)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer, total_steps, warmup_steps(cfg, steps_in_epoch))
-    scaler = torch.amp.GradScaler("cuda", enabled=worker.device.type == "cuda" and cfg.precision == "fp16")
+    amp = resolve_precision(cfg.precision, worker.device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
     progress = Progress()
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -180,7 +176,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     criterion = build_criterion(cfg, mixup.active)
     logger = RunLogger(run_id) if worker.is_main else None
     if logger is not None:
-        logger.log_params(cfg.params() | {"steps_per_epoch": str(steps_in_epoch), "total_steps": str(total_steps),
+        print(f"[train] {describe(cfg.precision, worker.device, amp)}", flush=True)
+        logger.log_params(cfg.params() | {"precision_path": describe(cfg.precision, worker.device, amp),
+                                          "steps_per_epoch": str(steps_in_epoch), "total_steps": str(total_steps),
                                           "world_size": str(worker.world), "device": worker.device.type,
                                           "batches_per_epoch_per_rank": str(batches)})
         logger.log_json("config/train_config.json", cfg.to_dict())
@@ -231,6 +229,7 @@ def train_epochs(cfg: TrainConfig, worker: Worker, ddp: torch.nn.Module, model: 
                  logger: RunLogger | None, report) -> None:
     heads = cfg.heads
     accum = cfg.update_freq
+    amp = resolve_precision(cfg.precision, worker.device)
     ddp.train()
     while progress.epoch < cfg.epochs:
         train.set_epoch(progress.epoch)
@@ -248,7 +247,7 @@ def train_epochs(cfg: TrainConfig, worker: Worker, ddp: torch.nn.Module, model: 
             last_micro = (progress.batch_in_epoch + 1) % accum == 0
             # Gradients are all-reduced only on the micro-batch that ends an accumulation group.
             with (nullcontext() if last_micro or worker.world == 1 else ddp.no_sync()):
-                with autocast(cfg, worker.device):
+                with autocast(worker.device, amp):
                     logits = as_heads(ddp(video))
                 loss = total_loss(criterion, logits, targets)
                 scaler.scale(loss / accum).backward()
