@@ -83,10 +83,6 @@ def _all_or_none(path, labelled: list[bool], rows: list, field: str) -> None:
         raise AnnotationError(f"{_where(path, row, field)}: missing, while other rows are labelled")
 
 
-def heads_for(dataset: str) -> tuple[str, ...]:
-    return EK100_HEADS if dataset == "ek100" else SINGLE_HEAD
-
-
 def read_dataset(dataset: str, videos: str, annotations: str, split: str,
                  label_map: dict[str, dict[str, str]] | None = None) -> Listing:
     """Dispatch to the reader of ``dataset``. ``label_map`` (from an existing ``classes.json``) pins the

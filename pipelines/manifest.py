@@ -37,10 +37,6 @@ def write_label_map(out_dir: str, label_map: dict[str, dict[str, str]]) -> None:
     write_atomic(fs, join(base, CLASSES_FILE), json.dumps(label_map, indent=1, sort_keys=False).encode())
 
 
-def heads_of(label_map: dict[str, dict[str, str]]) -> tuple[str, ...]:
-    return tuple(label_map)
-
-
 def _read_parquet(fs, path: str) -> pa.Table:
     with fs.open_input_file(path) as f:
         return pq.read_table(f)
@@ -131,7 +127,3 @@ def shard_paths(out_dir: str, split: str) -> list[str]:
     if not idx:
         raise FileNotFoundError(f"no committed shards of split {split!r} in {out_dir}")
     return [join(base, f"{split}-{i:06d}.tar") for i in idx]
-
-
-def label_columns(label_map: dict[str, dict[str, str]]) -> list[str]:
-    return [label_column(h) for h in label_map]

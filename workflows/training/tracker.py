@@ -120,9 +120,6 @@ class RunLogger:
     def log_json(self, name: str, obj: Any) -> None:
         self.client.log_dict(self.run_id, obj, name)
 
-    def log_file(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
-
     def log_files(self, files: Mapping[str, Any], artifact_path: str) -> None:
         """Write ``{file name: writer(path)}`` into a temp folder and log them under ``artifact_path``."""
         with tempfile.TemporaryDirectory() as tmp:
