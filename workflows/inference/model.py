@@ -66,7 +66,8 @@ def resolve_model(uri: str, download_dir: str | Path | None = None) -> ModelSour
     except MlflowException as e:
         raise ModelLookupError(f"--model {uri}: {_one_line(e.message)}{_hint(e)}") from e
     except (CheckpointError, OSError) as e:
-        raise ModelLookupError(f"--model {uri}: {_one_line(str(e))}") from e
+        text = _one_line(str(e))  # a checkpoint error names the model already (verify_checkpoint's name=)
+        raise ModelLookupError(text if text.startswith(uri) else f"--model {uri}: {text}") from e
 
 
 def _one_line(text: str, limit: int = 300) -> str:

@@ -9,6 +9,7 @@ top-1 verb with the top-1 noun). One code path for CPU and GPU: only ``device`` 
 from __future__ import annotations
 
 import functools
+import sys
 import tempfile
 from contextlib import nullcontext
 from pathlib import Path
@@ -90,7 +91,8 @@ class ViewsPredictor:
         self.columns = prediction_columns(self.heads, top_k)
         amp = resolve_precision(precision, self.device)
         self.autocast = functools.partial(autocast, self.device, amp)
-        print(f"[predict] {describe(precision, self.device, amp)}", flush=True)
+        # stderr: the predict CLI's stdout is its table or JSON
+        print(f"[predict] {describe(precision, self.device, amp)}", file=sys.stderr, flush=True)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = np.asarray(batch["reason"]) == ""
