@@ -45,8 +45,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sampling-rate", type=int, default=None, help="dense sampling stride")
     p.add_argument("--batch-size", type=int, default=8, help="videos per model forward")
     p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--num-replicas", type=int, default=None, help="model actors (default: one per GPU, else 1)")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="model device")
+    p.add_argument("--num-replicas", type=int, default=None, help="a fixed number of model actors")
+    p.add_argument("--min-replicas", type=int, default=1, help="model actor pool: at least this many")
+    p.add_argument("--max-replicas", type=int, default=None,
+                   help="model actor pool: at most this many (default: the GPUs the cluster has now, >= 1)")
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="model device: auto = GPU when the cluster has one now; gpu = ask Ray for GPUs and "
+                        "wait for them (an autoscaler adds GPU nodes)")
+    p.add_argument("--gpus-per-replica", type=float, default=1.0, help="GPUs each model actor asks for")
     p.add_argument("--decode-device", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--precision", choices=PRECISIONS, default="bf16", help="autocast dtype on GPU")
     p.add_argument("--retry-rejects", action="store_true", help="try videos in rejects.parquet again")
@@ -62,7 +68,8 @@ def config_from_args(a: argparse.Namespace) -> InferConfig:
     return InferConfig(model=a.model, input=a.input, out=a.out, dataset=a.dataset, annotations=a.annotations,
                        split=a.split, num_clips=a.num_clips, num_crops=a.num_crops, sampling=a.sampling,
                        sampling_rate=a.sampling_rate, batch_size=a.batch_size, top_k=a.top_k,
-                       num_replicas=a.num_replicas, device=a.device, decode_device=a.decode_device,
+                       num_replicas=a.num_replicas, min_replicas=a.min_replicas,
+                       max_replicas=a.max_replicas, gpus_per_replica=a.gpus_per_replica, device=a.device, decode_device=a.decode_device,
                        precision=a.precision, retry_rejects=a.retry_rejects, evaluate=a.evaluate,
                        experiment=a.experiment, flush_rows=a.flush_rows, progress_every_s=a.progress_every)
 
@@ -72,16 +79,31 @@ def main(argv: list[str] | None = None) -> int:
     from workflows.inference.config import InferConfigError
     from workflows.inference.job import plan_job, run_job
 
+    from workflows import tracking
+    from workflows.shared_storage import alive_nodes, cluster_path_problems
+
     try:
-        # Config, model, input listing and labels are checked before Ray starts.
-        plan = plan_job(config_from_args(a))
-    except InferConfigError as e:
+        # Config, tracking server, model, input listing and labels are checked before Ray starts.
+        cfg = config_from_args(a)
+        tracking.preflight()
+        plan = plan_job(cfg)
+    except (InferConfigError, tracking.TrackingUnavailable) as e:
         print(f"batch_infer: {e}", file=sys.stderr)
         return 2
     if plan.todo:
         import ray
 
-        connect_ray(a.num_cpus)
+        try:
+            connect_ray(a.num_cpus)
+        except ValueError as e:  # RAY_ADDRESS names something a driver cannot join
+            print(f"batch_infer: {e}", file=sys.stderr)
+            return 2
+        problems = cluster_path_problems({"--input": cfg.input, "--out": cfg.out}, alive_nodes(),
+                                         tracking_uri=tracking.tracking_uri())
+        if problems:
+            ray.shutdown()
+            print(f"batch_infer: {'; '.join(problems)}", file=sys.stderr)
+            return 2
         try:
             result = run_job(plan)
         finally:

@@ -31,8 +31,11 @@ class InferConfig:
     sampling_rate: int | None = None
     batch_size: int = 8  # videos per model forward (x views clips)
     top_k: int = 5
-    num_replicas: int | None = None  # model actors; None: one per GPU, else 1
-    device: str = "auto"  # model device; "auto": GPU when the cluster has one
+    num_replicas: int | None = None  # a fixed pool of model actors; None: min_replicas..max_replicas
+    device: str = "auto"  # model device; "auto": GPU when the cluster has one now, "gpu": wait for one
+    gpus_per_replica: float = 1.0  # GPUs each model actor asks Ray for (on GPU)
+    min_replicas: int = 1  # actor pool lower bound (None num_replicas)
+    max_replicas: int | None = None  # actor pool upper bound; None: the GPUs the cluster has now (>= 1)
     decode_device: str = "cpu"  # "gpu": DALI mixed decoding in the decode tasks
     precision: str = "bf16"  # autocast on GPU; CPU always runs fp32
     retry_rejects: bool = False  # try inputs that are in rejects.parquet again
@@ -77,6 +80,11 @@ class InferConfig:
             problems.append("batch_size, top_k and flush_rows must be >= 1")
         if self.num_replicas is not None and self.num_replicas < 1:
             problems.append(f"num_replicas must be >= 1, got {self.num_replicas}")
+        if not 0 < self.gpus_per_replica <= 8:
+            problems.append(f"gpus_per_replica must lie in (0, 8], got {self.gpus_per_replica!r}")
+        if self.min_replicas < 1 or (self.max_replicas is not None and self.max_replicas < self.min_replicas):
+            problems.append(f"replicas must satisfy 1 <= min_replicas <= max_replicas, got "
+                            f"{self.min_replicas}..{self.max_replicas}")
         if self.device not in DEVICES:
             problems.append(f"device must be one of {DEVICES}, got {self.device!r}")
         if self.decode_device not in ("cpu", "gpu"):

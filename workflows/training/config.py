@@ -19,6 +19,7 @@ import yaml
 
 from cast_model import PRESETS, CASTConfig
 
+from ..shared_storage import is_uri
 from ..tracking import DATA_DIR, REPO_ROOT
 
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -97,6 +98,9 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps (0: epoch ends only)
     keep_checkpoints: int = 2  # best k by validation top-1 (the latest is always kept too)
     max_failures: int = 1
+    # Seconds to wait for the cluster to offer the requested CPUs/GPUs (an autoscaler adding nodes)
+    # before giving up; 0: fail at once when they are not there.
+    resource_timeout_s: float = 600.0
     log_every: int = 1  # optimizer steps between MLflow step metrics
     seed: int = 0
     register: bool = True
@@ -213,6 +217,7 @@ def build_parser(dataset: str) -> argparse.ArgumentParser:
         "cpus_per_worker": float, "run_name": str, "experiment": str, "registered_model": str,
         "storage_path": str, "checkpoint_every": int, "keep_checkpoints": int, "max_failures": int,
         "log_every": int, "seed": int, "register": _bool,
+        "resource_timeout_s": float,
     }
     for name, kind in flags.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None)
@@ -286,8 +291,13 @@ def validate(cfg: TrainConfig) -> None:
          f"gpus_per_worker must be >= 0, got {cfg.gpus_per_worker!r}")
     need(bool(cfg.run_name) and "/" not in cfg.run_name, f"run_name must be a non-empty name without '/', "
          f"got {cfg.run_name!r}")
-    need(Path(cfg.storage_path).is_absolute(), f"storage_path must be absolute (Ray workers change their "
-         f"working directory), got {cfg.storage_path!r}")
+    need(is_uri(cfg.storage_path) or Path(cfg.storage_path).is_absolute(),
+         f"storage_path must be an absolute path or a URI such as s3://bucket/prefix (Ray workers change "
+         f"their working directory), got {cfg.storage_path!r}")
+    need(cfg.resource_timeout_s >= 0, f"resource_timeout_s must be >= 0, got {cfg.resource_timeout_s!r}")
+    for name in ("shards", "val_shards"):
+        need(not is_uri(getattr(cfg, name)), f"{name} {getattr(cfg, name)}: the DALI loaders read local files, "
+             f"not URIs; copy the shards to a folder every node mounts and pass that folder")
     if problems:
         raise TrainConfigError("invalid training config: " + "; ".join(problems))
 
