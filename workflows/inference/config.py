@@ -66,7 +66,10 @@ class InferConfig:
                 problems.append("--dataset ssv2 needs --split (the <split>.json to read)")
         elif self.annotations:
             problems.append("--annotations needs --dataset (the layout to read it as)")
-        if not Path(self.input).exists():
+        if "://" in self.input:  # an object-store shard folder: listed (and checked) by inputs.list_inputs
+            if self.dataset is not None:
+                problems.append(f"--dataset reads a local video folder; --input {self.input!r} is a URI")
+        elif not Path(self.input).exists():
             problems.append(f"--input {self.input!r} does not exist")
         for name in ("num_clips", "num_crops", "sampling_rate"):
             value = getattr(self, name)

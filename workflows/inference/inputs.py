@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.datasets import read_dataset
-from pipelines.manifest import CLASSES_FILE, shard_parts, shard_paths
+from pipelines.manifest import CLASSES_FILE, shard_parts
 from pipelines.preprocess import DEFAULT_MAX_FPS
 from pipelines.schema import CODECS, META_EXT, sample_key
-from pipelines.shards import read_index
+from pipelines.shards import join, read_index, resolve_out
 
 from .config import InferConfig, InferConfigError
 
@@ -62,10 +63,12 @@ def is_shard_folder(path: Path) -> bool:
 def list_inputs(cfg: InferConfig) -> Listing:
     """Everything that can be wrong with the input fails here (``InferConfigError``), before Ray."""
     src = Path(cfg.input)
-    if cfg.dataset is not None:
+    if "://" in cfg.input:
+        listing = _shards(cfg.input, cfg.split)
+    elif cfg.dataset is not None:
         listing = _native(cfg)
     elif is_shard_folder(src):
-        listing = _shards(src, cfg.split)
+        listing = _shards(str(src.resolve()), cfg.split)
     elif src.is_dir():
         listing = _files(sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES),
                          "folder")
@@ -117,14 +120,20 @@ def _native(cfg: InferConfig) -> Listing:
                    max_fps=DEFAULT_MAX_FPS.get(cfg.dataset))
 
 
-def _shards(folder: Path, split: str | None) -> Listing:
-    """Records of the committed samples of a shard folder: the tars the commit markers list, located
-    through their DALI indices; key, source id and labels come from each sample's JSON member."""
-    import pyarrow.fs as pafs
-
-    label_map = json.loads((folder / CLASSES_FILE).read_text())
+def _shards(folder: str, split: str | None) -> Listing:
+    """Records of the committed samples of a shard folder (a local path or an object-store URI): the
+    tars the commit markers list, located through their DALI indices; key, source id and labels come
+    from each sample's JSON member. A record's path is the tar's path, or its full URI."""
+    fs, base = resolve_out(folder)
+    prefix = folder.split("://", 1)[0] + "://" if "://" in folder and not folder.startswith("file://") else ""
+    try:
+        label_map = json.loads(_read(fs, join(base, CLASSES_FILE)))
+    except FileNotFoundError as err:
+        raise InferConfigError(f"--input {folder}: no {CLASSES_FILE} (not a shard folder written by "
+                               f"workflows/preprocess.py?)") from err
     heads = tuple(label_map)
-    splits = sorted(shard_parts(pafs.LocalFileSystem(), str(folder.resolve())))
+    parts = shard_parts(fs, base)
+    splits = sorted(parts)
     if split is not None:
         if split not in splits:
             raise InferConfigError(f"{folder}: no committed shards of split {split!r} (found {splits})")
@@ -133,39 +142,48 @@ def _shards(folder: Path, split: str | None) -> Listing:
         raise InferConfigError(f"{folder}: no committed shards (not a finished preprocessing output?)")
     records = []
     for s in splits:
-        for tar in shard_paths(str(folder.resolve()), s):
-            records.extend(_shard_records(Path(tar), heads))
-    return Listing("shards", records, heads, label_map, _shards_dataset(folder, splits))
+        for i in parts[s]:
+            tar = join(base, f"{s}-{i:06d}.tar")
+            records.extend(_shard_records(fs, tar, prefix + tar, heads))
+    return Listing("shards", records, heads, label_map, _shards_dataset(fs, base, splits))
 
 
-def _shard_records(tar: Path, heads: tuple[str, ...]) -> list[dict]:
-    idx = tar.with_suffix(".idx")
-    if not idx.is_file():
-        raise InferConfigError(f"{idx} is missing: cannot locate the videos inside {tar.name}")
+def _read(fs, path: str) -> bytes:
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def _shard_records(fs, tar: str, path: str, heads: tuple[str, ...]) -> list[dict]:
+    idx = tar[:-len(".tar")] + ".idx"
+    try:
+        index = read_index(_read(fs, idx).decode())
+    except FileNotFoundError as err:
+        raise InferConfigError(f"{idx} is missing: cannot locate the videos inside {posixpath.basename(tar)}") from err
     out = []
-    with open(tar, "rb") as f:
-        for sample in read_index(idx.read_text()):
+    with fs.open_input_file(tar) as f:
+        for sample in index:
             video = [pos for ext, pos in sample.items() if ext in _SHARD_VIDEO_EXTS]
             if len(video) != 1 or META_EXT not in sample:
                 raise InferConfigError(f"{idx}: a sample without one video and one {META_EXT} member: "
                                        f"{sorted(sample)}")
             offset, size = sample[META_EXT]
-            f.seek(offset)
-            meta = json.loads(f.read(size))
+            meta = json.loads(f.read_at(size, offset))
             labels = {h: int(meta["labels"][h]) for h in heads}
-            out.append(record(meta["source_id"], str(tar), labels, key=meta["key"], offset=video[0][0],
+            out.append(record(meta["source_id"], path, labels, key=meta["key"], offset=video[0][0],
                               size=video[0][1]))
     return out
 
 
-def _shards_dataset(folder: Path, splits: list[str]) -> str | None:
+def _shards_dataset(fs, base: str, splits: list[str]) -> str | None:
     """The dataset the shards were made from, as the preprocessing job recorded it."""
     for s in splits:
-        job = folder / f"job-{s}.json"
-        if job.is_file():
-            dataset = json.loads(job.read_text()).get("config", {}).get("dataset")
-            if dataset in ("ssv2", "k400", "ek100"):
-                return dataset
+        try:
+            job = json.loads(_read(fs, join(base, f"job-{s}.json")))
+        except FileNotFoundError:
+            continue
+        dataset = job.get("config", {}).get("dataset")
+        if dataset in ("ssv2", "k400", "ek100"):
+            return dataset
     return None
 
 
