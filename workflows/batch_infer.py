@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     from workflows.inference.job import plan_job, run_job
 
     from workflows import tracking
+    # Imported before Ray: under `ray job submit`, a driver's ray.shutdown() lets Ray delete the job's
+    # unpacked working_dir, and the evaluation after it could no longer import the project.
+    from workflows.evaluation import evaluate_job, has_evaluation
     from workflows.shared_storage import alive_nodes, cluster_path_problems
 
     try:
@@ -112,8 +115,6 @@ def main(argv: list[str] | None = None) -> int:
         result = run_job(plan)  # nothing new: no Ray needed (a scheduled rerun costs seconds)
     summary = asdict(result) | {"parts": len(result.parts)}
     if plan.cfg.evaluate and plan.listing.labelled:
-        from workflows.evaluation import evaluate_job, has_evaluation
-
         # A rerun that predicted nothing new would only repeat the same figures in another MLflow run.
         if result.predicted or not has_evaluation(plan):
             summary["evaluation"] = evaluate_job(plan)

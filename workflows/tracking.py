@@ -100,7 +100,12 @@ def preflight(timeout_s: float = 5.0) -> None:
         auth = (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
     url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search"
     try:
-        resp = requests.post(url, json={"max_results": 1}, auth=auth, timeout=timeout_s)
+        # A stopped server refuses the connection at once; a busy one may take a while to check a
+        # password (PBKDF2), so the answer gets longer than the connection.
+        resp = requests.post(url, json={"max_results": 1}, auth=auth, timeout=(timeout_s, 6 * timeout_s))
+    except requests.ReadTimeout as err:
+        raise TrackingUnavailable(f"MLflow tracking server {uri} accepted the connection but did not answer in "
+                                  f"{6 * timeout_s:.0f}s: is it overloaded or hung?") from err
     except requests.RequestException as err:
         raise TrackingUnavailable(f"MLflow tracking server {uri} is unreachable ({type(err).__name__}): "
                                   f"start it or fix MLFLOW_TRACKING_URI") from err
