@@ -349,6 +349,29 @@ def _node_ports(s: Settings, index: int) -> list[str]:
             "--runtime-env-agent-port", str(base + 2), "--metrics-export-port", str(base + 3)]
 
 
+def _start_node(cmd: list[str], env: dict[str, str], log: Path, record: Callable[[int], object], head: bool,
+                attempts: int = 3) -> None:
+    """``ray start`` in its own session (its daemons keep that process group, which ``down`` stops).
+    ``ray start`` gives a node 30 s (fixed in Ray) to register with the GCS; on a loaded machine that
+    can pass, so a worker node is tried again after its group is stopped."""
+    for attempt in range(1, attempts + 1):
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env, start_new_session=True)
+        record(proc.pid)
+        try:
+            rc = proc.wait(timeout=180)
+        except subprocess.TimeoutExpired:
+            rc = -1
+        if rc == 0:
+            return
+        _stop_group(proc.pid, grace_s=10)
+        if head or attempt == attempts:
+            raise StackError(f"`{' '.join(cmd[:4])} ...` failed (exit {rc}, attempt {attempt}); see {log}:\n"
+                             f"{_tail(log)}")
+        print(f"cluster-up: `{' '.join(cmd[:4])} ...` failed (exit {rc}); trying again", file=sys.stderr)
+
+
 def start_ray(s: Settings, env: dict[str, str], record: Callable[[str, int], None]) -> None:
     """A head that runs no tasks (0 CPUs: drivers and Train's controller only) and ``s.workers`` worker
     nodes of ``s.worker_cpus`` CPUs each, with the venv first on PATH (``ray job submit -- python``
@@ -368,20 +391,12 @@ def start_ray(s: Settings, env: dict[str, str], record: Callable[[str, int], Non
         [str(BIN / "ray"), "start", "--address", f"127.0.0.1:{s.ray_port}", "--num-cpus", str(s.worker_cpus),
          "--resources", json.dumps({f"cast_worker_{i}": 1}), *common, *_node_ports(s, i)]
         for i in range(1, s.workers + 1)]
-    for cmd in nodes:
-        # Its own session: the node's daemons (which `ray start` leaves behind) keep its process group,
-        # which `down` stops by number.
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=node_env, start_new_session=True)
-        record(f"ray_node_{len(groups)}", proc.pid)
-        groups.append(proc.pid)
-        try:
-            rc = proc.wait(timeout=180)
-        except subprocess.TimeoutExpired:
-            rc = -1
-        if rc:
-            raise StackError(f"`{' '.join(cmd[:4])} ...` failed (exit {rc}); see {log}:\n{_tail(log)}")
+    def add_group(pid: int) -> None:
+        record(f"ray_node_{len(groups)}", pid)
+        groups.append(pid)
+
+    for index, cmd in enumerate(nodes):
+        _start_node(cmd, node_env, log, add_group, head=index == 0)
     token = Path(env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
     url = f"http://127.0.0.1:{s.dashboard_port}/api/v0/nodes?limit=100"
 
