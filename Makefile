@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast demo bench clean-data
+.PHONY: setup test test-fast demo bench clean-data cluster-up cluster-down cluster-status
 
 setup: $(STAMP)
 
@@ -30,3 +30,14 @@ bench: setup
 
 clean-data:
 	rm -rf data/demo
+
+# The cluster stack on this machine (infra/local/cluster): Postgres, an S3 server, MLflow with logins,
+# a Ray head and three worker nodes. Needs Debian's postgresql (apt-get install -y postgresql).
+cluster-up: setup
+	$(BIN)/python infra/local/cluster/stack.py up
+
+cluster-down:
+	$(BIN)/python infra/local/cluster/stack.py down
+
+cluster-status:
+	$(BIN)/python infra/local/cluster/stack.py status

@@ -269,7 +269,9 @@ def test_rayjobs_either_own_a_cluster_or_select_an_existing_one(docs):
 def test_runtime_env_yaml_is_yaml_with_the_image_working_dir(docs):
     for where, job in _of_kind(docs, "RayJob"):
         env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])
-        assert env == {"working_dir": IMAGE_APP_DIR}, where
+        # The shared volume is declared to the jobs' multi-node path checks (workflows/shared_storage).
+        assert env == {"working_dir": IMAGE_APP_DIR,
+                       "env_vars": {"CAST_SHARED_DIRS": "/mnt/cluster_storage"}}, where
 
 
 def test_ray_pods_reach_mlflow_through_its_service_with_secret_credentials(docs):

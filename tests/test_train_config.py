@@ -79,7 +79,7 @@ def test_preset_overlay_then_flags(shards):
      "must be even"),
     (("--epochs", "0"), "epochs must be a positive integer"),
     (("--layer-decay", "1.5"), "layer_decay"),
-    (("--storage-path", "relative/dir"), "storage_path must be absolute"),
+    (("--storage-path", "relative/dir"), "storage_path must be an absolute path or a URI"),
     (("--clip-weights", "/nope/ViT-B-16.safetensors"), "clip_weights: /nope/ViT-B-16.safetensors does not exist"),
 ])
 def test_config_errors(shards, extra, message):

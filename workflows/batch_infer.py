@@ -46,8 +46,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sampling-rate", type=int, default=None, help="dense sampling stride")
     p.add_argument("--batch-size", type=int, default=D.batch_size, help="videos per model forward")
     p.add_argument("--top-k", type=int, default=D.top_k, help="classes kept per video (per head)")
-    p.add_argument("--num-replicas", type=int, default=None, help="model actors (default: one per GPU, else 1)")
-    p.add_argument("--device", choices=DEVICES, default=D.device, help="model device")
+    p.add_argument("--num-replicas", type=int, default=D.num_replicas, help="a fixed number of model actors")
+    p.add_argument("--min-replicas", type=int, default=D.min_replicas, help="model actor pool: at least this many")
+    p.add_argument("--max-replicas", type=int, default=D.max_replicas,
+                   help="model actor pool: at most this many (default: the GPUs the cluster has now, >= 1)")
+    p.add_argument("--device", choices=DEVICES, default=D.device,
+                   help="model device: auto = GPU when the cluster has one now; gpu = ask Ray for GPUs and "
+                        "wait for them (an autoscaler adds GPU nodes)")
+    p.add_argument("--gpus-per-replica", type=float, default=D.gpus_per_replica, help="GPUs each model actor asks for")
     p.add_argument("--decode-device", choices=["cpu", "gpu"], default=D.decode_device,
                    help="where the views are decoded (gpu: DALI's NVDEC decoder)")
     p.add_argument("--precision", choices=PRECISIONS, default=D.precision,
@@ -74,7 +80,8 @@ def config_from_args(a: argparse.Namespace) -> InferConfig:
     return InferConfig(model=a.model, input=a.input, out=a.out, dataset=a.dataset, annotations=a.annotations,
                        split=a.split, num_clips=a.num_clips, num_crops=a.num_crops, sampling=a.sampling,
                        sampling_rate=a.sampling_rate, batch_size=a.batch_size, top_k=a.top_k,
-                       num_replicas=a.num_replicas, device=a.device, decode_device=a.decode_device,
+                       num_replicas=a.num_replicas, min_replicas=a.min_replicas,
+                       max_replicas=a.max_replicas, gpus_per_replica=a.gpus_per_replica, device=a.device, decode_device=a.decode_device,
                        precision=a.precision, retry_rejects=a.retry_rejects, evaluate=a.evaluate,
                        experiment=a.experiment, flush_rows=a.flush_rows, progress_every_s=a.progress_every,
                        lease_wait_s=a.lease_wait)
@@ -87,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     from workflows.inference.config import InferConfigError
     from workflows.inference.job import plan_job
 
+    from workflows import tracking
+    from workflows.shared_storage import ClusterPathError
+
     try:
+        # Config, tracking server, model, input listing and labels are checked before Ray starts; so is
+        # OUT's lease.
         cfg = config_from_args(a)
         if a.print_config:
             renamed = {"progress_every_s": "progress_every", "lease_wait_s": "lease_wait"}  # field -> flag dest
@@ -95,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
                 source = "flag" if renamed.get(key, key) in a.flags_given else "default"
                 print(f"{key:<18}  {json.dumps(value):<40}  {source}")
             return 0
-        # Config, model, input listing and labels are checked before Ray starts; so is OUT's lease.
+        tracking.preflight()
         with hold(cfg.out, "batch_infer", wait_s=cfg.lease_wait_s,
                   log=lambda m: print(m, file=sys.stderr, flush=True)):
             summary = _predict_and_evaluate(a, plan_job(cfg))
-    except (InferConfigError, CheckpointError, LeaseHeld) as e:
+    except (InferConfigError, CheckpointError, LeaseHeld, tracking.TrackingUnavailable, ClusterPathError) as e:
         print(f"batch_infer: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summary, default=str))
@@ -107,13 +119,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _predict_and_evaluate(a: argparse.Namespace, plan) -> dict:
+    from workflows import tracking
+    # Imported before Ray: under `ray job submit`, a driver's ray.shutdown() lets Ray delete the job's
+    # unpacked working_dir, and the evaluation after it could no longer import the project.
+    from workflows.evaluation import evaluate_job, has_evaluation
     from workflows.inference.job import run_job
+    from workflows.shared_storage import ClusterPathError, alive_nodes, cluster_path_problems
 
     if plan.todo:
         import ray
 
-        connect_ray(a.num_cpus)
         try:
+            connect_ray(a.num_cpus)
+        except ValueError as e:  # RAY_ADDRESS names something a driver cannot join
+            raise ClusterPathError(str(e)) from e
+        try:
+            problems = cluster_path_problems({"--input": plan.cfg.input, "--out": plan.cfg.out}, alive_nodes(),
+                                             tracking_uri=tracking.tracking_uri())
+            if problems:
+                raise ClusterPathError("; ".join(problems))
             result = run_job(plan)
         finally:
             ray.shutdown()
@@ -121,8 +145,6 @@ def _predict_and_evaluate(a: argparse.Namespace, plan) -> dict:
         result = run_job(plan)  # nothing new: no Ray needed (a scheduled rerun costs seconds)
     summary = asdict(result) | {"parts": len(result.parts)}
     if plan.cfg.evaluate and plan.listing.labelled:
-        from workflows.evaluation import evaluate_job, has_evaluation
-
         # A rerun that predicted nothing new would only repeat the same figures in another MLflow run;
         # an evaluation whose MLflow logging failed has no metrics.json yet and is done again.
         if result.predicted or not has_evaluation(plan):

@@ -95,7 +95,21 @@ def _log(msg: str) -> None:
 def _run_on_ray(a: argparse.Namespace, cfg: PreprocessConfig, listing):
     import ray
 
-    started = connect_ray(a.num_cpus)
+    from workflows.shared_storage import alive_nodes, cluster_path_problems
+
+    try:
+        started = connect_ray(a.num_cpus)
+    except ValueError as e:  # RAY_ADDRESS names something a driver cannot join
+        print(f"preprocess: {e}", file=sys.stderr)
+        return 2
+    # Decode tasks run on every node and read the videos; the output must be where all can find it.
+    problems = cluster_path_problems({"--videos": a.videos, "--annotations": a.annotations, "--out": a.out},
+                                     alive_nodes())
+    if problems:
+        if started:
+            ray.shutdown()
+        print(f"preprocess: {'; '.join(problems)}", file=sys.stderr)
+        return 2
     try:
         if a.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0:
             cfg = config_from_args(a, "gpu")

@@ -22,12 +22,30 @@ def connect_ray(num_cpus: int | None = None, *, dashboard: bool = False, log_to_
 
     if ray.is_initialized():
         return False
-    if os.environ.get("RAY_ADDRESS"):
+    address = cluster_address()
+    if address:
         if num_cpus is not None:
-            print(f"[ray] RAY_ADDRESS is set: joining {os.environ['RAY_ADDRESS']}; "
+            print(f"[ray] RAY_ADDRESS is set: joining {address}; "
                   f"--num-cpus {num_cpus} applies only to a local Ray and is ignored", flush=True)
-        ray.init(log_to_driver=log_to_driver)
+        ray.init(address=address, log_to_driver=log_to_driver)
     else:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=log_to_driver)
     ray.data.DataContext.get_current().enable_progress_bars = False  # our own progress lines instead
     return True
+
+
+def cluster_address() -> str | None:
+    """The Ray cluster to join: ``RAY_ADDRESS`` (``host:port`` of the GCS, ``ray://``, ``auto``), or None.
+
+    ``RAY_ADDRESS=http://...`` is the job API's address, which ``ray job submit`` wants and a driver
+    cannot join; data/cluster/env.sh sets it, and beside it ``CAST_RAY_GCS_ADDRESS`` for a driver run
+    directly on the cluster's machine. Inside a job Ray itself sets ``RAY_ADDRESS`` to the GCS address.
+    """
+    address = os.environ.get("RAY_ADDRESS")
+    if not address or not address.startswith(("http://", "https://")):
+        return address or None
+    if os.environ.get("CAST_RAY_GCS_ADDRESS"):
+        return os.environ["CAST_RAY_GCS_ADDRESS"]
+    raise ValueError(f"RAY_ADDRESS={address} is the Ray job API (for `ray job submit`), not a cluster a "
+                     f"script can join: submit the script with `ray job submit --working-dir . -- python ...`, "
+                     f"or export RAY_ADDRESS=<head>:<gcs port> to run it as a driver")

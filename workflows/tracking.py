@@ -26,17 +26,26 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI, else ``None``."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):].split("?", 1)[0])
+
+
 def artifact_root() -> str | None:
     """Artifact location for new experiments: ``MLFLOW_ARTIFACT_ROOT`` if set; beside the database for
-    the default store; else ``None`` (a tracking server's own default).
+    any SQLite store (``<db folder>/artifacts``; MLflow's own default is ``<cwd>/mlruns``, which on a
+    Ray worker is a temporary folder); else ``None`` (a tracking server's own default).
 
     Decided from the URI, not from the variable being set: ``mlflow.set_tracking_uri`` exports it.
     """
     if os.environ.get("MLFLOW_ARTIFACT_ROOT"):
         return os.environ["MLFLOW_ARTIFACT_ROOT"]
-    if tracking_uri() != default_tracking_uri():
+    db = sqlite_path(tracking_uri())
+    if db is None:
         return None
-    root = DATA_DIR / "mlflow" / "artifacts"
+    root = db.resolve().parent / "artifacts"
     root.mkdir(parents=True, exist_ok=True)
     return root.as_uri()
 
@@ -68,3 +77,42 @@ def ui_command() -> str:
     root = artifact_root()
     artifacts = f" --default-artifact-root {root}" if root else ""
     return f".venv/bin/mlflow ui --backend-store-uri {uri}{artifacts}"
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking server cannot be used (unreachable, or it refuses our credentials)."""
+
+
+def preflight(timeout_s: float = 5.0) -> None:
+    """Check in seconds, before Ray or any heavy work, that the tracking server answers and accepts our
+    credentials; raise :class:`TrackingUnavailable` with a one-line reason otherwise.
+
+    A SQLite store needs no check. MLflow's own client retries for minutes on a stopped server, so this
+    asks the REST API once, directly, with a short timeout.
+    """
+    uri = tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    auth = None
+    if os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        auth = (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
+    url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search"
+    try:
+        # A stopped server refuses the connection at once; a busy one may take a while to check a
+        # password (PBKDF2), so the answer gets longer than the connection.
+        resp = requests.post(url, json={"max_results": 1}, auth=auth, timeout=(timeout_s, 6 * timeout_s))
+    except requests.ReadTimeout as err:
+        raise TrackingUnavailable(f"MLflow tracking server {uri} accepted the connection but did not answer in "
+                                  f"{6 * timeout_s:.0f}s: is it overloaded or hung?") from err
+    except requests.RequestException as err:
+        raise TrackingUnavailable(f"MLflow tracking server {uri} is unreachable ({type(err).__name__}): "
+                                  f"start it or fix MLFLOW_TRACKING_URI") from err
+    if resp.status_code in (401, 403):
+        who = auth[0] if auth else "no user"
+        raise TrackingUnavailable(f"MLflow tracking server {uri} refused the credentials ({who}; HTTP "
+                                  f"{resp.status_code}): check MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD")
+    if resp.status_code >= 400:
+        raise TrackingUnavailable(f"MLflow tracking server {uri} answered HTTP {resp.status_code} to a "
+                                  f"search: {resp.text[:200]!r}")

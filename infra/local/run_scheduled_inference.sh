@@ -11,9 +11,11 @@
 #                                          [--model URI] [--dry-run] [-- extra batch_infer flags]
 #
 # Environment (all optional): CAST_INBOX, CAST_PREDICTIONS, CAST_MODEL, CAST_BATCH_SIZE,
-# CAST_NUM_CLIPS, PYTHON (default: the repository's .venv), MLFLOW_TRACKING_URI (default: the
-# project's embedded store, sqlite:///<repo>/data/mlflow/mlflow.db), RAY_ADDRESS (default: a local
-# Ray, started by batch_infer.py, or the one `ray start --head` runs on this machine).
+# CAST_NUM_CLIPS, CAST_LOCK_DIR, PYTHON (default: the repository's .venv), MLFLOW_TRACKING_URI
+# (default: the project's embedded store, sqlite:///<repo>/data/mlflow/mlflow.db), RAY_ADDRESS
+# (default: a local Ray, started by batch_infer.py). Against the local cluster stack, source
+# data/cluster/env.sh first: it sets the tracking server, its login, the S3 endpoint and the Ray
+# cluster; --out-root may then be s3://$CAST_BUCKET/predictions.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -27,7 +29,7 @@ num_clips="${CAST_NUM_CLIPS:-2}"
 dry_run=0
 extra=()
 
-usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die() { echo "run_scheduled_inference: $*" >&2; exit 2; }
 
 while [[ $# -gt 0 ]]; do
@@ -74,8 +76,15 @@ if [[ "$dry_run" -eq 1 ]]; then
     exit 0
 fi
 
-mkdir -p "$out_root"
-lock="$out_root/.batch-infer.lock"
+# The lock lives beside the outputs, or, for an object-store OUT_ROOT (s3://...), under the repository's
+# data/ (CAST_LOCK_DIR): one machine schedules the runs either way.
+if [[ "$out_root" == *://* ]]; then
+    lock_dir="${CAST_LOCK_DIR:-$repo/data}"
+else
+    lock_dir="${CAST_LOCK_DIR:-$out_root}"
+fi
+mkdir -p "$lock_dir"
+lock="$lock_dir/.batch-infer.lock"
 exec 9>"$lock"
 if ! flock -n 9; then
     echo "run_scheduled_inference: another run holds $lock: skipping this one"

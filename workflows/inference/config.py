@@ -32,8 +32,11 @@ class InferConfig:
     sampling_rate: int | None = None
     batch_size: int = 8  # videos per model forward (x views clips)
     top_k: int = 5
-    num_replicas: int | None = None  # model actors; None: one per GPU, else 1
-    device: str = "auto"  # model device; "auto": GPU when the cluster has one
+    num_replicas: int | None = None  # a fixed pool of model actors; None: min_replicas..max_replicas
+    device: str = "auto"  # model device; "auto": GPU when the cluster has one now, "gpu": wait for one
+    gpus_per_replica: float = 1.0  # GPUs each model actor asks Ray for (on GPU)
+    min_replicas: int = 1  # actor pool lower bound (None num_replicas)
+    max_replicas: int | None = None  # actor pool upper bound; None: the GPUs the cluster has now (>= 1)
     decode_device: str = "cpu"  # "gpu": DALI mixed decoding in the decode tasks
     precision: str = "auto"  # auto|bf16|fp16|fp32, resolved by cast_model.precision (auto: bf16 on GPUs and bf16-fast CPUs)
     retry_rejects: bool = False  # try inputs that are in rejects.parquet again
@@ -70,7 +73,10 @@ class InferConfig:
                 problems.append("--dataset ssv2 needs --split (the <split>.json to read)")
         elif self.annotations:
             problems.append("--annotations needs --dataset (the layout to read it as)")
-        if not Path(self.input).exists():
+        if "://" in self.input:  # an object-store shard folder: listed (and checked) by inputs.list_inputs
+            if self.dataset is not None:
+                problems.append(f"--dataset reads a local video folder; --input {self.input!r} is a URI")
+        elif not Path(self.input).exists():
             problems.append(f"--input {self.input!r} does not exist")
         for name in ("num_clips", "num_crops", "sampling_rate"):
             value = getattr(self, name)
@@ -84,6 +90,11 @@ class InferConfig:
             problems.append("batch_size, top_k and flush_rows must be >= 1")
         if self.num_replicas is not None and self.num_replicas < 1:
             problems.append(f"num_replicas must be >= 1, got {self.num_replicas}")
+        if not 0 < self.gpus_per_replica <= 8:
+            problems.append(f"gpus_per_replica must lie in (0, 8], got {self.gpus_per_replica!r}")
+        if self.min_replicas < 1 or (self.max_replicas is not None and self.max_replicas < self.min_replicas):
+            problems.append(f"replicas must satisfy 1 <= min_replicas <= max_replicas, got "
+                            f"{self.min_replicas}..{self.max_replicas}")
         if self.device not in DEVICES:
             problems.append(f"device must be one of {DEVICES}, got {self.device!r}")
         if self.decode_device not in ("cpu", "gpu"):

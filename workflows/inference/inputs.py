@@ -16,14 +16,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.datasets import read_dataset
-from pipelines.manifest import CLASSES_FILE, shard_parts, shard_paths
+from pipelines.manifest import CLASSES_FILE, shard_parts
 from pipelines.preprocess import DEFAULT_MAX_FPS
 from pipelines.schema import CODECS, META_EXT, sample_key
-from pipelines.shards import read_index
+from pipelines.shards import join, read_index, resolve_out
 
 from .config import InferConfig, InferConfigError
 
@@ -65,10 +66,12 @@ def is_shard_folder(path: Path) -> bool:
 def list_inputs(cfg: InferConfig) -> Listing:
     """Everything that can be wrong with the input fails here (``InferConfigError``), before Ray."""
     src = Path(cfg.input)
-    if cfg.dataset is not None:
+    if "://" in cfg.input:
+        listing = _shards(cfg.input, cfg.split)
+    elif cfg.dataset is not None:
         listing = _native(cfg)
     elif is_shard_folder(src):
-        listing = _shards(src, cfg.split)
+        listing = _shards(str(src.resolve()), cfg.split)
     elif src.is_dir():
         listing = _files(_video_paths(src), "folder")
     elif src.is_file():
@@ -133,17 +136,23 @@ def _native(cfg: InferConfig) -> Listing:
                    max_fps=DEFAULT_MAX_FPS.get(cfg.dataset))
 
 
-def _shards(folder: Path, split: str | None) -> Listing:
-    """Records of the committed samples of a shard folder: the tars the commit markers list, located
-    through their DALI indices; key, source id and labels come from each sample's JSON member."""
-    import pyarrow.fs as pafs
-
+def _shards(folder: str, split: str | None) -> Listing:
+    """Records of the committed samples of a shard folder (a local path or an object-store URI): the
+    tars the commit markers list, located through their DALI indices; key, source id and labels come
+    from each sample's JSON member. A record's path is the tar's path, or its full URI. Broken shards
+    and indices become rejects, not errors (:func:`_shard_records`)."""
+    fs, base = resolve_out(folder)
+    prefix = folder.split("://", 1)[0] + "://" if "://" in folder and not folder.startswith("file://") else ""
     try:
-        label_map = json.loads((folder / CLASSES_FILE).read_text())
+        label_map = json.loads(_read(fs, join(base, CLASSES_FILE)))
         heads = tuple(label_map)
+    except FileNotFoundError as err:
+        raise InferConfigError(f"--input {folder}: no {CLASSES_FILE} (not a shard folder written by "
+                               f"workflows/preprocess.py?)") from err
     except (OSError, ValueError, TypeError) as e:
-        raise InferConfigError(f"{folder / CLASSES_FILE} is not a readable class list: {e}") from e
-    splits = sorted(shard_parts(pafs.LocalFileSystem(), str(folder.resolve())))
+        raise InferConfigError(f"{join(base, CLASSES_FILE)} is not a readable class list: {e}") from e
+    parts = shard_parts(fs, base)
+    splits = sorted(parts)
     if split is not None:
         if split not in splits:
             raise InferConfigError(f"{folder}: no committed shards of split {split!r} (found {splits})")
@@ -152,63 +161,74 @@ def _shards(folder: Path, split: str | None) -> Listing:
         raise InferConfigError(f"{folder}: no committed shards (not a finished preprocessing output?)")
     records, rejects = [], []
     for s in splits:
-        for tar in shard_paths(str(folder.resolve()), s):
-            found, bad = _shard_records(Path(tar), heads)
+        for i in parts[s]:
+            tar = join(base, f"{s}-{i:06d}.tar")
+            found, bad = _shard_records(fs, tar, prefix + tar, heads)
             records.extend(found)
             rejects.extend(bad)
-    return Listing("shards", records, heads, label_map, _shards_dataset(folder, splits), rejects=rejects)
+    return Listing("shards", records, heads, label_map, _shards_dataset(fs, base, splits), rejects=rejects)
 
 
-def _bad(source_id: str, path: Path, reason: str, detail: str) -> dict:
-    return {"source_id": source_id, "path": str(path), "reason": reason, "detail": detail[:500]}
+def _read(fs, path: str) -> bytes:
+    with fs.open_input_stream(path) as f:
+        return f.read()
 
 
-def _shard_records(tar: Path, heads: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
-    """(records, rejects) of one shard. A missing or garbage ``.idx`` rejects the whole shard (its
-    samples cannot be located); a sample whose JSON is cut off or garbage is rejected alone."""
-    idx = tar.with_suffix(".idx")
+def _bad(source_id: str, path: str, reason: str, detail: str) -> dict:
+    return {"source_id": source_id, "path": path, "reason": reason, "detail": detail[:500]}
+
+
+def _shard_records(fs, tar: str, path: str, heads: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
+    """(records, rejects) of one shard (``tar`` on ``fs``; ``path`` is what records name). A missing or
+    garbage ``.idx`` rejects the whole shard (its samples cannot be located); a sample whose JSON is cut
+    off or garbage is rejected alone."""
+    import pyarrow.fs as pafs
+
+    idx = tar[:-len(".tar")] + ".idx"
     try:
-        samples = read_index(idx.read_text())
-        tar_size = tar.stat().st_size
+        samples = read_index(_read(fs, idx).decode())
+        info = fs.get_file_info(tar)
     except FileNotFoundError as e:
-        return [], [_bad(str(tar), tar, "bad_index", f"cannot locate the videos: {e}")]
+        return [], [_bad(path, path, "bad_index", f"cannot locate the videos: {e}")]
     except (OSError, ValueError, IndexError) as e:  # UnicodeDecodeError is a ValueError
-        return [], [_bad(str(tar), tar, "bad_index", f"{idx.name}: {type(e).__name__}: {e}")]
-    if not tar.is_file():
-        return [], [_bad(str(tar), tar, "not_a_file", f"{tar} is not a regular file")]
+        return [], [_bad(path, path, "bad_index", f"{posixpath.basename(idx)}: {type(e).__name__}: {e}")]
+    if info.type != pafs.FileType.File:
+        return [], [_bad(path, path, "not_a_file", f"{path} is not a regular file")]
+    tar_size = info.size
     out, bad = [], []
-    with open(tar, "rb") as f:
+    with fs.open_input_file(tar) as f:
         for n, sample in enumerate(samples):
-            where = f"{tar}#{n}"
+            where = f"{path}#{n}"
             video = [pos for ext, pos in sample.items() if ext in _SHARD_VIDEO_EXTS]
             if len(video) != 1 or META_EXT not in sample:
-                bad.append(_bad(where, tar, "bad_index", f"sample {n}: members {sorted(sample)}"))
+                bad.append(_bad(where, path, "bad_index", f"sample {n}: members {sorted(sample)}"))
                 continue
             offset, size = sample[META_EXT]
-            f.seek(offset)
             try:
-                meta = json.loads(f.read(size))
+                meta = json.loads(f.read_at(max(0, min(size, tar_size - offset)), offset))
                 labels = {h: int(meta["labels"][h]) for h in heads}
                 source_id, key = str(meta["source_id"]), str(meta["key"])
-            except (ValueError, KeyError, TypeError) as e:
+            except (OSError, ValueError, KeyError, TypeError) as e:
                 reason = "truncated" if offset + size > tar_size else "bad_index"
-                bad.append(_bad(where, tar, reason, f"sample {n} metadata: {type(e).__name__}: {e}"))
+                bad.append(_bad(where, path, reason, f"sample {n} metadata: {type(e).__name__}: {e}"))
                 continue
             if video[0][0] + video[0][1] > tar_size:
-                bad.append(_bad(source_id, tar, "truncated", f"video member ends past the tar's {tar_size} bytes"))
+                bad.append(_bad(source_id, path, "truncated", f"video member ends past the tar's {tar_size} bytes"))
                 continue
-            out.append(record(source_id, str(tar), labels, key=key, offset=video[0][0], size=video[0][1]))
+            out.append(record(source_id, path, labels, key=key, offset=video[0][0], size=video[0][1]))
     return out, bad
 
 
-def _shards_dataset(folder: Path, splits: list[str]) -> str | None:
+def _shards_dataset(fs, base: str, splits: list[str]) -> str | None:
     """The dataset the shards were made from, as the preprocessing job recorded it."""
     for s in splits:
-        job = folder / f"job-{s}.json"
-        if job.is_file():
-            dataset = json.loads(job.read_text()).get("config", {}).get("dataset")
-            if dataset in ("ssv2", "k400", "ek100"):
-                return dataset
+        try:
+            job = json.loads(_read(fs, join(base, f"job-{s}.json")))
+        except (FileNotFoundError, ValueError):
+            continue
+        dataset = job.get("config", {}).get("dataset") if isinstance(job, dict) else None
+        if dataset in ("ssv2", "k400", "ek100"):
+            return dataset
     return None
 
 

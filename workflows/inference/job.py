@@ -115,6 +115,29 @@ def plan_job(cfg: InferConfig, model: ModelSource | None = None) -> JobPlan:
                    unlisted)
 
 
+def choose_device(cfg: InferConfig, cluster_gpus: float, log: Callable[[str], None]) -> str:
+    """``gpu`` asks Ray for GPUs and waits for them (an autoscaler adds GPU nodes: the cluster may have
+    none yet); ``auto`` takes the GPU when the cluster has one now and says so when it runs on CPU."""
+    if cfg.device != "auto":
+        return cfg.device
+    if cluster_gpus >= cfg.gpus_per_replica:
+        return "gpu"
+    log(f"[batch_infer] --device auto: the Ray cluster has {cluster_gpus:g} GPUs now, running on CPU "
+        f"(--device gpu waits for GPU nodes an autoscaler adds)")
+    return "cpu"
+
+
+def pool_size(cfg: InferConfig, device: str, cluster_gpus: float) -> tuple[int, int]:
+    """(min, max) model actors: ``num_replicas`` fixes both; else ``min_replicas`` .. ``max_replicas``,
+    whose default is what the cluster's GPUs hold now (at least one: the autoscaler's first node)."""
+    if cfg.num_replicas:
+        return cfg.num_replicas, cfg.num_replicas
+    if cfg.max_replicas is not None:
+        return cfg.min_replicas, cfg.max_replicas
+    fits = int(cluster_gpus // cfg.gpus_per_replica) if device == "gpu" else 1
+    return cfg.min_replicas, max(cfg.min_replicas, fits, 1)
+
+
 def run_job(plan: JobPlan, log: Callable[[str], None] | None = None) -> JobResult:
     """Run ``plan`` on the current Ray cluster under OUT's lease (one writer per output; raises
     ``pipelines.lease.LeaseHeld`` while another live job writes there); returns counts and throughput.
@@ -153,10 +176,8 @@ def _run_job(plan: JobPlan, log: Callable[[str], None]) -> JobResult:
     t0 = time.time()
     if total:
         gpus = ray.cluster_resources().get("GPU", 0)
-        device = cfg.device if cfg.device != "auto" else ("gpu" if gpus >= 1 else "cpu")
-        if device == "gpu" and gpus < 1:
-            raise InferConfigError("--device gpu, but the Ray cluster has no GPU")
-        replicas = cfg.num_replicas or (int(gpus) if device == "gpu" else 1)
+        device = choose_device(cfg, gpus, log)
+        low, high = pool_size(cfg, device, gpus)
         weights = plan.model.weights_bytes()
         weights_size = sum(len(b) for b in weights)
         checkpoint = ray.put(weights)
@@ -166,15 +187,16 @@ def _run_job(plan: JobPlan, log: Callable[[str], None]) -> JobResult:
         ds = ds.map(decode_views, fn_kwargs={"spec": plan.views}, num_cpus=1,
                     num_gpus=0.25 if cfg.decode_device == "gpu" else 0)
         ds = ds.map_batches(Predictor, batch_size=cfg.batch_size, batch_format="numpy",
-                            compute=ray.data.ActorPoolStrategy(size=replicas),
+                            compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
                             fn_constructor_kwargs={"checkpoint": [checkpoint], "top_k": cfg.top_k,
                                                    "device": device, "precision": cfg.precision},
-                            num_gpus=1 if device == "gpu" else 0, num_cpus=1,
+                            num_gpus=cfg.gpus_per_replica if device == "gpu" else 0, num_cpus=1,
                             # A replica's host memory: its weights twice (bytes + tensors) and headroom.
                             # Also keeps Ray Data from fusing the decode tasks into the actors on CPU
                             # clusters, so videos decode in parallel with the model instead of in turn.
                             memory=2 * weights_size + (1 << 30))
-        log(f"[batch_infer {job_id}] {replicas} model replica(s) on {device}, batch size {cfg.batch_size} videos")
+        log(f"[batch_infer {job_id}] {low}..{high} model replica(s) on {device}"
+            f"{f' ({cfg.gpus_per_replica:g} GPU each)' if device == 'gpu' else ''}, batch size {cfg.batch_size} videos")
         pending: list = []
         pending_rows, seq, processed, last_log, last_flush = 0, 0, 0, time.time(), time.time()
         predicted_ids: set[str] = set()

@@ -87,9 +87,16 @@ def resize_short_side(frames: np.ndarray, short_side: int) -> np.ndarray:
 
 
 def _read_member(path: str, offset: int, size: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(offset)
-        data = f.read(size)
+    if "://" in path:  # a shard in an object store (s3://...): a ranged read
+        import pyarrow.fs as pafs
+
+        fs, key = pafs.FileSystem.from_uri(path)
+        with fs.open_input_file(key) as f:
+            data = f.read_at(size, offset)
+    else:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(size)
     if len(data) != size:
         raise VideoDecodeError("truncated", f"{path}: member at {offset} has {len(data)} of {size} bytes")
     return data

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from .. import tracking
 from ..ray_connect import connect_ray
+from ..shared_storage import alive_nodes, cluster_path_problems
 from . import tracker
 from .config import TrainConfig, TrainConfigError, format_config, parse_config, resolve, validate
 from .state import MODEL_DIR, read_progress
@@ -47,6 +49,30 @@ def with_defaults(cfg: TrainConfig) -> TrainConfig:
         registered_model=cfg.registered_model or f"cast-{cfg.dataset}")
 
 
+def wait_for_resources(cfg: TrainConfig, poll_s: float = 2.0, report_s: float = 15.0) -> dict[str, float]:
+    """The cluster's resources once they cover the request, or when ``cfg.resource_timeout_s`` has passed
+    (then :func:`resolve` refuses with the numbers). An autoscaler adds nodes meanwhile; a progress line
+    says what is missing."""
+    import ray
+
+    cpus = cfg.cpus_per_worker * cfg.num_workers
+    gpus = (cfg.gpus_per_worker or 0.0) * cfg.num_workers  # None (auto) takes GPUs only if present
+    started = last = time.monotonic()
+    while True:
+        have = ray.cluster_resources()
+        if have.get("CPU", 0.0) >= cpus and have.get("GPU", 0.0) >= gpus:
+            return have
+        waited = time.monotonic() - started
+        if waited >= cfg.resource_timeout_s:
+            return have
+        if time.monotonic() - last >= report_s or waited == 0:
+            print(f"[train] waiting for the cluster: {have.get('CPU', 0.0):g}/{cpus:g} CPUs, "
+                  f"{have.get('GPU', 0.0):g}/{gpus:g} GPUs; {cfg.resource_timeout_s - waited:.0f}s left "
+                  f"(--resource-timeout-s)", flush=True)
+            last = time.monotonic()
+        time.sleep(poll_s)
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     """Run one training job on the connected Ray cluster. ``cfg`` must have passed :func:`validate`.
     Holds the run name's lease (re-entrant: :func:`main` took it before Ray) and resumes only what both
@@ -65,10 +91,14 @@ def _train(cfg: TrainConfig) -> TrainResult:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from .. import tracking
     from .loop import train_loop_per_worker
 
-    resources = ray.cluster_resources()
+    problems = cluster_path_problems({"--storage-path": cfg.storage_path, "--shards": cfg.shards,
+                                      "--val-shards": cfg.val_shards}, alive_nodes(),
+                                     local_only=("--shards", "--val-shards"), tracking_uri=tracking.tracking_uri())
+    if problems:
+        raise TrainConfigError("; ".join(problems))
+    resources = wait_for_resources(cfg)
     cfg = resolve(cfg, resources.get("GPU", 0.0), resources.get("CPU", 0.0))
     run_id, previous = tracker.open_run(cfg.experiment, cfg.run_name,
                                         {tracker.DATASET_TAG: cfg.dataset, "cast.preset": cfg.preset})
@@ -165,10 +195,18 @@ def main(dataset: str, argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
+        tracking.preflight()  # a stopped server or a wrong password: one line now, not minutes of retries
+    except tracking.TrackingUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
         # One live job per run name: a second one would log every step twice and fight over the run.
         with hold(run_lease_uri(cfg), f"training run {cfg.run_name!r}", log=_log):
             reconcile_stores(cfg, _log)
-            connect_ray(dashboard=True)
+            try:
+                connect_ray(dashboard=True)
+            except ValueError as err:  # RAY_ADDRESS names something a driver cannot join
+                raise TrainConfigError(str(err)) from err
             result = train(cfg)
     except (TrainConfigError, LeaseHeld) as err:  # also: the cluster cannot host the request (GPUs, CPUs)
         print(f"error: {err}", file=sys.stderr)
@@ -181,7 +219,7 @@ def main(dataset: str, argv: Sequence[str] | None = None) -> int:
 def run_lease_uri(cfg: TrainConfig) -> str:
     """Where the lease of a run name lives: beside Ray's run folders, not inside (that folder may be
     moved aside by :func:`preflight.reconcile_stores`)."""
-    return str(Path(cfg.storage_path) / ".run-leases" / cfg.run_name)
+    return f"{cfg.storage_path.rstrip('/')}/.run-leases/{cfg.run_name}"  # a folder or a URI
 
 
 def _log(msg: str) -> None:

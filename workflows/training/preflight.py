@@ -59,11 +59,17 @@ def check_weights(cfg: TrainConfig) -> None:
                 "then torch.save the state dict) and pass that file")
 
 
-def ray_snapshot(cfg: TrainConfig) -> Path | None:
-    """Ray Train's folder of this run when it holds checkpoints (what a resume would start from)."""
-    folder = Path(cfg.storage_path) / cfg.run_name
-    if folder.is_dir() and any(p.is_dir() and p.name.startswith(_CHECKPOINT_PREFIXES) for p in folder.iterdir()):
-        return folder
+def ray_snapshot(cfg: TrainConfig) -> str | None:
+    """Ray Train's folder of this run (a local path or a URI, as ``storage_path``) when it holds
+    checkpoints: what a resume would start from."""
+    import pyarrow.fs as pafs
+
+    from pipelines.shards import resolve_out
+
+    fs, base = resolve_out(cfg.storage_path)
+    entries = fs.get_file_info(pafs.FileSelector(f"{base}/{cfg.run_name}", allow_not_found=True))
+    if any(e.type == pafs.FileType.Directory and e.base_name.startswith(_CHECKPOINT_PREFIXES) for e in entries):
+        return f"{cfg.storage_path.rstrip('/')}/{cfg.run_name}"
     return None
 
 
@@ -94,8 +100,11 @@ def reconcile_stores(cfg: TrainConfig, log: Callable[[str], None]) -> None:
     if cfg.resume:
         raise TrainConfigError(f"--resume: {problem}")
     if snapshot is not None:
-        aside = snapshot.with_name(f"{snapshot.name}.orphaned-{time.strftime('%Y%m%d-%H%M%S')}")
-        snapshot.rename(aside)
+        if "://" in snapshot:  # object stores cannot rename a folder: the user decides what to keep
+            raise TrainConfigError(f"{problem}; remove {snapshot} (or copy it aside) to start afresh, or "
+                                   f"choose another --run-name")
+        aside = Path(snapshot).with_name(f"{Path(snapshot).name}.orphaned-{time.strftime('%Y%m%d-%H%M%S')}")
+        Path(snapshot).rename(aside)
         log(f"[train] {problem}: starting afresh; the old checkpoints are kept in {aside}")
     else:
         tracker.supersede(run.info.run_id, f"no checkpoint of it in {cfg.storage_path}; restarted afresh")
