@@ -32,8 +32,9 @@ clean-data:
 	rm -rf data/demo
 
 # The cluster stack on this machine (infra/local/cluster): Postgres, an S3 server, MLflow with logins,
-# a Ray head and three worker nodes. Needs Debian's postgresql (apt-get install -y postgresql).
+# a Ray head and three worker nodes. Installs Debian's postgresql when it is missing.
 cluster-up: setup
+	bash infra/local/cluster/install_postgres.sh
 	$(BIN)/python infra/local/cluster/stack.py up
 
 cluster-down:
