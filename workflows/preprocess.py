@@ -24,7 +24,8 @@ if __package__ in (None, ""):
 from pipelines.datasets import DATASETS, AnnotationError  # noqa: E402
 from pipelines.lease import LeaseHeld, hold  # noqa: E402
 from workflows.ray_connect import connect_ray  # noqa: E402
-from pipelines.preprocess import PreprocessConfig, prepare_listing, run_preprocess  # noqa: E402
+from pipelines.preprocess import PreprocessConfig, PreprocessResult, prepare_listing, run_preprocess  # noqa: E402
+from workflows.shared_storage import ClusterPathError  # noqa: E402
 from pipelines.schema import CODECS  # noqa: E402
 
 
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with hold(cfg.out, f"preprocess {cfg.split}", wait_s=cfg.lease_wait_s, log=_log):
             result = _run_on_ray(a, cfg, listing)
-    except LeaseHeld as e:
+    except (LeaseHeld, ClusterPathError) as e:
         print(f"preprocess: {e}", file=sys.stderr)
         return 2
     print(json.dumps(asdict(result) | {"shards": len(result.shards)}))
@@ -92,7 +93,7 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _run_on_ray(a: argparse.Namespace, cfg: PreprocessConfig, listing):
+def _run_on_ray(a: argparse.Namespace, cfg: PreprocessConfig, listing) -> PreprocessResult:
     import ray
 
     from workflows.shared_storage import alive_nodes, cluster_path_problems
@@ -100,17 +101,13 @@ def _run_on_ray(a: argparse.Namespace, cfg: PreprocessConfig, listing):
     try:
         started = connect_ray(a.num_cpus)
     except ValueError as e:  # RAY_ADDRESS names something a driver cannot join
-        print(f"preprocess: {e}", file=sys.stderr)
-        return 2
-    # Decode tasks run on every node and read the videos; the output must be where all can find it.
-    problems = cluster_path_problems({"--videos": a.videos, "--annotations": a.annotations, "--out": a.out},
-                                     alive_nodes())
-    if problems:
-        if started:
-            ray.shutdown()
-        print(f"preprocess: {'; '.join(problems)}", file=sys.stderr)
-        return 2
+        raise ClusterPathError(str(e)) from e
     try:
+        # Decode tasks run on every node and read the videos; the output must be where all can find it.
+        problems = cluster_path_problems({"--videos": a.videos, "--annotations": a.annotations, "--out": a.out},
+                                         alive_nodes())
+        if problems:
+            raise ClusterPathError("; ".join(problems))
         if a.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0:
             cfg = config_from_args(a, "gpu")
         return run_preprocess(cfg, listing=listing)
