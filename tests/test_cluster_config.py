@@ -106,13 +106,14 @@ def test_device_and_actor_pool(tmp_path):
 
 
 def test_training_storage_path_may_be_a_uri():
-    from workflows.training.config import TrainConfig, TrainConfigError, validate
+    from workflows.training.config import TrainConfig, TrainConfigError, load_recipe, validate
 
-    base = dict(dataset="ssv2", shards="/nonexistent", val_shards="/nonexistent", run_name="r")
+    base = load_recipe("ssv2", None) | dict(dataset="ssv2", shards="/nonexistent", val_shards="/nonexistent",
+                                           run_name="r")
     with pytest.raises(TrainConfigError) as err:
-        validate(TrainConfig(**base, storage_path="s3://bucket/ray"))
+        validate(TrainConfig.from_dict(base | dict(storage_path="s3://bucket/ray")))
     assert "storage_path" not in str(err.value)  # only the missing shards
     with pytest.raises(TrainConfigError, match="storage_path must be an absolute path or a URI"):
-        validate(TrainConfig(**base, storage_path="relative/ray"))
+        validate(TrainConfig.from_dict(base | dict(storage_path="relative/ray")))
     with pytest.raises(TrainConfigError, match="DALI loaders read local files"):
-        validate(TrainConfig(**dict(base, shards="s3://bucket/shards"), storage_path="/abs"))
+        validate(TrainConfig.from_dict(base | dict(shards="s3://bucket/shards", storage_path="/abs")))

@@ -116,3 +116,24 @@ def test_batch_infer_print_config_and_defaults_defined_once(tmp_path, capsys):
     d = InferConfig.defaults()
     assert (a.batch_size, a.top_k, a.precision, a.flush_rows, a.progress_every) == (
         d.batch_size, d.top_k, d.precision, d.flush_rows, d.progress_every_s)
+
+
+def test_recipe_fields_have_one_home(tmp_path):
+    """The recipe's settings have no dataclass default: every recipe sets them all, and a recipe that
+    leaves one out is an error naming it (no silent second default)."""
+    import dataclasses
+
+    import yaml
+
+    from workflows.training.config import CONFIG_DIR, TrainConfig, TrainConfigError, parse_config
+
+    no_default = {f.name for f in dataclasses.fields(TrainConfig) if f.default is dataclasses.MISSING
+                  and f.default_factory is dataclasses.MISSING} - {"dataset", "shards", "val_shards"}
+    for dataset in ("ssv2", "k400", "ek100"):
+        recipe = yaml.safe_load((CONFIG_DIR / f"{dataset}.yaml").read_text())["recipe"]
+        assert set(recipe) == no_default, dataset
+    broken = yaml.safe_load((CONFIG_DIR / "ssv2.yaml").read_text())
+    del broken["recipe"]["epochs"]
+    (tmp_path / "ssv2.yaml").write_text(yaml.safe_dump(broken))
+    with pytest.raises(TrainConfigError, match=r"missing from the recipe and the flags: \['epochs'\]"):
+        parse_config("ssv2", ["--shards", "s", "--val-shards", "v", "--config-dir", str(tmp_path)])

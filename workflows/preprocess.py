@@ -24,7 +24,7 @@ if __package__ in (None, ""):
 from pipelines.datasets import DATASETS, AnnotationError  # noqa: E402
 from pipelines.lease import LeaseHeld, hold  # noqa: E402
 from workflows.ray_connect import connect_ray  # noqa: E402
-from pipelines.preprocess import PreprocessConfig, PreprocessResult, prepare_listing, run_preprocess  # noqa: E402
+from pipelines.preprocess import PreprocessConfig, prepare_listing, run_preprocess  # noqa: E402
 from workflows.shared_storage import ClusterPathError  # noqa: E402
 from pipelines.schema import CODECS  # noqa: E402
 
@@ -79,12 +79,23 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, AnnotationError) as e:  # AnnotationError is a ValueError; named for the reader
         print(f"preprocess: {e}", file=sys.stderr)
         return 2
+    import ray
+
+    started = False
     try:
+        if os.environ.get("RAY_ADDRESS"):  # joining a cluster: its paths are checked before the lease touches --out
+            started = _connect_and_check(a)
         with hold(cfg.out, f"preprocess {cfg.split}", wait_s=cfg.lease_wait_s, log=_log):
-            result = _run_on_ray(a, cfg, listing)
+            started = started or _connect_and_check(a)
+            if a.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0:
+                cfg = config_from_args(a, "gpu")
+            result = run_preprocess(cfg, listing=listing)
     except (LeaseHeld, ClusterPathError) as e:
         print(f"preprocess: {e}", file=sys.stderr)
         return 2
+    finally:
+        if started:
+            ray.shutdown()
     print(json.dumps(asdict(result) | {"shards": len(result.shards)}))
     return 0
 
@@ -93,27 +104,20 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _run_on_ray(a: argparse.Namespace, cfg: PreprocessConfig, listing) -> PreprocessResult:
-    import ray
-
+def _connect_and_check(a: argparse.Namespace) -> bool:
+    """Connect to Ray (True when this started it) and refuse paths that not every node sees."""
     from workflows.shared_storage import alive_nodes, cluster_path_problems
 
     try:
         started = connect_ray(a.num_cpus)
     except ValueError as e:  # RAY_ADDRESS names something a driver cannot join
         raise ClusterPathError(str(e)) from e
-    try:
-        # Decode tasks run on every node and read the videos; the output must be where all can find it.
-        problems = cluster_path_problems({"--videos": a.videos, "--annotations": a.annotations, "--out": a.out},
-                                         alive_nodes())
-        if problems:
-            raise ClusterPathError("; ".join(problems))
-        if a.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0:
-            cfg = config_from_args(a, "gpu")
-        return run_preprocess(cfg, listing=listing)
-    finally:
-        if started:
-            ray.shutdown()
+    # Decode tasks run on every node and read the videos; the output must be where all can find it.
+    problems = cluster_path_problems({"--videos": a.videos, "--annotations": a.annotations, "--out": a.out},
+                                     alive_nodes())
+    if problems:
+        raise ClusterPathError("; ".join(problems))
+    return started
 
 
 if __name__ == "__main__":

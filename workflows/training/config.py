@@ -35,7 +35,9 @@ class TrainConfigError(ValueError):
     """A training configuration that cannot run; raised before any work starts."""
 
 
-@dataclass(frozen=True)
+# Keyword-only so that the recipe's fields can go without a default wherever they sit: those fields
+# (every key under ``recipe:`` in configs/<dataset>.yaml) have their one home in the recipe, per dataset.
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     # -- what to train on ---------------------------------------------------------------------------
     dataset: str
@@ -45,10 +47,10 @@ class TrainConfig:
     val_split: str = "validation"
     head: str = "single"
     # -- model ----------------------------------------------------------------------------------------
-    preset: str = "base"
-    drop_path: float = 0.1
-    head_drop: float = 0.0
-    init_scale: float = 0.001
+    preset: str
+    drop_path: float
+    head_drop: float
+    init_scale: float
     grad_checkpointing: bool = False
     # The paper trains adapters, B-CAST and heads on frozen pretrained experts. Without expert weights
     # (random init: tests, the demo) there is nothing to preserve, and a tiny run learns faster with
@@ -58,34 +60,34 @@ class TrainConfig:
     videomae_weights: str | None = None  # expert init: VideoMAE state dict
     init_checkpoint: str | None = None  # an official CAST release checkpoint (all weights)
     # -- optimisation (the paper's recipe) ----------------------------------------------------------
-    epochs: int = 30
-    batch_size: int = 6  # clips per worker per forward pass
-    total_batch_size: int = 384  # clips per optimizer step, all workers, all accumulation steps
-    base_lr: float = 1e-3  # per 256 clips: lr = base_lr * total_batch_size / 256
-    min_lr: float = 1e-6
-    warmup_lr: float = 1e-6
-    warmup_epochs: float = 5.0
-    weight_decay: float = 0.05
-    layer_decay: float = 0.75
-    betas: tuple[float, float] = (0.9, 0.999)
-    opt_eps: float = 1e-8
-    clip_grad: float | None = None
-    label_smoothing: float = 0.1
-    mixup: float = 0.8
-    cutmix: float = 1.0
-    mixup_prob: float = 1.0
-    mixup_switch_prob: float = 0.5
+    epochs: int
+    batch_size: int  # clips per worker per forward pass
+    total_batch_size: int  # clips per optimizer step, all workers, all accumulation steps
+    base_lr: float  # per 256 clips: lr = base_lr * total_batch_size / 256
+    min_lr: float
+    warmup_lr: float
+    warmup_epochs: float
+    weight_decay: float
+    layer_decay: float
+    betas: tuple[float, float]
+    opt_eps: float
+    clip_grad: float | None
+    label_smoothing: float
+    mixup: float
+    cutmix: float
+    mixup_prob: float
+    mixup_switch_prob: float
     precision: str = "auto"  # auto|bf16|fp16|fp32, resolved by cast_model.precision (auto: bf16 on GPUs and bf16-fast CPUs)
     # -- data -------------------------------------------------------------------------------------------
-    sampling: str = "uniform"
-    sampling_rate: int = 4
-    hflip: bool = True
-    rand_augment: bool = True
-    rand_augment_n: int = 2  # ops per clip
-    rand_augment_m: int = 9  # magnitude of 10
-    crop_scale_min: float = 0.08  # random resized crop: smallest area fraction kept (largest is 1)
-    test_clips: int = 2
-    test_crops: int = 3
+    sampling: str
+    sampling_rate: int
+    hflip: bool
+    rand_augment: bool
+    rand_augment_n: int  # ops per clip
+    rand_augment_m: int  # magnitude of 10
+    crop_scale_min: float  # random resized crop: smallest area fraction kept (largest is 1)
+    test_clips: int
+    test_crops: int
     loader_threads: int = 2
     shuffle_buffer: int = 256
     # -- cluster ----------------------------------------------------------------------------------------
@@ -155,10 +157,12 @@ class TrainConfig:
             raise TrainConfigError(f"unknown training settings: {unknown}")
         sources = sources or {}
         typed = {k: coerce(k, v, hints[k], sources.get(k, "")) for k, v in values.items()}
-        try:
-            return cls(**typed)
-        except TypeError as err:  # a required field missing
-            raise TrainConfigError(str(err)) from err
+        missing = sorted(f.name for f in dataclasses.fields(cls)
+                         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                         and f.name not in typed)
+        if missing:  # the recipe's fields have no default: the recipe (or a flag) must give them
+            raise TrainConfigError(f"settings missing from the recipe and the flags: {missing}")
+        return cls(**typed)
 
     def params(self) -> dict[str, str]:
         """The resolved config as flat MLflow params (label maps are an artifact, not params)."""
