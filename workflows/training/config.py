@@ -306,6 +306,7 @@ FLAG_HELP: dict[str, str] = {
     "experiment": "MLflow experiment; default cast-<dataset>",
     "registered_model": "registered model name; default cast-<dataset>",
     "storage_path": "Ray Train storage (absolute path or URI visible to every node)",
+    "resource_timeout_s": "seconds to wait for the requested CPUs/GPUs (an autoscaler adding nodes) before giving up",
     "checkpoint_every": "also checkpoint every N optimizer steps (0: at epoch ends only)",
     "keep_checkpoints": "checkpoints kept, best by validation top-1 (the latest is kept too)",
     "max_failures": "worker failures Ray Train recovers from",
@@ -344,7 +345,6 @@ def build_parser(dataset: str) -> argparse.ArgumentParser:
     p.add_argument("--shards", required=True, help="folder of training shards")
     p.add_argument("--val-shards", required=True, help="folder of validation shards")
     p.add_argument("--config-dir", default=str(CONFIG_DIR), help="folder holding <dataset>.yaml")
-<<<<<<< HEAD
     p.add_argument("--print-config", action="store_true", default=False,
                    help="print the resolved config with each value's source and exit (nothing starts)")
     for f in dataclasses.fields(TrainConfig):
@@ -356,28 +356,6 @@ def build_parser(dataset: str) -> argparse.ArgumentParser:
                        nargs=len(typing.get_args(hint)) if typing.get_origin(hint) is tuple else None,
                        help=FLAG_HELP.get(f.name, "(undocumented)"),
                        metavar="{true,false}" if hint is bool else None)
-=======
-    # Every TrainConfig field settable from the command line; None = keep the recipe's value.
-    flags: dict[str, Any] = {
-        "train_split": str, "val_split": str, "preset": str, "drop_path": float, "head_drop": float,
-        "init_scale": float, "grad_checkpointing": _bool, "freeze_experts": _bool, "clip_weights": str, "videomae_weights": str,
-        "init_checkpoint": str, "epochs": int, "batch_size": int, "total_batch_size": int,
-        "base_lr": float, "min_lr": float, "warmup_lr": float, "warmup_epochs": float,
-        "weight_decay": float, "layer_decay": float, "opt_eps": float, "clip_grad": _optional_float,
-        "label_smoothing": float, "mixup": float, "cutmix": float, "mixup_prob": float,
-        "mixup_switch_prob": float, "precision": str, "sampling": str, "sampling_rate": int,
-        "hflip": _bool, "rand_augment": _bool, "rand_augment_n": int, "rand_augment_m": int,
-        "crop_scale_min": float, "test_clips": int, "test_crops": int,
-        "loader_threads": int, "shuffle_buffer": int, "num_workers": int, "gpus_per_worker": float,
-        "cpus_per_worker": float, "run_name": str, "experiment": str, "registered_model": str,
-        "storage_path": str, "checkpoint_every": int, "keep_checkpoints": int, "max_failures": int,
-        "log_every": int, "seed": int, "register": _bool,
-        "resource_timeout_s": float,
-    }
-    for name, kind in flags.items():
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None)
-    p.add_argument("--betas", type=float, nargs=2, default=None)
->>>>>>> cluster
     return p
 
 
@@ -469,12 +447,8 @@ def validate(cfg: TrainConfig) -> None:
          f"gpus_per_worker must be >= 0, got {cfg.gpus_per_worker!r}")
     need(bool(cfg.run_name) and "/" not in cfg.run_name, f"run_name must be a non-empty name without '/', "
          f"got {cfg.run_name!r}")
-<<<<<<< HEAD
     need(not ("'" in cfg.run_name and '"' in cfg.run_name),
          f"run_name must not hold both ' and \" (MLflow filters cannot match it), got {cfg.run_name!r}")
-    need(Path(cfg.storage_path).is_absolute(), f"storage_path must be absolute (Ray workers change their "
-         f"working directory), got {cfg.storage_path!r}")
-=======
     need(is_uri(cfg.storage_path) or Path(cfg.storage_path).is_absolute(),
          f"storage_path must be an absolute path or a URI such as s3://bucket/prefix (Ray workers change "
          f"their working directory), got {cfg.storage_path!r}")
@@ -482,7 +456,6 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("shards", "val_shards"):
         need(not is_uri(getattr(cfg, name)), f"{name} {getattr(cfg, name)}: the DALI loaders read local files, "
              f"not URIs; copy the shards to a folder every node mounts and pass that folder")
->>>>>>> cluster
     if problems:
         raise TrainConfigError("invalid training config: " + "; ".join(problems))
 
