@@ -26,6 +26,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from cast_model.vocab import SAMPLINGS
 from pipelines.manifest import CLASSES_FILE, shard_paths
 from pipelines.sampling import CROP_POSITIONS, eval_indices, train_indices
 from pipelines.schema import CODECS, META_EXT, NUM_FRAMES_EXT, labels_ext
@@ -65,8 +66,8 @@ class LoaderConfig:
 
     def __post_init__(self):
         errors = []
-        if self.sampling not in ("uniform", "dense"):
-            errors.append(f"sampling must be 'uniform' or 'dense', got {self.sampling!r}")
+        if self.sampling not in SAMPLINGS:
+            errors.append(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
         if self.device not in ("cpu", "gpu"):
             errors.append(f"device must be 'cpu' or 'gpu', got {self.device!r}")
         if self.device == "gpu" and not torch.cuda.is_available():

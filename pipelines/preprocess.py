@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from pipelines.datasets import DATASETS, AnnotationError, Listing, read_dataset
+from pipelines.datasets import LAYOUTS, AnnotationError, Listing, read_dataset
 from pipelines.decode import VideoDecodeError, decode_video
 from pipelines.encode import EncodeConfig, encode_video
 from pipelines.manifest import (CLASSES_FILE, consolidate, read_label_map, shard_parts,
@@ -75,8 +75,8 @@ class PreprocessConfig:
 
     def __post_init__(self):
         errors = []
-        if self.dataset not in DATASETS:
-            errors.append(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+        if self.dataset not in LAYOUTS:
+            errors.append(f"dataset must be one of {LAYOUTS}, got {self.dataset!r}")
         if not Path(self.videos).is_dir():
             errors.append(f"--videos {self.videos!r} is not a folder")
         ann = Path(self.annotations)

@@ -26,10 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Label heads per dataset; the label-map format everywhere is {head: {class_id_str: class_name}}.
-SINGLE_HEAD: tuple[str, ...] = ("label",)
-EK100_HEADS: tuple[str, ...] = ("verb", "noun")
-
 # Shard member extensions (besides the video).
 NUM_FRAMES_EXT = "nf"
 LABELS_EXT = "lbl"  # binary labels for DALI

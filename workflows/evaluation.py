@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 from pipelines.shards import join, write_atomic
 
 from . import metrics as M
-from .inference.predict import head_prefix
+from cast_model.vocab import head_prefix, is_action
 from .inference.store import OutputStore
 
 KIND_TAG = "cast.kind"
@@ -101,7 +101,7 @@ def evaluate_table(table: pa.Table, labels: Mapping[str, Mapping[str, str]]) -> 
         figures.update(M.macro_scores(cm))
         reports[h] = HeadReport(h, table.num_rows, figures, cm, names)
         summary.update({f"{p}{k}": v for k, v in figures.items()})
-    if set(heads) == {"verb", "noun"}:
+    if is_action(heads):
         k = max(len(x) for x in table["action_top_verb_ids"].to_pylist())
         verbs, nouns = _stack_ids(table["action_top_verb_ids"], k), _stack_ids(table["action_top_noun_ids"], k)
         tv = np.asarray(table["verb_label"].to_numpy(), np.int64)[:, None]

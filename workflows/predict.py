@@ -19,7 +19,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cast_model.precision import PRECISIONS  # noqa: E402
-from workflows.inference.config import DEVICES, SAMPLINGS  # noqa: E402
+from cast_model.vocab import SAMPLINGS, head_prefix, is_action  # noqa: E402
+from workflows.inference.config import DEVICES  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,9 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def format_table(results: list[dict], heads: tuple[str, ...]) -> str:
     """Per video: its name, then one line per rank with class id, probability and name for each head
     (EK100: verb, noun and action)."""
-    from workflows.inference.predict import head_prefix
-
-    prefixes = [head_prefix(h) for h in heads] + (["action_"] if set(heads) == {"verb", "noun"} else [])
+    prefixes = [head_prefix(h) for h in heads] + (["action_"] if is_action(heads) else [])
     lines = []
     for r in results:
         lines.append(r["video"])

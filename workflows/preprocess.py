@@ -21,7 +21,7 @@ if __package__ in (None, ""):
     # repository root importable when the package is not installed in the environment.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipelines.datasets import DATASETS, AnnotationError  # noqa: E402
+from pipelines.datasets import LAYOUTS, AnnotationError  # noqa: E402
 from pipelines.lease import LeaseHeld, hold  # noqa: E402
 from workflows.ray_connect import connect_ray  # noqa: E402
 from pipelines.preprocess import PreprocessConfig, prepare_listing, run_preprocess  # noqa: E402
@@ -31,7 +31,7 @@ from pipelines.schema import CODECS  # noqa: E402
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", required=True, choices=DATASETS)
+    p.add_argument("--dataset", required=True, choices=LAYOUTS)
     p.add_argument("--videos", required=True, help="folder of the videos (the split's folder for k400)")
     p.add_argument("--annotations", required=True, help="ssv2: labels folder; others: the CSV/list file")
     p.add_argument("--split", required=True, help="train / validation / test ... (names the shards)")

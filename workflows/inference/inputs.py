@@ -20,6 +20,7 @@ import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cast_model.vocab import DATASETS, label_key
 from pipelines.datasets import read_dataset
 from pipelines.manifest import CLASSES_FILE, shard_parts
 from pipelines.preprocess import DEFAULT_MAX_FPS
@@ -46,7 +47,7 @@ class Listing:
 
     @property
     def labelled(self) -> bool:
-        return self.heads is not None and any(r[f"label_{h}"] >= 0 for r in self.records for h in self.heads)
+        return self.heads is not None and any(r[label_key(h)] >= 0 for r in self.records for h in self.heads)
 
 
 def record(source_id: str, path: str, labels: dict[str, int] | None = None, *, key: str | None = None,
@@ -56,7 +57,7 @@ def record(source_id: str, path: str, labels: dict[str, int] | None = None, *, k
             "size": int(size), "seg_start": -1 if segment is None else int(segment[0]),
             "seg_stop": -1 if segment is None else int(segment[1]),
             "seg_fps": math.nan if segment_fps is None else float(segment_fps),
-            **{f"label_{h}": int(v) for h, v in (labels or {}).items()}}
+            **{label_key(h): int(v) for h, v in (labels or {}).items()}}
 
 
 def is_shard_folder(path: Path) -> bool:
@@ -227,7 +228,7 @@ def _shards_dataset(fs, base: str, splits: list[str]) -> str | None:
         except (FileNotFoundError, ValueError):
             continue
         dataset = job.get("config", {}).get("dataset") if isinstance(job, dict) else None
-        if dataset in ("ssv2", "k400", "ek100"):
+        if dataset in DATASETS:
             return dataset
     return None
 
@@ -242,7 +243,7 @@ def check_labels(listing: Listing, model_labels: dict[str, dict[str, str]]) -> N
                                f"{list(model_labels)}; pass --no-eval to predict without evaluating")
     for h in listing.heads:
         n = len(model_labels[h])
-        bad = sorted({r[f"label_{h}"] for r in listing.records if r[f"label_{h}"] >= n})
+        bad = sorted({r[label_key(h)] for r in listing.records if r[label_key(h)] >= n})
         if bad:
             raise InferConfigError(f"label ids {bad[:10]} of head {h!r} are outside the model's {n} classes")
         names = (listing.label_map or {}).get(h, {})

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+from cast_model.vocab import DATASETS
 from pipelines.progress import format_eta
 
 from .config import InferConfig, InferConfigError
@@ -69,7 +70,7 @@ def dataset_of(listing: Listing, model: ModelSource) -> str | None:
 
 def model_dataset(model: ModelSource) -> str | None:
     """The dataset a model was trained on: the checkpoint's say, else its registered name."""
-    if model.extra.get("dataset") in ("ssv2", "k400", "ek100"):
+    if model.extra.get("dataset") in DATASETS:
         return model.extra["dataset"]
     m = _DATASET_OF_NAME.search(model.name)
     return m.group(1) if m else None

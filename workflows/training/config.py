@@ -21,14 +21,12 @@ import yaml
 
 from cast_model import PRESETS, CASTConfig
 from cast_model.precision import PRECISIONS
+from cast_model.vocab import DATASETS, HEADS, SAMPLINGS
 
 from ..shared_storage import is_uri
 from ..tracking import DATA_DIR, REPO_ROOT
 
 CONFIG_DIR = REPO_ROOT / "configs"
-DATASETS = ("ssv2", "k400", "ek100")
-HEADS = {"single": ("label",), "verb_noun": ("verb", "noun")}
-SAMPLINGS = ("uniform", "dense")
 
 
 class TrainConfigError(ValueError):

@@ -24,12 +24,13 @@ import torch
 import torch.distributed as dist
 from cast_model import save_checkpoint
 from cast_model.precision import autocast, describe, resolve_precision
+from cast_model.vocab import as_heads, view_average
 
 from pipelines.loader import LoaderConfig, eval_loader, train_loader
 
 from .. import metrics as M
 from .config import TrainConfig, steps_per_epoch, warmup_steps
-from .recipe import VideoMixup, as_heads, build_criterion, build_model, build_optimizer, build_scheduler, total_loss
+from .recipe import VideoMixup, build_criterion, build_model, build_optimizer, build_scheduler, total_loss
 from .state import MODEL_DIR, Progress, load_train_state, rng_state, save_train_state
 from .tracker import RunLogger
 
@@ -96,7 +97,7 @@ def evaluate(model: torch.nn.Module, loader, cfg: TrainConfig, worker: Worker) -
         with autocast(worker.device, amp):
             out = as_heads(model(video.flatten(0, 1)))  # {head: (B*V, C)}
         for h in cfg.heads:
-            prob = out[h].float().softmax(-1).view(B, V, -1).mean(1)  # (B, C)
+            prob = view_average(out[h], V)  # (B, C)
             scores[h].append(prob.cpu().numpy())
             labels[h].append(batch[h].cpu().numpy().astype(np.int64))
         keys.extend(batch["key"])
