@@ -32,8 +32,8 @@ from pipelines.manifest import (CLASSES_FILE, consolidate, read_label_map, shard
 from pipelines.progress import format_eta
 from pipelines.lease import OutputLease, hold
 from pipelines.reconcile import FINGERPRINT_COLUMN, Reconciled, fingerprint, reconcile
-from pipelines.schema import (CODECS, META_EXT, NUM_FRAMES_EXT, REJECT_REASONS, VideoRow, label_column,
-                              label_members, sample_key, shard_name)
+from pipelines.schema import (CODECS, META_EXT, NUM_FRAMES_EXT, REJECT_REASONS, VideoRow, count_rejects,
+                              label_column, label_members, sample_key, shard_name)
 from pipelines.shards import (PARTS_DIR, Member, commit_shard, join, list_names, resolve_out, write_atomic,
                               write_table_atomic)
 
@@ -340,8 +340,7 @@ class _RejectWriter:
         self.lease.check()
         name = f"{self.split}-rejects-{uuid.uuid4().hex[:12]}.parquet"
         write_table_atomic(self.fs, join(self.base, PARTS_DIR, name), pa.Table.from_pylist(self.pending))
-        for r in self.pending:
-            self.result.reject_reasons[r["reason"]] = self.result.reject_reasons.get(r["reason"], 0) + 1
+        count_rejects(self.result.reject_reasons, self.pending)
         self.result.rejected += len(self.pending)
         self.pending.clear()
 

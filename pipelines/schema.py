@@ -57,6 +57,12 @@ REJECT_REASONS: tuple[str, ...] = (
     "unexpected_error",  # an error no check above foresaw (type and message in ``detail``): a bug to report
 )
 
+def count_rejects(counts: dict[str, int], rejects: list[dict]) -> None:
+    """Add each reject's ``reason`` to ``counts`` (a job result's ``reject_reasons``), in place."""
+    for r in rejects:
+        counts[r["reason"]] = counts.get(r["reason"], 0) + 1
+
+
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "key", "split", "shard", "source_id", "num_frames", "fps", "height", "width", "bytes",
 )

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cast_model.vocab import DATASETS, label_key
 from pipelines.datasets import read_dataset
-from pipelines.manifest import CLASSES_FILE, shard_parts
+from pipelines.manifest import CLASSES_FILE, LabelMapError, read_label_map, shard_parts
 from pipelines.preprocess import DEFAULT_MAX_FPS
 from pipelines.schema import CODECS, META_EXT, sample_key
 from pipelines.shards import join, read_index, resolve_out
@@ -145,13 +145,10 @@ def _shards(folder: str, split: str | None) -> Listing:
     fs, base = resolve_out(folder)
     prefix = folder.split("://", 1)[0] + "://" if "://" in folder and not folder.startswith("file://") else ""
     try:
-        label_map = json.loads(_read(fs, join(base, CLASSES_FILE)))
-        heads = tuple(label_map)
-    except FileNotFoundError as err:
-        raise InferConfigError(f"--input {folder}: no {CLASSES_FILE} (not a shard folder written by "
-                               f"workflows/preprocess.py?)") from err
-    except (OSError, ValueError, TypeError) as e:
-        raise InferConfigError(f"{join(base, CLASSES_FILE)} is not a readable class list: {e}") from e
+        label_map = read_label_map(folder)
+    except LabelMapError as err:
+        raise InferConfigError(f"--input {err}") from err
+    heads = tuple(label_map)
     parts = shard_parts(fs, base)
     splits = sorted(parts)
     if split is not None:

@@ -21,6 +21,7 @@ from typing import Callable
 
 from cast_model.vocab import DATASETS
 from pipelines.progress import format_eta
+from pipelines.schema import count_rejects
 
 from .config import InferConfig, InferConfigError
 from .inputs import Listing, check_labels, list_inputs
@@ -208,8 +209,7 @@ def _run_job(plan: JobPlan, log: Callable[[str], None]) -> JobResult:
                 result.parts.append(store.write_part(pa.concat_tables(pending), job_id, seq))
                 seq += 1
             store.update_rejects(pending_rejects, predicted_ids if cfg.retry_rejects else set())
-            for r in pending_rejects:
-                result.reject_reasons[r["reason"]] = result.reject_reasons.get(r["reason"], 0) + 1
+            count_rejects(result.reject_reasons, pending_rejects)
             result.rejected += len(pending_rejects)
             pending, pending_rows, last_flush = [], 0, time.time()
             pending_rejects.clear()
@@ -241,8 +241,7 @@ def _run_job(plan: JobPlan, log: Callable[[str], None]) -> JobResult:
         flush()
     else:
         store.update_rejects(pending_rejects)
-        for r in pending_rejects:
-            result.reject_reasons[r["reason"]] = result.reject_reasons.get(r["reason"], 0) + 1
+        count_rejects(result.reject_reasons, pending_rejects)
         result.rejected += len(pending_rejects)
     result.seconds = time.time() - t0
     result.videos_per_s = total / result.seconds if total and result.seconds > 0 else 0.0

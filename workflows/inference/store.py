@@ -28,12 +28,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cast_model.vocab import head_prefix, is_action, label_key
+from pipelines.manifest import REJECTS_FILE
 from pipelines.shards import join, list_names, resolve_out, write_table_atomic
 
-from cast_model.vocab import head_prefix, is_action, label_key
-
 PREDICTIONS_DIR = "predictions"
-REJECTS_FILE = "rejects.parquet"
+# The inference job's rejects (same file name as preprocessing's; no split, a time of rejection instead).
 REJECT_SCHEMA = pa.schema([("source_id", pa.string()), ("path", pa.string()), ("reason", pa.string()),
                            ("detail", pa.string()), ("rejected_at", pa.timestamp("ms", tz="UTC"))])
 
