@@ -24,6 +24,10 @@ HEADS: dict[str, tuple[str, ...]] = {"single": SINGLE_HEAD, "verb_noun": EK100_H
 # How a clip's frames are picked from a video (pipelines.sampling).
 SAMPLINGS: tuple[str, ...] = ("uniform", "dense")
 
+# How a model is evaluated (TrainConfig fields of the same names): training writes them into the
+# checkpoint's ``extra`` beside ``dataset`` and ``heads``, and inference takes its views from there.
+EVAL_VIEW_KEYS: tuple[str, ...] = ("sampling", "sampling_rate", "test_clips", "test_crops")
+
 
 def head_prefix(head: str) -> str:
     """Prefix of a head's metric/column names: none for the single ``label`` head, ``verb_``/``noun_``
@@ -52,5 +56,5 @@ def view_average(logits: torch.Tensor, views: int) -> torch.Tensor:
     return logits.float().softmax(-1).view(-1, views, logits.shape[-1]).mean(1)
 
 
-__all__ = ["DATASETS", "SINGLE_HEAD", "EK100_HEADS", "HEADS", "SAMPLINGS", "head_prefix", "label_key",
+__all__ = ["DATASETS", "SINGLE_HEAD", "EK100_HEADS", "HEADS", "SAMPLINGS", "EVAL_VIEW_KEYS", "head_prefix", "label_key",
            "is_action", "as_heads", "view_average"]

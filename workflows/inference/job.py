@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from cast_model.vocab import DATASETS
+from cast_model.vocab import DATASETS, EVAL_VIEW_KEYS
 from pipelines.progress import format_eta
 from pipelines.schema import count_rejects
 
@@ -30,7 +30,8 @@ from .store import ModelStamp, OutputStore, new_job_id, predictions_table
 from .views import ViewFlags, ViewSpec
 
 _DATASET_OF_NAME = re.compile(r"(?:^|[-_/])(ssv2|k400|ek100)(?:$|[-_/@])")
-DEFAULT_VIEWS = {"sampling": "uniform", "sampling_rate": 4, "test_clips": 1, "test_crops": 3}
+# Views of a checkpoint that records none (vocab.EVAL_VIEW_KEYS; written by training since it records them).
+DEFAULT_VIEWS = dict(zip(EVAL_VIEW_KEYS, ("uniform", 4, 1, 3)))
 
 
 @dataclass

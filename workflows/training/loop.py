@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from cast_model import save_checkpoint
 from cast_model.precision import autocast, describe, resolve_precision
-from cast_model.vocab import as_heads, view_average
+from cast_model.vocab import EVAL_VIEW_KEYS, as_heads, view_average
 
 from pipelines.loader import LoaderConfig, eval_loader, train_loader
 
@@ -110,6 +110,13 @@ def evaluate(model: torch.nn.Module, loader, cfg: TrainConfig, worker: Worker) -
     merged_scores = {h: np.concatenate([p[1][h] for p in parts])[first] for h in cfg.heads}
     merged_labels = {h: np.concatenate([p[2][h] for p in parts])[first] for h in cfg.heads}
     return merged_scores, merged_labels
+
+
+def checkpoint_extra(cfg: TrainConfig, run_id: str, metrics: dict[str, float]) -> dict[str, Any]:
+    """What inference needs to know beyond the weights: the dataset, label heads and evaluation views
+    (the checkpoint is the contract between training and inference), plus the run that made it."""
+    return {"run_id": run_id, "val_top1": metrics.get("val_top1"), "dataset": cfg.dataset,
+            "heads": list(cfg.heads), **{k: getattr(cfg, k) for k in EVAL_VIEW_KEYS}}
 
 
 def _cat(parts: list[np.ndarray], ndim: int) -> np.ndarray:
@@ -199,7 +206,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             save_train_state(tmp, model, optimizer, scheduler, scaler, progress, rngs)
             if final_model:
                 save_checkpoint(Path(tmp) / MODEL_DIR, model, labels=cfg.labels,
-                                extra={"run_id": run_id, "val_top1": metrics.get("val_top1")})
+                                extra=checkpoint_extra(cfg, run_id, metrics))
             name = f"{'final' if final_model else 'checkpoint'}_step{progress.step:08d}"
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
 
