@@ -15,19 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import asdict
 
-if __package__ in (None, ""):
-    # Run as a script (also under ``ray job submit``): make the repository root importable.
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from cast_model.precision import PRECISIONS  # noqa: E402
-from cast_model.vocab import SAMPLINGS  # noqa: E402
-from pipelines.datasets import LAYOUTS  # noqa: E402
-from workflows.ray_connect import connect_ray  # noqa: E402
-from workflows.inference.config import DEVICES, InferConfig  # noqa: E402
+from cast_model.precision import PRECISIONS
+from cast_model.vocab import SAMPLINGS
+from pipelines.datasets import LAYOUTS
+from workflows.ray_connect import connect_ray
+from workflows.inference.config import DEVICES, InferConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

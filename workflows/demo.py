@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: repository root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from workflows.tracking import DATA_DIR, tracking_uri, ui_command  # noqa: E402
-from workflows.ray_connect import connect_ray  # noqa: E402
+from workflows.tracking import DATA_DIR, tracking_uri, ui_command
+from workflows.ray_connect import connect_ray
 
 DEMO_DIR = DATA_DIR / "demo"
 # 6 objects x 4 directions of motion (chance 1/24); 8 training videos per class, validation a quarter.

@@ -15,12 +15,9 @@ import json
 import os
 import sys
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from cast_model.precision import PRECISIONS  # noqa: E402
-from cast_model.vocab import SAMPLINGS, head_prefix, is_action  # noqa: E402
-from workflows.inference.config import DEVICES  # noqa: E402
+from cast_model.precision import PRECISIONS
+from cast_model.vocab import SAMPLINGS, head_prefix, is_action
+from workflows.inference.config import DEVICES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

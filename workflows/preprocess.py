@@ -12,20 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import asdict
 
-if __package__ in (None, ""):
-    # Run as a script (``python workflows/preprocess.py``, also under ``ray job submit``): make the
-    # repository root importable when the package is not installed in the environment.
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from pipelines.datasets import LAYOUTS, AnnotationError  # noqa: E402
-from pipelines.lease import LeaseHeld, hold  # noqa: E402
-from workflows.ray_connect import connect_ray  # noqa: E402
-from pipelines.preprocess import PreprocessConfig, prepare_listing, run_preprocess  # noqa: E402
-from pipelines.schema import CODECS  # noqa: E402
+from pipelines.datasets import LAYOUTS, AnnotationError
+from pipelines.lease import LeaseHeld, hold
+from workflows.ray_connect import connect_ray
+from pipelines.preprocess import PreprocessConfig, prepare_listing, run_preprocess
+from pipelines.schema import CODECS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
