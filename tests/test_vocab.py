@@ -54,3 +54,17 @@ def test_checkpoint_records_what_inference_reads():
     assert set(DEFAULT_VIEWS) == set(EVAL_VIEW_KEYS)
     assert extra == {"run_id": "run1", "val_top1": 0.5, "dataset": "ek100", "heads": ["verb", "noun"],
                      "sampling": "dense", "sampling_rate": 2, "test_clips": 2, "test_crops": 1}
+
+
+def test_renamed_flags_keep_their_old_spelling_with_a_warning(capsys):
+    from workflows.batch_infer import parse_args as infer_args
+    from workflows.preprocess import parse_args as preprocess_args
+
+    new = infer_args(["--model", "m", "--input", "i", "--out", "o", "--test-clips", "2", "--test-crops", "1"])
+    assert capsys.readouterr().err == ""
+    old = infer_args(["--model", "m", "--input", "i", "--out", "o", "--num-clips", "2", "--num-crops", "1"])
+    assert (old.num_clips, old.num_crops) == (new.num_clips, new.num_crops) == (2, 1)
+    assert "--num-clips is deprecated, use --test-clips" in capsys.readouterr().err
+    base = ["--dataset", "csv", "--videos", "v", "--annotations", "a", "--split", "train", "--out", "o"]
+    assert preprocess_args(base + ["--device", "gpu"]).decode_device == "gpu"
+    assert "--device is deprecated, use --decode-device" in capsys.readouterr().err

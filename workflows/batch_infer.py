@@ -21,6 +21,7 @@ from dataclasses import asdict
 from cast_model.precision import PRECISIONS
 from cast_model.vocab import SAMPLINGS
 from pipelines.datasets import LAYOUTS
+from workflows.cli import DeprecatedAlias
 from workflows.ray_connect import connect_ray
 from workflows.inference.config import DEVICES, InferConfig
 
@@ -37,8 +38,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataset", choices=LAYOUTS, default=None, help="read --input in this native layout")
     p.add_argument("--annotations", default=None, help="with --dataset: ssv2 labels folder, else the CSV/list")
     p.add_argument("--split", default=None, help="native layout: split to read; shards: only this split")
-    p.add_argument("--num-clips", type=int, default=None, help="temporal views (default: checkpoint/recipe)")
-    p.add_argument("--num-crops", type=int, choices=[1, 3], default=None, help="spatial views")
+    p.add_argument("--test-clips", "--num-clips", dest="num_clips", type=int, default=None, metavar="N",
+                   action=DeprecatedAlias, deprecated=("--num-clips",), help="temporal views (default: checkpoint/recipe)")
+    p.add_argument("--test-crops", "--num-crops", dest="num_crops", type=int, choices=[1, 3], default=None,
+                   action=DeprecatedAlias, deprecated=("--num-crops",), help="spatial views")
     p.add_argument("--sampling", choices=SAMPLINGS, default=None, help="default: checkpoint/recipe")
     p.add_argument("--sampling-rate", type=int, default=None, help="dense sampling stride")
     p.add_argument("--batch-size", type=int, default=D.batch_size, help="videos per model forward")

@@ -17,6 +17,7 @@ from dataclasses import asdict
 
 from pipelines.datasets import LAYOUTS, AnnotationError
 from pipelines.lease import LeaseHeld, hold
+from workflows.cli import DeprecatedAlias
 from workflows.ray_connect import connect_ray
 from pipelines.preprocess import PreprocessConfig, prepare_listing, run_preprocess
 from pipelines.schema import CODECS
@@ -40,7 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mjpeg-q", type=int, default=5, help="mjpeg quantiser (2: best .. 31: smallest)")
     p.add_argument("--shard-bytes", type=float, default=1e9, help="target shard size in bytes")
     p.add_argument("--max-samples-per-shard", type=int, default=0, help="0: no limit")
-    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto", help="decoding device")
+    p.add_argument("--decode-device", "--device", dest="decode_device", choices=["auto", "cpu", "gpu"],
+                   default="auto", action=DeprecatedAlias, deprecated=("--device",), help="decoding device")
     p.add_argument("--seed", type=int, default=0, help="sample order across shards")
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs to use")
     p.add_argument("--progress-every", type=float, default=10.0, help="seconds between progress lines")
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     # Validate before Ray starts: a wrong config, a bad annotation or an output another job is writing
     # fails in a second, with one line and exit 2, not after cluster start-up.
     try:
-        cfg = config_from_args(a, "cpu" if a.device == "auto" else a.device)
+        cfg = config_from_args(a, "cpu" if a.decode_device == "auto" else a.decode_device)
         listing = prepare_listing(cfg)
     except (ValueError, AnnotationError) as e:  # AnnotationError is a ValueError; named for the reader
         print(f"preprocess: {e}", file=sys.stderr)
@@ -105,7 +107,7 @@ def _run_on_ray(a: argparse.Namespace, cfg: PreprocessConfig, listing):
         print(f"preprocess: {'; '.join(problems)}", file=sys.stderr)
         return 2
     try:
-        if a.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0:
+        if a.decode_device == "auto" and ray.cluster_resources().get("GPU", 0) > 0:
             cfg = config_from_args(a, "gpu")
         return run_preprocess(cfg, listing=listing)
     finally:
