@@ -56,10 +56,12 @@ class PreprocessConfig:
     out: str
     short_side: int | None = None  # None: DEFAULT_SHORT_SIDE[dataset]
     max_fps: float | None = None  # None: DEFAULT_MAX_FPS.get(dataset); 0: keep every frame
-    codec: str = "mjpeg"  # shard codec (README): mjpeg decodes fastest, vp9 is smallest; h264 needs a GPU
-    gop: int = 8
-    crf: int = 32  # vp9 / h264 quality
-    mjpeg_q: int = 5  # mjpeg quantiser
+    # Shard encoding; the defaults are EncodeConfig's. Codec (README): mjpeg decodes fastest, vp9 is
+    # smallest; h264 needs a GPU.
+    codec: str = EncodeConfig.codec
+    gop: int = EncodeConfig.gop
+    crf: int = EncodeConfig.crf  # vp9 / h264 quality
+    mjpeg_q: int = EncodeConfig.mjpeg_q  # mjpeg quantiser
     shard_bytes: int = 1_000_000_000  # target tar size
     max_samples_per_shard: int = 0  # 0: no limit besides shard_bytes
     min_frames: int = 2

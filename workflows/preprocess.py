@@ -24,6 +24,7 @@ from pipelines.schema import CODECS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    D = PreprocessConfig  # the defaults live in the config (shard encoding: pipelines.encode.EncodeConfig)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", required=True, choices=LAYOUTS)
@@ -33,19 +34,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="output folder or URI")
     p.add_argument("--short-side", type=int, default=None, help="default: 256 (never upscaled)")
     p.add_argument("--max-fps", type=float, default=None, help="default: 30 for ek100, else keep all frames")
-    p.add_argument("--codec", choices=sorted(CODECS), default="mjpeg",
+    p.add_argument("--codec", choices=sorted(CODECS), default=D.codec,
                    help="shard codec: mjpeg (fastest to decode) or vp9 (smallest) train on CPU or GPU; "
                         "h264 only on GPU (DALI mixed)")
-    p.add_argument("--gop", type=int, default=8, help="frames between keyframes in the shards")
-    p.add_argument("--crf", type=int, default=32, help="vp9 / h264 quality (lower: better, bigger)")
-    p.add_argument("--mjpeg-q", type=int, default=5, help="mjpeg quantiser (2: best .. 31: smallest)")
-    p.add_argument("--shard-bytes", type=float, default=1e9, help="target shard size in bytes")
-    p.add_argument("--max-samples-per-shard", type=int, default=0, help="0: no limit")
+    p.add_argument("--gop", type=int, default=D.gop, help="frames between keyframes in the shards")
+    p.add_argument("--crf", type=int, default=D.crf, help="vp9 / h264 quality (lower: better, bigger)")
+    p.add_argument("--mjpeg-q", type=int, default=D.mjpeg_q, help="mjpeg quantiser (2: best .. 31: smallest)")
+    p.add_argument("--shard-bytes", type=float, default=D.shard_bytes, help="target shard size in bytes")
+    p.add_argument("--max-samples-per-shard", type=int, default=D.max_samples_per_shard, help="0: no limit")
     p.add_argument("--decode-device", "--device", dest="decode_device", choices=["auto", "cpu", "gpu"],
                    default="auto", action=DeprecatedAlias, deprecated=("--device",), help="decoding device")
-    p.add_argument("--seed", type=int, default=0, help="sample order across shards")
+    p.add_argument("--seed", type=int, default=D.seed, help="sample order across shards")
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs to use")
-    p.add_argument("--progress-every", type=float, default=10.0, help="seconds between progress lines")
+    p.add_argument("--progress-every", type=float, default=D.progress_every_s, help="seconds between progress lines")
     p.add_argument("--retry-rejects", default="none",
                    help="comma-separated reject reasons to try again on a rerun, 'all' or 'none'; inputs "
                         "whose file or annotation changed (a missing video that arrived) are always retried")
