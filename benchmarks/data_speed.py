@@ -15,22 +15,26 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import av
-import numpy as np
-import psutil
-import torch
-import torch.nn.functional as F
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipelines.decode import probe
-from pipelines.loader import MEAN, STD, LoaderConfig, train_loader
-from pipelines.manifest import read_manifest
-from pipelines.preprocess import PreprocessConfig, run_preprocess
-from pipelines.sampling import uniform_indices
-from pipelines.synthetic import SynthConfig, write_dataset
+import av  # noqa: E402
+import numpy as np  # noqa: E402
+import psutil  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from pipelines.decode import probe  # noqa: E402
+from pipelines.loader import MEAN, STD, LoaderConfig, train_loader  # noqa: E402
+from pipelines.manifest import read_manifest  # noqa: E402
+from pipelines.preprocess import PreprocessConfig, run_preprocess  # noqa: E402
+from pipelines.sampling import uniform_indices  # noqa: E402
+from pipelines.synthetic import SynthConfig, write_dataset  # noqa: E402
 
 
 class Meter:
