@@ -6,7 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Head = Literal["single", "verb_noun"]
+from .vocab import HEADS
+
+Head = Literal["single", "verb_noun"]  # the keys of vocab.HEADS
 # Which tokens a cross-attention query sees:
 #   "time"       - the tokens at the same patch position across time steps
 #   "space"      - the patches of the same time step
@@ -15,7 +17,6 @@ Window = Literal["time", "space", "space_time"]
 Direction = Literal["t2s", "s2t"]
 
 _WINDOWS = ("time", "space", "space_time")
-_HEADS = ("single", "verb_noun")
 _DIRECTIONS = ("t2s", "s2t")
 
 
@@ -125,8 +126,8 @@ class CASTConfig:
         for name in ("t2s_window", "s2t_window"):
             if getattr(self, name) not in _WINDOWS:
                 problems.append(f"{name} must be one of {_WINDOWS}, got {getattr(self, name)!r}")
-        if self.head not in _HEADS:
-            problems.append(f"head must be one of {_HEADS}, got {self.head!r}")
+        if self.head not in HEADS:
+            problems.append(f"head must be one of {tuple(HEADS)}, got {self.head!r}")
         for name in ("num_classes", "num_verbs", "num_nouns"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 problems.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")

@@ -14,9 +14,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.schema import EK100_HEADS, SINGLE_HEAD, VideoRow
+from cast_model.vocab import DATASETS, EK100_HEADS, SINGLE_HEAD
+from pipelines.schema import VideoRow
 
-DATASETS: tuple[str, ...] = ("ssv2", "k400", "ek100", "csv")
+# Input layouts :func:`read_dataset` reads: each dataset's native one, plus a plain CSV list.
+LAYOUTS: tuple[str, ...] = (*DATASETS, "csv")
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ def read_dataset(dataset: str, videos: str, annotations: str, split: str,
         return read_ek100(videos, annotations)
     if dataset == "csv":
         return read_csv_list(videos, annotations)
-    raise AnnotationError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+    raise AnnotationError(f"unknown dataset {dataset!r}; expected one of {LAYOUTS}")
 
 
 def _load_json(path: Path):

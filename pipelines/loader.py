@@ -26,7 +26,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from pipelines.manifest import CLASSES_FILE, shard_paths
+from cast_model.vocab import SAMPLINGS
+from pipelines.manifest import read_label_map, shard_paths
 from pipelines.sampling import CROP_POSITIONS, eval_indices, train_indices
 from pipelines.schema import CODECS, META_EXT, NUM_FRAMES_EXT, labels_ext
 from pipelines.shards import read_index
@@ -65,8 +66,8 @@ class LoaderConfig:
 
     def __post_init__(self):
         errors = []
-        if self.sampling not in ("uniform", "dense"):
-            errors.append(f"sampling must be 'uniform' or 'dense', got {self.sampling!r}")
+        if self.sampling not in SAMPLINGS:
+            errors.append(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
         if self.device not in ("cpu", "gpu"):
             errors.append(f"device must be 'cpu' or 'gpu', got {self.device!r}")
         if self.device == "gpu" and not torch.cuda.is_available():
@@ -124,10 +125,7 @@ def resolve_shards(shards: str | os.PathLike | list[str], split: str) -> ShardSe
         label_exts.update(labels_ext(s) for s in samples[:1])
     if len(exts) != 1:
         raise ValueError(f"expected one video codec across the shards, found extensions {sorted(exts)}")
-    classes = Path(tars[0]).parent / CLASSES_FILE
-    if not classes.is_file():
-        raise FileNotFoundError(f"{classes} is missing (it names the label heads)")
-    heads = tuple(json.loads(classes.read_text()))
+    heads = tuple(read_label_map(Path(tars[0]).parent))  # classes.json names the label heads
     if len(label_exts) > 1:
         raise ValueError("the shards mix the old label format (binary .cls) and the new one (.lbl + ASCII .cls); "
                          "re-run preprocessing into a new folder to write them all in the new format")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,11 +26,26 @@ _SHARD_PART = re.compile(r"^(?P<split>.+)-(?P<index>\d{6})\.parquet$")
 _REJECT_PART = re.compile(r"^(?P<split>.+)-rejects-[0-9a-f]+\.parquet$")
 
 
-def read_label_map(out_dir: str) -> dict[str, dict[str, str]]:
-    """``{head: {class_id_str: class_name}}`` from ``OUT/classes.json``."""
-    fs, base = resolve_out(out_dir)
-    with fs.open_input_stream(join(base, CLASSES_FILE)) as f:
-        return json.loads(f.read().decode())
+class LabelMapError(ValueError):
+    """A shard folder's ``classes.json`` is missing or is not ``{head: {class_id: name}}``."""
+
+
+def read_label_map(out_dir: str | Path) -> dict[str, dict[str, str]]:
+    """``{head: {class_id_str: class_name}}`` from ``OUT/classes.json`` (a folder or a URI): the one
+    reader of that file, for preprocessing, the loaders, training and inference."""
+    fs, base = resolve_out(str(out_dir))
+    path = join(base, CLASSES_FILE)
+    try:
+        with fs.open_input_stream(path) as f:
+            labels = json.loads(f.read().decode())
+    except FileNotFoundError as err:
+        raise LabelMapError(f"{out_dir}: {CLASSES_FILE} is missing (not a shard folder written by "
+                            f"workflows/preprocess.py?)") from err
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise LabelMapError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(labels, dict) or not all(isinstance(v, dict) for v in labels.values()):
+        raise LabelMapError(f"{path}: expected {{head: {{class_id: name}}}}")
+    return {h: {str(k): str(v) for k, v in m.items()} for h, m in labels.items()}
 
 
 def write_label_map(out_dir: str, label_map: dict[str, dict[str, str]]) -> None:

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from pipelines.datasets import DATASETS, AnnotationError, Listing, read_dataset
+from pipelines.datasets import LAYOUTS, AnnotationError, Listing, read_dataset
 from pipelines.decode import VideoDecodeError, decode_video
 from pipelines.encode import EncodeConfig, encode_video
 from pipelines.manifest import (CLASSES_FILE, consolidate, read_label_map, shard_parts,
@@ -32,8 +32,8 @@ from pipelines.manifest import (CLASSES_FILE, consolidate, read_label_map, shard
 from pipelines.progress import format_eta
 from pipelines.lease import OutputLease, hold
 from pipelines.reconcile import FINGERPRINT_COLUMN, Reconciled, fingerprint, reconcile
-from pipelines.schema import (CODECS, META_EXT, NUM_FRAMES_EXT, REJECT_REASONS, VideoRow, label_column,
-                              label_members, sample_key, shard_name)
+from pipelines.schema import (CODECS, META_EXT, NUM_FRAMES_EXT, REJECT_REASONS, VideoRow, count_rejects,
+                              label_column, label_members, sample_key, shard_name)
 from pipelines.shards import (PARTS_DIR, Member, commit_shard, join, list_names, resolve_out, write_atomic,
                               write_table_atomic)
 
@@ -56,10 +56,12 @@ class PreprocessConfig:
     out: str
     short_side: int | None = None  # None: DEFAULT_SHORT_SIDE[dataset]
     max_fps: float | None = None  # None: DEFAULT_MAX_FPS.get(dataset); 0: keep every frame
-    codec: str = "mjpeg"  # shard codec (README): mjpeg decodes fastest, vp9 is smallest; h264 needs a GPU
-    gop: int = 8
-    crf: int = 32  # vp9 / h264 quality
-    mjpeg_q: int = 5  # mjpeg quantiser
+    # Shard encoding; the defaults are EncodeConfig's. Codec (README): mjpeg decodes fastest, vp9 is
+    # smallest; h264 needs a GPU.
+    codec: str = EncodeConfig.codec
+    gop: int = EncodeConfig.gop
+    crf: int = EncodeConfig.crf  # vp9 / h264 quality
+    mjpeg_q: int = EncodeConfig.mjpeg_q  # mjpeg quantiser
     shard_bytes: int = 1_000_000_000  # target tar size
     max_samples_per_shard: int = 0  # 0: no limit besides shard_bytes
     min_frames: int = 2
@@ -75,8 +77,8 @@ class PreprocessConfig:
 
     def __post_init__(self):
         errors = []
-        if self.dataset not in DATASETS:
-            errors.append(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+        if self.dataset not in LAYOUTS:
+            errors.append(f"dataset must be one of {LAYOUTS}, got {self.dataset!r}")
         if not Path(self.videos).is_dir():
             errors.append(f"--videos {self.videos!r} is not a folder")
         ann = Path(self.annotations)
@@ -340,8 +342,7 @@ class _RejectWriter:
         self.lease.check()
         name = f"{self.split}-rejects-{uuid.uuid4().hex[:12]}.parquet"
         write_table_atomic(self.fs, join(self.base, PARTS_DIR, name), pa.Table.from_pylist(self.pending))
-        for r in self.pending:
-            self.result.reject_reasons[r["reason"]] = self.result.reject_reasons.get(r["reason"], 0) + 1
+        count_rejects(self.result.reject_reasons, self.pending)
         self.result.rejected += len(self.pending)
         self.pending.clear()
 

@@ -26,10 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Label heads per dataset; the label-map format everywhere is {head: {class_id_str: class_name}}.
-SINGLE_HEAD: tuple[str, ...] = ("label",)
-EK100_HEADS: tuple[str, ...] = ("verb", "noun")
-
 # Shard member extensions (besides the video).
 NUM_FRAMES_EXT = "nf"
 LABELS_EXT = "lbl"  # binary labels for DALI
@@ -60,6 +56,12 @@ REJECT_REASONS: tuple[str, ...] = (
     "duplicate",  # the same source id listed again (the first one is kept)
     "unexpected_error",  # an error no check above foresaw (type and message in ``detail``): a bug to report
 )
+
+def count_rejects(counts: dict[str, int], rejects: list[dict]) -> None:
+    """Add each reject's ``reason`` to ``counts`` (a job result's ``reject_reasons``), in place."""
+    for r in rejects:
+        counts[r["reason"]] = counts.get(r["reason"], 0) + 1
+
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "key", "split", "shard", "source_id", "num_frames", "fps", "height", "width", "bytes",

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cast_model.vocab import DATASETS
 from pipelines.encode import EncodeConfig, encode_video
 
 APPEARANCES: tuple[tuple[str, tuple[int, int, int], str], ...] = (
@@ -51,8 +52,8 @@ class SynthConfig:
     bad: int = 0  # broken files (truncated, empty, garbage bytes), cycled, plus as many missing entries
 
     def __post_init__(self):
-        if self.dataset not in ("ssv2", "k400", "ek100"):
-            raise ValueError(f"dataset must be ssv2, k400 or ek100, got {self.dataset!r}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
         if not 2 <= self.num_classes <= MAX_CLASSES:
             raise ValueError(f"num_classes must be in [2, {MAX_CLASSES}], got {self.num_classes}")
         if self.size < 32 or self.size % 2 or self.frames < 4 or self.videos_per_class < 1:
@@ -327,7 +328,7 @@ def write_dataset(cfg: SynthConfig, out: str | Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", required=True, choices=["ssv2", "k400", "ek100"])
+    p.add_argument("--dataset", required=True, choices=DATASETS)
     p.add_argument("--out", required=True)
     p.add_argument("--num-classes", type=int, default=8)
     p.add_argument("--videos-per-class", type=int, default=6)

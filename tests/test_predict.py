@@ -79,7 +79,7 @@ def test_an_unreachable_tracking_server_is_one_line_and_exit_2(videos, tmp_path)
 
 def test_bad_flags_exit_2_before_loading_anything(videos, capsys):
     for argv in ([videos[0], "--model", URI, "--top-k", "0"], ["nope.mp4", "--model", URI],
-                 [videos[0], "--model", URI, "--num-crops", "2"]):
+                 [videos[0], "--model", URI, "--test-crops", "2"]):
         with pytest.raises(SystemExit) as e:
             predict_main(argv)
         assert e.value.code == 2
@@ -97,7 +97,7 @@ def test_ek100_checkpoint_lists_verb_noun_and_action(tmp_path, capsys):
     ckpt = tiny_checkpoint(tmp_path / "ek", labels, head="verb_noun", num_verbs=len(labels["verb"]),
                            num_nouns=len(labels["noun"]))
     video = str(sorted(Path(d["videos"]).rglob("*.MP4"))[0])  # a whole video of several segments
-    (row,) = run_json(capsys, video, "--model", str(ckpt), "--top-k", "3", "--num-clips", "1")
+    (row,) = run_json(capsys, video, "--model", str(ckpt), "--top-k", "3", "--test-clips", "1")
     assert row["verb_top_names"] == [labels["verb"][str(i)] for i in row["verb_top_ids"]]
     assert row["noun_top_names"] == [labels["noun"][str(i)] for i in row["noun_top_ids"]]
     # the best action is the best verb with the best noun; names are "<verb> <noun>"
@@ -105,7 +105,7 @@ def test_ek100_checkpoint_lists_verb_noun_and_action(tmp_path, capsys):
                                                                               row["noun_top_ids"][0])
     assert row["action_top_names"][0] == f"{row['verb_top_names'][0]} {row['noun_top_names'][0]}"
     assert row["action_top_probs"][0] == pytest.approx(row["verb_top_probs"][0] * row["noun_top_probs"][0], rel=1e-5)
-    assert predict_main([video, "--model", str(ckpt), "--num-clips", "1"]) == 0
+    assert predict_main([video, "--model", str(ckpt), "--test-clips", "1"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[2:4] == ["  verb", table[3]] and "  noun" in table and "  action" in table
     outputs = [c.name for c in signature_for(None, ("verb", "noun")).outputs.inputs]

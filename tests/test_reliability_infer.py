@@ -130,7 +130,7 @@ def test_kill_9_mid_job_then_rerun_loses_and_duplicates_nothing(world, tmp_path,
     # driver, and Ray ends the tasks and actors of a dead driver.
     env = dict(os.environ, PYTHONPATH=str(REPO), RAY_ADDRESS=ray_address())
     cmd = [sys.executable, str(REPO / "workflows" / "batch_infer.py"), "--model", world["model"], "--input",
-           str(world["folder"]), "--out", str(out), "--no-eval", "--num-clips", "1", "--num-crops", "1",
+           str(world["folder"]), "--out", str(out), "--no-eval", "--test-clips", "1", "--test-crops", "1",
            "--batch-size", "2", "--flush-rows", "2"]
     log = open(tmp_path / "job.log", "w")
     job = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=log, stderr=log)

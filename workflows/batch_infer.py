@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import asdict
 
-if __package__ in (None, ""):
-    # Run as a script (also under ``ray job submit``): make the repository root importable.
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from pipelines.datasets import DATASETS  # noqa: E402
-from workflows.ray_connect import connect_ray  # noqa: E402
-from workflows.inference.config import DEVICES, PRECISIONS, SAMPLINGS, InferConfig  # noqa: E402
+from cast_model.precision import PRECISIONS
+from cast_model.vocab import SAMPLINGS
+from pipelines.datasets import LAYOUTS
+from workflows.cli import DeprecatedAlias
+from workflows.ray_connect import connect_ray
+from workflows.inference.config import DEVICES, InferConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,11 +35,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "or a local checkpoint folder")
     p.add_argument("--input", required=True, help="shard folder, video folder, file list, or native video folder")
     p.add_argument("--out", required=True, help="output folder or URI (predictions/, rejects.parquet)")
-    p.add_argument("--dataset", choices=DATASETS, default=None, help="read --input in this native layout")
+    p.add_argument("--dataset", choices=LAYOUTS, default=None, help="read --input in this native layout")
     p.add_argument("--annotations", default=None, help="with --dataset: ssv2 labels folder, else the CSV/list")
     p.add_argument("--split", default=None, help="native layout: split to read; shards: only this split")
-    p.add_argument("--num-clips", type=int, default=None, help="temporal views (default: checkpoint/recipe)")
-    p.add_argument("--num-crops", type=int, choices=[1, 3], default=None, help="spatial views")
+    p.add_argument("--test-clips", "--num-clips", dest="num_clips", type=int, default=None, metavar="N",
+                   action=DeprecatedAlias, deprecated=("--num-clips",), help="temporal views (default: checkpoint/recipe)")
+    p.add_argument("--test-crops", "--num-crops", dest="num_crops", type=int, choices=[1, 3], default=None,
+                   action=DeprecatedAlias, deprecated=("--num-crops",), help="spatial views")
     p.add_argument("--sampling", choices=SAMPLINGS, default=None, help="default: checkpoint/recipe")
     p.add_argument("--sampling-rate", type=int, default=None, help="dense sampling stride")
     p.add_argument("--batch-size", type=int, default=D.batch_size, help="videos per model forward")

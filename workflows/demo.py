@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: repository root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from workflows.tracking import DATA_DIR, tracking_uri, ui_command  # noqa: E402
-from workflows.ray_connect import connect_ray  # noqa: E402
+from workflows.tracking import DATA_DIR, tracking_uri, ui_command
+from workflows.ray_connect import connect_ray
 
 DEMO_DIR = DATA_DIR / "demo"
 # 6 objects x 4 directions of motion (chance 1/24); 8 training videos per class, validation a quarter.
@@ -97,6 +93,7 @@ def report(result, cfg, seconds: float) -> int:
     from mlflow.exceptions import MlflowException
 
     from workflows import tracking
+    from workflows.registry import CANDIDATE, CHAMPION
     from workflows.training.config import read_label_map
 
     client = tracking.client()
@@ -107,10 +104,10 @@ def report(result, cfg, seconds: float) -> int:
     log(f"validation top-1 {top1:.3f} vs chance {chance:.3f} ({cfg.test_clips} clips x {cfg.test_crops} crops per "
         f"video); training {speed:.1f} clips/s over 2 workers; demo took {seconds:.0f}s")
     try:
-        champion = client.get_model_version_by_alias(cfg.registered_model, "champion")
-        candidate = client.get_model_version_by_alias(cfg.registered_model, "candidate")
+        champion = client.get_model_version_by_alias(cfg.registered_model, CHAMPION)
+        candidate = client.get_model_version_by_alias(cfg.registered_model, CANDIDATE)
         log(f"registry: {cfg.registered_model} candidate = version {candidate.version}, champion = version "
-            f"{champion.version} (load: mlflow.pyfunc.load_model('models:/{cfg.registered_model}@champion'))")
+            f"{champion.version} (load: mlflow.pyfunc.load_model('models:/{cfg.registered_model}@{CHAMPION}'))")
     except MlflowException as err:  # reporting only: the training itself succeeded
         log(f"registry lookup failed: {err}")
     log(f"MLflow: {tracking_uri()}; open the UI with\n    {ui_command()}")

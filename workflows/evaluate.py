@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from workflows.evaluation import EK100_FIGURES, balanced_measure  # noqa: E402
+from workflows.evaluation import EK100_FIGURES, balanced_measure
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -31,10 +31,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cast_model.vocab import head_prefix, is_action
 from pipelines.shards import join, write_atomic
 
 from . import metrics as M
-from .inference.predict import head_prefix
 from .inference.store import OutputStore
 
 KIND_TAG = "cast.kind"
@@ -42,7 +42,6 @@ EVAL_RUN_TAG = "cast.evaluation_run"  # model version tag: the latest evaluation
 MODEL_NAME_TAG = "cast.model_name"
 MODEL_VERSION_TAG = "cast.model_version"
 MODEL_URI_TAG = "cast.model_uri"
-DATASET_TAG = "cast.dataset"
 EVAL_DIR = "evaluation"
 # Which top-1 figures of a dataset's metrics.json enter the balanced measure. EK100 counts its verb and
 # noun recognition separately (a model must be good at both the motion and the object).
@@ -101,7 +100,7 @@ def evaluate_table(table: pa.Table, labels: Mapping[str, Mapping[str, str]]) -> 
         figures.update(M.macro_scores(cm))
         reports[h] = HeadReport(h, table.num_rows, figures, cm, names)
         summary.update({f"{p}{k}": v for k, v in figures.items()})
-    if set(heads) == {"verb", "noun"}:
+    if is_action(heads):
         k = max(len(x) for x in table["action_top_verb_ids"].to_pylist())
         verbs, nouns = _stack_ids(table["action_top_verb_ids"], k), _stack_ids(table["action_top_noun_ids"], k)
         tv = np.asarray(table["verb_label"].to_numpy(), np.int64)[:, None]
@@ -139,7 +138,7 @@ def log_evaluation_run(report: EvalReport, files: Mapping[str, bytes], experimen
                        tags: Mapping[str, str], run_name: str, model_id: str | None = None) -> str:
     """An MLflow run holding the figures as metrics and the files as artifacts; returns its id. With
     ``model_id`` (a registered version's logged model) the metrics are attached to that model too."""
-    from mlflow.entities import Metric, Param, RunStatus
+    from mlflow.entities import Metric, RunStatus
 
     from . import tracking
 
@@ -154,7 +153,7 @@ def log_evaluation_run(report: EvalReport, files: Mapping[str, bytes], experimen
         client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0, model_id=model_id)
                                                    for k, v in finite.items()])
         params = {k: json.dumps(v) if isinstance(v, (dict, list)) else str(v) for k, v in report.info.items()}
-        client.log_batch(run.info.run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
+        client.log_batch(run.info.run_id, params=[tracking.param(k, v) for k, v in params.items()])
         with tempfile.TemporaryDirectory() as tmp:
             for name, data in files.items():
                 (Path(tmp) / name).write_bytes(data)
@@ -203,14 +202,14 @@ def evaluate_job(plan, log=print) -> dict[str, Any]:
     for name, data in files.items():
         if name != "metrics.json":
             write_atomic(store.fs, join(folder, name), data)
+    from . import tracking  # MLflow only where a run is logged
+
     tags = {MODEL_NAME_TAG: model.name, MODEL_VERSION_TAG: model.version, MODEL_URI_TAG: model.uri,
-            DATASET_TAG: plan.dataset or "", "cast.input": plan.cfg.input}
+            tracking.DATASET_TAG: plan.dataset or "", "cast.input": plan.cfg.input}
     run_id = log_evaluation_run(report, files, plan.cfg.experiment, tags,
                                 run_name=f"eval-{_slug(model.name)}-v{model.version}-{plan.dataset or 'data'}",
                                 model_id=model.model_id)
     if model.model_id is not None:  # a registry version: link it back to the run that evaluated it
-        from . import tracking
-
         tracking.client().set_model_version_tag(model.name, model.version, EVAL_RUN_TAG, run_id)
     if "metrics.json" in files:
         write_atomic(store.fs, join(folder, "metrics.json"), files["metrics.json"])

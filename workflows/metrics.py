@@ -10,6 +10,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from cast_model.vocab import head_prefix, is_action
+
 
 def _check(scores: np.ndarray, labels: np.ndarray) -> None:
     if scores.ndim != 2 or labels.ndim != 1 or len(scores) != len(labels):
@@ -68,10 +70,10 @@ def classification_summary(scores: Mapping[str, np.ndarray], labels: Mapping[str
     """
     out: dict[str, float] = {}
     for head in scores:
-        prefix = "" if head == "label" else f"{head}_"
+        prefix = head_prefix(head)
         out[f"{prefix}top1"] = topk_accuracy(scores[head], labels[head], 1)
         out[f"{prefix}top5"] = topk_accuracy(scores[head], labels[head], 5)
-    if set(scores) == {"verb", "noun"}:
+    if is_action(tuple(scores)):
         out["action_top1"] = action_accuracy(scores["verb"], labels["verb"], scores["noun"], labels["noun"])
         out["top1"] = out["action_top1"]
     return out

@@ -15,11 +15,10 @@ import json
 import os
 import sys
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from cast_model.precision import PRECISIONS  # noqa: E402
-from workflows.inference.config import DEVICES, SAMPLINGS  # noqa: E402
+from cast_model.precision import PRECISIONS
+from cast_model.vocab import SAMPLINGS, head_prefix, is_action
+from workflows.cli import DeprecatedAlias
+from workflows.inference.config import DEVICES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,8 +29,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN/model, or a local checkpoint folder")
     p.add_argument("--top-k", type=int, default=5, help="classes listed per video (per head)")
     p.add_argument("--json", action="store_true", help="one JSON object per video on stdout instead of a table")
-    p.add_argument("--num-clips", type=int, default=None, help="temporal views (default: checkpoint, else recipe)")
-    p.add_argument("--num-crops", type=int, choices=[1, 3], default=None,
+    p.add_argument("--test-clips", "--num-clips", dest="num_clips", type=int, default=None, metavar="N",
+                   action=DeprecatedAlias, deprecated=("--num-clips",),
+                   help="temporal views (default: checkpoint, else recipe)")
+    p.add_argument("--test-crops", "--num-crops", dest="num_crops", type=int, choices=[1, 3], default=None,
+                   action=DeprecatedAlias, deprecated=("--num-crops",),
                    help="spatial views (default: checkpoint, else recipe)")
     p.add_argument("--sampling", choices=SAMPLINGS, default=None, help="default: checkpoint, else recipe")
     p.add_argument("--sampling-rate", type=int, default=None, help="dense sampling stride")
@@ -52,9 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def format_table(results: list[dict], heads: tuple[str, ...]) -> str:
     """Per video: its name, then one line per rank with class id, probability and name for each head
     (EK100: verb, noun and action)."""
-    from workflows.inference.predict import head_prefix
-
-    prefixes = [head_prefix(h) for h in heads] + (["action_"] if set(heads) == {"verb", "noun"} else [])
+    prefixes = [head_prefix(h) for h in heads] + (["action_"] if is_action(heads) else [])
     lines = []
     for r in results:
         lines.append(r["video"])

@@ -16,41 +16,39 @@ import os
 import sys
 from dataclasses import asdict
 
-if __package__ in (None, ""):
-    # Run as a script (``python workflows/preprocess.py``, also under ``ray job submit``): make the
-    # repository root importable when the package is not installed in the environment.
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from pipelines.datasets import DATASETS, AnnotationError  # noqa: E402
-from pipelines.lease import LeaseHeld, hold  # noqa: E402
-from workflows.ray_connect import connect_ray  # noqa: E402
-from pipelines.preprocess import PreprocessConfig, prepare_listing, run_preprocess  # noqa: E402
-from workflows.shared_storage import ClusterPathError  # noqa: E402
-from pipelines.schema import CODECS  # noqa: E402
+from pipelines.datasets import LAYOUTS, AnnotationError
+from pipelines.lease import LeaseHeld, hold
+from pipelines.preprocess import PreprocessConfig, prepare_listing, run_preprocess
+from pipelines.schema import CODECS
+from workflows.cli import DeprecatedAlias
+from workflows.ray_connect import connect_ray
+from workflows.shared_storage import ClusterPathError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    D = PreprocessConfig  # the defaults live in the config (shard encoding: pipelines.encode.EncodeConfig)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", required=True, choices=DATASETS)
+    p.add_argument("--dataset", required=True, choices=LAYOUTS)
     p.add_argument("--videos", required=True, help="folder of the videos (the split's folder for k400)")
     p.add_argument("--annotations", required=True, help="ssv2: labels folder; others: the CSV/list file")
     p.add_argument("--split", required=True, help="train / validation / test ... (names the shards)")
     p.add_argument("--out", required=True, help="output folder or URI")
     p.add_argument("--short-side", type=int, default=None, help="default: 256 (never upscaled)")
     p.add_argument("--max-fps", type=float, default=None, help="default: 30 for ek100, else keep all frames")
-    p.add_argument("--codec", choices=sorted(CODECS), default="mjpeg",
+    p.add_argument("--codec", choices=sorted(CODECS), default=D.codec,
                    help="shard codec: mjpeg (fastest to decode) or vp9 (smallest) train on CPU or GPU; "
                         "h264 only on GPU (DALI mixed)")
-    p.add_argument("--gop", type=int, default=8, help="frames between keyframes in the shards")
-    p.add_argument("--crf", type=int, default=32, help="vp9 / h264 quality (lower: better, bigger)")
-    p.add_argument("--mjpeg-q", type=int, default=5, help="mjpeg quantiser (2: best .. 31: smallest)")
-    p.add_argument("--shard-bytes", type=float, default=1e9, help="target shard size in bytes")
-    p.add_argument("--max-samples-per-shard", type=int, default=0, help="0: no limit")
-    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto", help="decoding device")
-    p.add_argument("--seed", type=int, default=0, help="sample order across shards")
+    p.add_argument("--gop", type=int, default=D.gop, help="frames between keyframes in the shards")
+    p.add_argument("--crf", type=int, default=D.crf, help="vp9 / h264 quality (lower: better, bigger)")
+    p.add_argument("--mjpeg-q", type=int, default=D.mjpeg_q, help="mjpeg quantiser (2: best .. 31: smallest)")
+    p.add_argument("--shard-bytes", type=float, default=D.shard_bytes, help="target shard size in bytes")
+    p.add_argument("--max-samples-per-shard", type=int, default=D.max_samples_per_shard, help="0: no limit")
+    p.add_argument("--decode-device", "--device", dest="decode_device", choices=["auto", "cpu", "gpu"],
+                   default="auto", action=DeprecatedAlias, deprecated=("--device",), help="decoding device")
+    p.add_argument("--seed", type=int, default=D.seed, help="sample order across shards")
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs to use")
-    p.add_argument("--progress-every", type=float, default=10.0, help="seconds between progress lines")
+    p.add_argument("--progress-every", type=float, default=D.progress_every_s, help="seconds between progress lines")
     p.add_argument("--retry-rejects", default="none",
                    help="comma-separated reject reasons to try again on a rerun, 'all' or 'none'; inputs "
                         "whose file or annotation changed (a missing video that arrived) are always retried")
@@ -74,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     # Validate before Ray starts: a wrong config, a bad annotation or an output another job is writing
     # fails in a second, with one line and exit 2, not after cluster start-up.
     try:
-        cfg = config_from_args(a, "cpu" if a.device == "auto" else a.device)
+        cfg = config_from_args(a, "cpu" if a.decode_device == "auto" else a.decode_device)
         listing = prepare_listing(cfg)
     except (ValueError, AnnotationError) as e:  # AnnotationError is a ValueError; named for the reader
         print(f"preprocess: {e}", file=sys.stderr)
@@ -87,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             started = _connect_and_check(a)
         with hold(cfg.out, f"preprocess {cfg.split}", wait_s=cfg.lease_wait_s, log=_log):
             started = started or _connect_and_check(a)
-            if a.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0:
+            if a.decode_device == "auto" and ray.cluster_resources().get("GPU", 0) > 0:
                 cfg = config_from_args(a, "gpu")
             result = run_preprocess(cfg, listing=listing)
     except (LeaseHeld, ClusterPathError) as e:

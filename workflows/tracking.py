@@ -9,10 +9,19 @@ import os
 from pathlib import Path
 
 import mlflow
+from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / "data"
+
+DATASET_TAG = "cast.dataset"  # run / model-version tag naming the dataset (training and evaluation runs)
+PARAM_VALUE_LIMIT = 6000  # characters MLflow keeps of a param value
+
+
+def param(key: str, value: str) -> Param:
+    """An MLflow param, its value cut to :data:`PARAM_VALUE_LIMIT` (MLflow rejects longer ones)."""
+    return Param(key, value[:PARAM_VALUE_LIMIT])
 
 
 def default_tracking_uri() -> str:

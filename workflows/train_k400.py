@@ -4,13 +4,15 @@
     ray job submit --working-dir . -- python workflows/train_k400.py --shards ... --num-workers 8
 """
 
-import os
 import sys
 
-if __package__ in (None, ""):  # run as a script (also under `ray job submit`): repo root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from workflows.training import launch
 
-from workflows.training.launch import main  # noqa: E402
+
+def main() -> int:
+    """The ``cast-train-k400`` command."""
+    return launch.main("k400")
+
 
 if __name__ == "__main__":
-    sys.exit(main("k400"))
+    sys.exit(main())

@@ -4,13 +4,15 @@
     ray job submit --working-dir . -- python workflows/train_ssv2.py --shards ... --num-workers 8
 """
 
-import os
 import sys
 
-if __package__ in (None, ""):  # run as a script (also under `ray job submit`): repo root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from workflows.training import launch
 
-from workflows.training.launch import main  # noqa: E402
+
+def main() -> int:
+    """The ``cast-train-ssv2`` command."""
+    return launch.main("ssv2")
+
 
 if __name__ == "__main__":
-    sys.exit(main("ssv2"))
+    sys.exit(main())

@@ -67,7 +67,7 @@ export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$repo/data/mlflow/m
 
 cmd=("$python_bin" "$repo/workflows/batch_infer.py"
      --model "$model" --input "$prefix" --out "$out"
-     --num-clips "$num_clips" --num-crops 3 --batch-size "$batch_size"
+     --test-clips "$num_clips" --test-crops 3 --batch-size "$batch_size"
      ${extra[@]+"${extra[@]}"})
 
 if [[ "$dry_run" -eq 1 ]]; then

@@ -20,7 +20,9 @@ from pipelines.preprocess import DEFAULT_MAX_FPS
 
 from .job import model_dataset, view_settings
 from .model import ModelSource
-from .predict import ViewsPredictor, head_prefix
+from cast_model.vocab import head_prefix, is_action
+
+from .predict import ViewsPredictor
 from .store import ModelStamp, predictions_table
 from .views import ViewFlags, ViewSpec, video_views
 
@@ -30,7 +32,7 @@ DEFAULT_TOP_K = 5
 def result_columns(heads: tuple[str, ...]) -> list[str]:
     """Columns of a classification result, besides ``video``, ``reason`` and ``detail``."""
     cols = [f"{head_prefix(h)}top_{c}" for h in heads for c in ("ids", "names", "probs")]
-    if set(heads) == {"verb", "noun"}:
+    if is_action(heads):
         cols += ["action_top_verb_ids", "action_top_noun_ids", "action_top_names", "action_top_probs"]
     return cols
 

@@ -7,9 +7,8 @@ from types import SimpleNamespace
 from pathlib import Path
 
 from cast_model.precision import PRECISIONS
-from pipelines.datasets import DATASETS
-
-SAMPLINGS = ("uniform", "dense")
+from cast_model.vocab import SAMPLINGS
+from pipelines.datasets import LAYOUTS
 DEVICES = ("auto", "cpu", "gpu")
 
 
@@ -61,8 +60,8 @@ class InferConfig:
         if not self.out:
             problems.append("--out is empty")
         if self.dataset is not None:
-            if self.dataset not in DATASETS:
-                problems.append(f"--dataset must be one of {DATASETS}, got {self.dataset!r}")
+            if self.dataset not in LAYOUTS:
+                problems.append(f"--dataset must be one of {LAYOUTS}, got {self.dataset!r}")
             if not Path(self.input).is_dir():
                 problems.append(f"--input {self.input!r} must be the dataset's video folder")
             if not self.annotations:

@@ -20,8 +20,9 @@ import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cast_model.vocab import DATASETS, label_key
 from pipelines.datasets import read_dataset
-from pipelines.manifest import CLASSES_FILE, shard_parts
+from pipelines.manifest import CLASSES_FILE, LabelMapError, read_label_map, shard_parts
 from pipelines.preprocess import DEFAULT_MAX_FPS
 from pipelines.schema import CODECS, META_EXT, sample_key
 from pipelines.shards import join, read_index, resolve_out
@@ -46,7 +47,7 @@ class Listing:
 
     @property
     def labelled(self) -> bool:
-        return self.heads is not None and any(r[f"label_{h}"] >= 0 for r in self.records for h in self.heads)
+        return self.heads is not None and any(r[label_key(h)] >= 0 for r in self.records for h in self.heads)
 
 
 def record(source_id: str, path: str, labels: dict[str, int] | None = None, *, key: str | None = None,
@@ -56,7 +57,7 @@ def record(source_id: str, path: str, labels: dict[str, int] | None = None, *, k
             "size": int(size), "seg_start": -1 if segment is None else int(segment[0]),
             "seg_stop": -1 if segment is None else int(segment[1]),
             "seg_fps": math.nan if segment_fps is None else float(segment_fps),
-            **{f"label_{h}": int(v) for h, v in (labels or {}).items()}}
+            **{label_key(h): int(v) for h, v in (labels or {}).items()}}
 
 
 def is_shard_folder(path: Path) -> bool:
@@ -144,13 +145,10 @@ def _shards(folder: str, split: str | None) -> Listing:
     fs, base = resolve_out(folder)
     prefix = folder.split("://", 1)[0] + "://" if "://" in folder and not folder.startswith("file://") else ""
     try:
-        label_map = json.loads(_read(fs, join(base, CLASSES_FILE)))
-        heads = tuple(label_map)
-    except FileNotFoundError as err:
-        raise InferConfigError(f"--input {folder}: no {CLASSES_FILE} (not a shard folder written by "
-                               f"workflows/preprocess.py?)") from err
-    except (OSError, ValueError, TypeError) as e:
-        raise InferConfigError(f"{join(base, CLASSES_FILE)} is not a readable class list: {e}") from e
+        label_map = read_label_map(folder)
+    except LabelMapError as err:
+        raise InferConfigError(f"--input {err}") from err
+    heads = tuple(label_map)
     parts = shard_parts(fs, base)
     splits = sorted(parts)
     if split is not None:
@@ -227,7 +225,7 @@ def _shards_dataset(fs, base: str, splits: list[str]) -> str | None:
         except (FileNotFoundError, ValueError):
             continue
         dataset = job.get("config", {}).get("dataset") if isinstance(job, dict) else None
-        if dataset in ("ssv2", "k400", "ek100"):
+        if dataset in DATASETS:
             return dataset
     return None
 
@@ -242,7 +240,7 @@ def check_labels(listing: Listing, model_labels: dict[str, dict[str, str]]) -> N
                                f"{list(model_labels)}; pass --no-eval to predict without evaluating")
     for h in listing.heads:
         n = len(model_labels[h])
-        bad = sorted({r[f"label_{h}"] for r in listing.records if r[f"label_{h}"] >= n})
+        bad = sorted({r[label_key(h)] for r in listing.records if r[label_key(h)] >= n})
         if bad:
             raise InferConfigError(f"label ids {bad[:10]} of head {h!r} are outside the model's {n} classes")
         names = (listing.label_map or {}).get(h, {})

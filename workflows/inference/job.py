@@ -19,7 +19,9 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+from cast_model.vocab import DATASETS, EVAL_VIEW_KEYS
 from pipelines.progress import format_eta
+from pipelines.schema import count_rejects
 
 from .config import InferConfig, InferConfigError
 from .inputs import Listing, check_labels, list_inputs
@@ -28,7 +30,8 @@ from .store import ModelStamp, OutputStore, new_job_id, predictions_table
 from .views import ViewFlags, ViewSpec
 
 _DATASET_OF_NAME = re.compile(r"(?:^|[-_/])(ssv2|k400|ek100)(?:$|[-_/@])")
-DEFAULT_VIEWS = {"sampling": "uniform", "sampling_rate": 4, "test_clips": 1, "test_crops": 3}
+# Views of a checkpoint that records none (vocab.EVAL_VIEW_KEYS; written by training since it records them).
+DEFAULT_VIEWS = dict(zip(EVAL_VIEW_KEYS, ("uniform", 4, 1, 3)))
 
 
 @dataclass
@@ -69,7 +72,7 @@ def dataset_of(listing: Listing, model: ModelSource) -> str | None:
 
 def model_dataset(model: ModelSource) -> str | None:
     """The dataset a model was trained on: the checkpoint's say, else its registered name."""
-    if model.extra.get("dataset") in ("ssv2", "k400", "ek100"):
+    if model.extra.get("dataset") in DATASETS:
         return model.extra["dataset"]
     m = _DATASET_OF_NAME.search(model.name)
     return m.group(1) if m else None
@@ -207,8 +210,7 @@ def _run_job(plan: JobPlan, log: Callable[[str], None]) -> JobResult:
                 result.parts.append(store.write_part(pa.concat_tables(pending), job_id, seq))
                 seq += 1
             store.update_rejects(pending_rejects, predicted_ids if cfg.retry_rejects else set())
-            for r in pending_rejects:
-                result.reject_reasons[r["reason"]] = result.reject_reasons.get(r["reason"], 0) + 1
+            count_rejects(result.reject_reasons, pending_rejects)
             result.rejected += len(pending_rejects)
             pending, pending_rows, last_flush = [], 0, time.time()
             pending_rejects.clear()
@@ -240,8 +242,7 @@ def _run_job(plan: JobPlan, log: Callable[[str], None]) -> JobResult:
         flush()
     else:
         store.update_rejects(pending_rejects)
-        for r in pending_rejects:
-            result.reject_reasons[r["reason"]] = result.reject_reasons.get(r["reason"], 0) + 1
+        count_rejects(result.reject_reasons, pending_rejects)
         result.rejected += len(pending_rejects)
     result.seconds = time.time() - t0
     result.videos_per_s = total / result.seconds if total and result.seconds > 0 else 0.0

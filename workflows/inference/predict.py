@@ -20,6 +20,7 @@ import torch
 from cast_model import CAST, load_checkpoint
 from cast_model.checkpoint import META_FILE, WEIGHTS_FILE
 from cast_model.precision import autocast, describe, resolve_precision
+from cast_model.vocab import as_heads, head_prefix, is_action, view_average
 from pipelines.loader import MEAN, STD
 
 PASS_THROUGH = ("source_id", "key", "path", "reason", "detail")
@@ -36,11 +37,10 @@ def normalise(views: torch.Tensor) -> torch.Tensor:
 @torch.inference_mode()
 def video_probs(model: CAST, views: torch.Tensor, autocast=nullcontext) -> dict[str, torch.Tensor]:
     """(B, V, T, S, S, 3) uint8 on the model's device -> {head: (B, C) softmax averaged over the V views}."""
-    b, v = views.shape[:2]
+    v = views.shape[1]
     with autocast():
-        out = model(normalise(views))  # (B*V, C) or {head: (B*V, C)}
-    out = out if isinstance(out, dict) else {"label": out}
-    return {h: logits.float().softmax(-1).view(b, v, -1).mean(1) for h, logits in out.items()}
+        out = as_heads(model(normalise(views)))  # {head: (B*V, C)}
+    return {h: view_average(logits, v) for h, logits in out.items()}
 
 
 def topk(probs: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -65,16 +65,11 @@ def prediction_columns(heads: tuple[str, ...], k: int) -> dict[str, tuple[np.dty
     for h in heads:
         p = head_prefix(h)
         cols[f"{p}top_ids"], cols[f"{p}top_probs"] = (np.dtype(np.int64), k), (np.dtype(np.float32), k)
-    if set(heads) == {"verb", "noun"}:
+    if is_action(heads):
         cols["action_top_verb_ids"] = (np.dtype(np.int64), k)
         cols["action_top_noun_ids"] = (np.dtype(np.int64), k)
         cols["action_top_probs"] = (np.dtype(np.float32), k)
     return cols
-
-
-def head_prefix(head: str) -> str:
-    """Column prefix of a head: none for the single ``label`` head, ``verb_``/``noun_`` for EK100."""
-    return "" if head == "label" else f"{head}_"
 
 
 class ViewsPredictor:

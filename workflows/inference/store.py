@@ -28,12 +28,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cast_model.vocab import head_prefix, is_action, label_key
+from pipelines.manifest import REJECTS_FILE
 from pipelines.shards import join, list_names, resolve_out, write_table_atomic
 
-from .predict import head_prefix
-
 PREDICTIONS_DIR = "predictions"
-REJECTS_FILE = "rejects.parquet"
+# The inference job's rejects (same file name as preprocessing's; no split, a time of rejection instead).
 REJECT_SCHEMA = pa.schema([("source_id", pa.string()), ("path", pa.string()), ("reason", pa.string()),
                            ("detail", pa.string()), ("rejected_at", pa.timestamp("ms", tz="UTC"))])
 
@@ -48,7 +48,7 @@ def prediction_schema(heads: tuple[str, ...]) -> pa.Schema:
     for h in heads:
         p = head_prefix(h)
         fields += [(f"{p}label", pa.int32()), (f"{p}top_ids", ids), (f"{p}top_names", names), (f"{p}top_probs", probs)]
-    if set(heads) == {"verb", "noun"}:
+    if is_action(heads):
         fields += [("action_top_verb_ids", ids), ("action_top_noun_ids", ids), ("action_top_names", names),
                    ("action_top_probs", probs)]
     fields += [("model_name", pa.string()), ("model_version", pa.string()), ("model_uri", pa.string()),
@@ -82,12 +82,12 @@ def predictions_table(batch: dict[str, np.ndarray], labels: dict[str, dict[str, 
         p = head_prefix(h)
         ids = batch[f"{p}top_ids"]
         valid = ids >= 0
-        known = batch.get(f"label_{h}")
+        known = batch.get(label_key(h))
         cols[f"{p}label"] = [None] * n if known is None else [int(v) if int(v) >= 0 else None for v in known]
         cols[f"{p}top_ids"] = _lists(ids, valid)
         cols[f"{p}top_names"] = _names(ids, labels[h])
         cols[f"{p}top_probs"] = _lists(batch[f"{p}top_probs"], valid)
-    if set(heads) == {"verb", "noun"}:
+    if is_action(heads):
         v, nn_ = batch["action_top_verb_ids"], batch["action_top_noun_ids"]
         valid = v >= 0
         cols["action_top_verb_ids"], cols["action_top_noun_ids"] = _lists(v, valid), _lists(nn_, valid)

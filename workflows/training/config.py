@@ -21,14 +21,14 @@ import yaml
 
 from cast_model import PRESETS, CASTConfig
 from cast_model.precision import PRECISIONS
+from cast_model.vocab import DATASETS, HEADS, SAMPLINGS
+from pipelines import manifest
+from pipelines.manifest import CLASSES_FILE, LabelMapError
 
 from ..shared_storage import is_uri
 from ..tracking import DATA_DIR, REPO_ROOT
 
 CONFIG_DIR = REPO_ROOT / "configs"
-DATASETS = ("ssv2", "k400", "ek100")
-HEADS = {"single": ("label",), "verb_noun": ("verb", "noun")}
-SAMPLINGS = ("uniform", "dense")
 
 
 class TrainConfigError(ValueError):
@@ -403,16 +403,12 @@ def shard_files(folder: str | Path, split: str) -> list[Path]:
 
 
 def read_label_map(folder: str | Path) -> dict[str, dict[str, str]]:
-    path = Path(folder) / "classes.json"
-    if not path.is_file():
-        raise TrainConfigError(f"{folder}: classes.json is missing (not a shard folder?)")
+    """The shards' ``classes.json`` (:func:`pipelines.manifest.read_label_map`), its problems as
+    :class:`TrainConfigError`."""
     try:
-        labels = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise TrainConfigError(f"{path} is not valid JSON: {err}") from err
-    if not isinstance(labels, dict) or not all(isinstance(v, dict) for v in labels.values()):
-        raise TrainConfigError(f"{path}: expected {{head: {{class_id: name}}}}")
-    return {h: {str(k): str(v) for k, v in m.items()} for h, m in labels.items()}
+        return manifest.read_label_map(folder)
+    except LabelMapError as err:
+        raise TrainConfigError(str(err)) from err
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -491,8 +487,8 @@ def validate(cfg: TrainConfig) -> None:
         missing_idx = [t.name for t in tars if not t.with_suffix(".idx").is_file()]
         if missing_idx:
             problems.append(f"{name}: shards without a DALI .idx file: {missing_idx[:5]}")
-        if not (folder / "classes.json").is_file():
-            problems.append(f"{name}: classes.json is missing in {folder}")
+        if not (folder / CLASSES_FILE).is_file():
+            problems.append(f"{name}: {CLASSES_FILE} is missing in {folder}")
     if problems:
         raise TrainConfigError("invalid training config: " + "; ".join(problems))
 

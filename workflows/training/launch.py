@@ -101,7 +101,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
     resources = wait_for_resources(cfg)
     cfg = resolve(cfg, resources.get("GPU", 0.0), resources.get("CPU", 0.0))
     run_id, previous = tracker.open_run(cfg.experiment, cfg.run_name,
-                                        {tracker.DATASET_TAG: cfg.dataset, "cast.preset": cfg.preset})
+                                        {tracking.DATASET_TAG: cfg.dataset, "cast.preset": cfg.preset})
     started = time.perf_counter()
     if previous == "FINISHED":
         print(f"[train] run {cfg.run_name!r} already finished (MLflow run {run_id}); nothing to do", flush=True)

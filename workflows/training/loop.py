@@ -24,12 +24,13 @@ import torch
 import torch.distributed as dist
 from cast_model import save_checkpoint
 from cast_model.precision import autocast, describe, resolve_precision
+from cast_model.vocab import EVAL_VIEW_KEYS, as_heads, view_average
 
 from pipelines.loader import LoaderConfig, eval_loader, train_loader
 
 from .. import metrics as M
 from .config import TrainConfig, steps_per_epoch, warmup_steps
-from .recipe import VideoMixup, as_heads, build_criterion, build_model, build_optimizer, build_scheduler, total_loss
+from .recipe import VideoMixup, build_criterion, build_model, build_optimizer, build_scheduler, total_loss
 from .state import MODEL_DIR, Progress, load_train_state, rng_state, save_train_state
 from .tracker import RunLogger
 
@@ -96,7 +97,7 @@ def evaluate(model: torch.nn.Module, loader, cfg: TrainConfig, worker: Worker) -
         with autocast(worker.device, amp):
             out = as_heads(model(video.flatten(0, 1)))  # {head: (B*V, C)}
         for h in cfg.heads:
-            prob = out[h].float().softmax(-1).view(B, V, -1).mean(1)  # (B, C)
+            prob = view_average(out[h], V)  # (B, C)
             scores[h].append(prob.cpu().numpy())
             labels[h].append(batch[h].cpu().numpy().astype(np.int64))
         keys.extend(batch["key"])
@@ -109,6 +110,13 @@ def evaluate(model: torch.nn.Module, loader, cfg: TrainConfig, worker: Worker) -
     merged_scores = {h: np.concatenate([p[1][h] for p in parts])[first] for h in cfg.heads}
     merged_labels = {h: np.concatenate([p[2][h] for p in parts])[first] for h in cfg.heads}
     return merged_scores, merged_labels
+
+
+def checkpoint_extra(cfg: TrainConfig, run_id: str, metrics: dict[str, float]) -> dict[str, Any]:
+    """What inference needs to know beyond the weights: the dataset, label heads and evaluation views
+    (the checkpoint is the contract between training and inference), plus the run that made it."""
+    return {"run_id": run_id, "val_top1": metrics.get("val_top1"), "dataset": cfg.dataset,
+            "heads": list(cfg.heads), **{k: getattr(cfg, k) for k in EVAL_VIEW_KEYS}}
 
 
 def _cat(parts: list[np.ndarray], ndim: int) -> np.ndarray:
@@ -198,7 +206,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             save_train_state(tmp, model, optimizer, scheduler, scaler, progress, rngs)
             if final_model:
                 save_checkpoint(Path(tmp) / MODEL_DIR, model, labels=cfg.labels,
-                                extra={"run_id": run_id, "val_top1": metrics.get("val_top1")})
+                                extra=checkpoint_extra(cfg, run_id, metrics))
             name = f"{'final' if final_model else 'checkpoint'}_step{progress.step:08d}"
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
 

@@ -91,11 +91,6 @@ def build_criterion(cfg: TrainConfig, mixup_active: bool) -> nn.Module:
     return nn.CrossEntropyLoss()
 
 
-def as_heads(output: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """CAST's output as ``{head: logits}`` (a single-label model's tensor becomes ``{"label": ...}``)."""
-    return output if isinstance(output, dict) else {"label": output}
-
-
 def total_loss(criterion: nn.Module, logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]
                ) -> torch.Tensor:
     """Sum of the per-head losses (EK100: verb CE + noun CE, as the paper)."""

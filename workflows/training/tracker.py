@@ -15,13 +15,12 @@ from typing import Any, Mapping
 
 import mlflow
 import mlflow.system_metrics
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Metric, RunStatus
 from mlflow.environment_variables import MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
 
 from .. import tracking
 
 RUN_NAME_TAG = "cast.run_name"
-DATASET_TAG = "cast.dataset"
 SUPERSEDED_TAG = "cast.superseded"
 
 
@@ -100,7 +99,7 @@ class RunLogger:
         fresh = {k: v for k, v in params.items() if k not in existing}
         items = list(fresh.items())
         for i in range(0, len(items), 100):  # MLflow's batch limit
-            self.client.log_batch(self.run_id, params=[_param(k, v) for k, v in items[i:i + 100]])
+            self.client.log_batch(self.run_id, params=[tracking.param(k, v) for k, v in items[i:i + 100]])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Log ``metrics`` at ``step``, except those already logged at this step or later: a worker
@@ -132,7 +131,3 @@ class RunLogger:
         # the run is put back to RUNNING until then.
         mlflow.end_run()
         self.client.update_run(self.run_id, status="RUNNING")
-
-
-def _param(key: str, value: str) -> Param:
-    return Param(key, value[:6000])  # MLflow's param value limit

@@ -1,0 +1,70 @@
+"""The shared vocabulary (cast_model.vocab), the one classes.json reader, and the checkpoint fields
+training writes for inference."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cast_model.vocab import (DATASETS, EK100_HEADS, EVAL_VIEW_KEYS, HEADS, SINGLE_HEAD, as_heads, head_prefix,
+                              is_action, label_key, view_average)
+from pipelines.manifest import LabelMapError, read_label_map
+from workflows.inference.job import DEFAULT_VIEWS
+from workflows.training.config import TrainConfig, TrainConfigError
+from workflows.training.config import read_label_map as train_label_map
+from workflows.training.loop import checkpoint_extra
+
+
+def test_names():
+    assert DATASETS == ("ssv2", "k400", "ek100") and HEADS == {"single": SINGLE_HEAD, "verb_noun": EK100_HEADS}
+    assert [head_prefix(h) for h in ("label", "verb")] == ["", "verb_"]
+    assert label_key("noun") == "label_noun" and is_action(("verb", "noun")) and not is_action(SINGLE_HEAD)
+
+
+def test_view_average_is_the_mean_softmax_of_each_videos_views():
+    logits = torch.randn(2 * 3, 5)
+    expect = torch.stack([logits[3 * b:3 * b + 3].softmax(-1).mean(0) for b in range(2)])
+    torch.testing.assert_close(view_average(logits, 3), expect)
+    assert set(as_heads(logits)) == {"label"} and as_heads({"verb": logits})["verb"] is logits
+
+
+def test_vocab_imports_without_torch():
+    code = "import sys, cast_model.vocab, pipelines.datasets; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_one_label_map_reader(tmp_path):
+    with pytest.raises(LabelMapError, match="classes.json is missing"):
+        read_label_map(tmp_path)
+    (tmp_path / "classes.json").write_text("[1, 2]")
+    with pytest.raises(TrainConfigError, match="expected"):
+        train_label_map(tmp_path)
+    (tmp_path / "classes.json").write_text(json.dumps({"label": {0: "a", 1: "b"}}))
+    assert read_label_map(str(tmp_path)) == {"label": {"0": "a", "1": "b"}}
+
+
+def test_checkpoint_records_what_inference_reads():
+    cfg = TrainConfig(dataset="ek100", shards="/s", val_shards="/v", head="verb_noun", sampling="dense",
+                      sampling_rate=2, test_clips=2, test_crops=1)
+    extra = checkpoint_extra(cfg, "run1", {"val_top1": 0.5})
+    assert set(DEFAULT_VIEWS) == set(EVAL_VIEW_KEYS)
+    assert extra == {"run_id": "run1", "val_top1": 0.5, "dataset": "ek100", "heads": ["verb", "noun"],
+                     "sampling": "dense", "sampling_rate": 2, "test_clips": 2, "test_crops": 1}
+
+
+def test_renamed_flags_keep_their_old_spelling_with_a_warning(capsys):
+    from workflows.batch_infer import parse_args as infer_args
+    from workflows.preprocess import parse_args as preprocess_args
+
+    new = infer_args(["--model", "m", "--input", "i", "--out", "o", "--test-clips", "2", "--test-crops", "1"])
+    assert capsys.readouterr().err == ""
+    old = infer_args(["--model", "m", "--input", "i", "--out", "o", "--num-clips", "2", "--num-crops", "1"])
+    assert (old.num_clips, old.num_crops) == (new.num_clips, new.num_crops) == (2, 1)
+    assert "--num-clips is deprecated, use --test-clips" in capsys.readouterr().err
+    base = ["--dataset", "csv", "--videos", "v", "--annotations", "a", "--split", "train", "--out", "o"]
+    assert preprocess_args(base + ["--device", "gpu"]).decode_device == "gpu"
+    assert "--device is deprecated, use --decode-device" in capsys.readouterr().err
