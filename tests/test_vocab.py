@@ -14,7 +14,7 @@ from cast_model.vocab import (DATASETS, EK100_HEADS, EVAL_VIEW_KEYS, HEADS, SING
                               is_action, label_key, view_average)
 from pipelines.manifest import LabelMapError, read_label_map
 from workflows.inference.job import DEFAULT_VIEWS
-from workflows.training.config import TrainConfig, TrainConfigError
+from workflows.training.config import TrainConfig, TrainConfigError, load_recipe
 from workflows.training.config import read_label_map as train_label_map
 from workflows.training.loop import checkpoint_extra
 
@@ -48,8 +48,9 @@ def test_one_label_map_reader(tmp_path):
 
 
 def test_checkpoint_records_what_inference_reads():
-    cfg = TrainConfig(dataset="ek100", shards="/s", val_shards="/v", head="verb_noun", sampling="dense",
-                      sampling_rate=2, test_clips=2, test_crops=1)
+    cfg = TrainConfig.from_dict(load_recipe("ek100", None) | dict(
+        dataset="ek100", shards="/s", val_shards="/v", head="verb_noun", sampling="dense", sampling_rate=2,
+        test_clips=2, test_crops=1))
     extra = checkpoint_extra(cfg, "run1", {"val_top1": 0.5})
     assert set(DEFAULT_VIEWS) == set(EVAL_VIEW_KEYS)
     assert extra == {"run_id": "run1", "val_top1": 0.5, "dataset": "ek100", "heads": ["verb", "noun"],

@@ -80,15 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     started = False
+    created = not _exists(cfg.out)
     try:
-        if os.environ.get("RAY_ADDRESS"):  # joining a cluster: its paths are checked before the lease touches --out
-            started = _connect_and_check(a)
         with hold(cfg.out, f"preprocess {cfg.split}", wait_s=cfg.lease_wait_s, log=_log):
-            started = started or _connect_and_check(a)
+            started = _connect_and_check(a)
             if a.decode_device == "auto" and ray.cluster_resources().get("GPU", 0) > 0:
                 cfg = config_from_args(a, "gpu")
             result = run_preprocess(cfg, listing=listing)
     except (LeaseHeld, ClusterPathError) as e:
+        if created and isinstance(e, ClusterPathError):  # the lease made --out: a refused path leaves none
+            _remove_empty_output(cfg.out)
         print(f"preprocess: {e}", file=sys.stderr)
         return 2
     finally:
@@ -100,6 +101,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def _exists(out: str) -> bool:
+    from pipelines.shards import resolve_out
+
+    fs, base = resolve_out(out)
+    return fs.get_file_info(base).type.name != "NotFound"
+
+
+def _remove_empty_output(out: str) -> None:
+    """Remove ``out`` when folders are all it holds (the released lease's): nothing was written."""
+    import pyarrow.fs as pafs
+
+    from pipelines.shards import resolve_out
+
+    fs, base = resolve_out(out)
+    entries = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+    if all(e.type == pafs.FileType.Directory for e in entries):
+        fs.delete_dir(base)
 
 
 def _connect_and_check(a: argparse.Namespace) -> bool:
