@@ -272,8 +272,13 @@ def test_kill_9_and_a_concurrent_second_job_lose_and_duplicate_nothing(hostile, 
     try:
         deadline = time.time() + 120
         while not list((tmp_path / "_parts").glob("train-0*.parquet")) and time.time() < deadline:
-            time.sleep(0.2)
-        assert list((tmp_path / "_parts").glob("train-0*.parquet")), "job 1 committed nothing in 120 s"
+            time.sleep(0.02)
+        # Frozen mid-job: on a fast machine job 1 would otherwise finish while job 2 is still importing.
+        # A stopped process is alive, so its lease stays live (its heartbeat is far inside the TTL).
+        os.killpg(job1.pid, signal.SIGSTOP)
+        committed = list((tmp_path / "_parts").glob("train-0*.parquet"))
+        assert committed, "job 1 committed nothing in 120 s"
+        assert job1.poll() is None and not (tmp_path / "manifest.parquet").exists(), "job 1 finished before the freeze"
         job2 = subprocess.run(_cli(hostile, tmp_path), env=env, capture_output=True, text=True, timeout=120)
         assert job2.returncode == 2 and "is in use by preprocess train" in job2.stderr
     finally:
