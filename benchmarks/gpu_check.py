@@ -30,6 +30,7 @@ from benchmarks.paper_twin import (allow_paper_bf16, batch, build_paper_model, l
 from cast_model.config import CASTConfig  # noqa: E402
 from cast_model.model import CAST  # noqa: E402
 from cast_model.optim import freeze_experts  # noqa: E402
+from cast_model.precision import store_frozen_weights  # noqa: E402
 
 # Dense bf16 tensor-core peaks (TFLOPS, no sparsity), matched by substring of the device name, first match.
 PEAK_BF16_TFLOPS = (("H200", 989.4), ("H100 PCIe", 756.0), ("H100", 989.4), ("H800", 989.4), ("GH200", 989.4),
@@ -85,14 +86,19 @@ def measure(model: torch.nn.Module, cfg: CASTConfig, batch_size: int, compiled: 
 
 
 def models(cfg: CASTConfig, args: argparse.Namespace) -> dict[str, torch.nn.Module]:
-    """Ours, and the paper's with the same parameters when its file is given (kept on the CPU)."""
+    """Ours, and the paper's with the same parameters when its file is given (kept on the CPU). Ours
+    keeps its frozen weights in bf16, as training and inference under bf16 autocast do."""
     torch.manual_seed(0)
     if not args.paper_code:
-        return {"ours": freeze_experts(CAST(cfg))}
+        ours = freeze_experts(CAST(cfg))
+        store_frozen_weights(ours, torch.bfloat16)
+        return {"ours": ours}
     module = load_paper_module(args.paper_code)
     allow_paper_bf16(module)
     paper = build_paper_model(module, cfg)
-    return {"paper": paper, "ours": ours_from_paper(paper, cfg)}
+    ours = ours_from_paper(paper, cfg)
+    store_frozen_weights(ours, torch.bfloat16)
+    return {"paper": paper, "ours": ours}
 
 
 def plan(args: argparse.Namespace, codes: list[str]) -> list[tuple[bool, int, str]]:

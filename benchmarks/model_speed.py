@@ -38,7 +38,7 @@ from benchmarks.paper_twin import (allow_paper_bf16, batch, build_paper_model, l
                                    step_fns, timed)
 from cast_model import CAST, CASTConfig, freeze_experts  # noqa: E402
 from cast_model.convert import convert_official_cast  # noqa: E402
-from cast_model.precision import resolve_precision  # noqa: E402
+from cast_model.precision import resolve_precision, store_frozen_weights  # noqa: E402
 from cast_model.summary import multiply_adds_per_view  # noqa: E402
 
 MATMUL = (2048, 768, 3072)  # (tokens, in, out) of an expert's MLP matmul at batch 1
@@ -71,8 +71,9 @@ def load_weights(model: torch.nn.Module, path: str, ours: bool) -> None:
                 own[rename[name]].copy_(f.get_tensor(name))
 
 
-def build(spec: dict, cfg: CASTConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """(model, callable) for a variant: the paper's or ours (eager, checkpointed or compiled)."""
+def build(spec: dict, cfg: CASTConfig, amp: torch.dtype | None) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(model, callable) for a variant: the paper's or ours (eager, checkpointed or compiled). Ours
+    keeps its frozen weights in the autocast dtype, as training and inference do."""
     if spec["code"] == "paper":
         module = load_paper_module(spec["paper_code"])
         allow_paper_bf16(module)
@@ -82,6 +83,8 @@ def build(spec: dict, cfg: CASTConfig) -> tuple[torch.nn.Module, torch.nn.Module
     if spec.get("weights"):
         load_weights(model, spec["weights"], ours=spec["code"] == "ours")
     model = model.to(spec["device"])
+    if spec["code"] == "ours":
+        store_frozen_weights(model, amp)
     return model, (torch.compile(model) if spec["mode"] == "compile" else model)
 
 
@@ -96,8 +99,8 @@ def measure(spec: dict) -> dict:
     torch.manual_seed(0)
     device = torch.device(spec["device"])
     cfg = model_config(spec["preset"])
-    model, run = build(spec, cfg)
     amp = resolve_precision(spec["precision"], device)
+    model, run = build(spec, cfg, amp)
     x, y = batch(cfg, spec["batch_size"], device)
     forward, train_step = step_fns(model, x, y, amp, run)
     out = {k: spec[k] for k in ("code", "precision", "mode", "batch_size", "device")}

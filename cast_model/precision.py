@@ -96,6 +96,37 @@ def autocast(device: torch.device | str, dtype: torch.dtype | None) -> AbstractC
     return torch.autocast(torch.device(device).type, dtype=dtype)
 
 
+# Modules whose weights autocast casts to the low-precision dtype on every call (torch's autocast lists
+# for CPU and CUDA both hold linear and convolutions).
+_AUTOCAST_CAST_MODULES = (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Conv3d)
+
+
+def store_frozen_weights(model: torch.nn.Module, dtype: torch.dtype | None) -> int:
+    """Keep the frozen weights that autocast feeds to matmuls and convolutions in ``dtype`` itself.
+
+    Under autocast a frozen fp32 weight is cast on every forward (autocast caches casts only of
+    weights that require grad), and each cast copy is kept for backward: the frozen experts cost
+    their fp32 copy plus a low-precision one per step. Stored once in ``dtype`` they cost half of
+    the fp32 copy and no casts, and the output is bit for bit the same (the same round-to-nearest
+    cast, done once). LayerNorms, position tables and every trainable parameter stay fp32. A no-op
+    for ``dtype`` None (plain fp32). Returns how many parameters were converted.
+
+    Only for code that runs the model under ``autocast(…, dtype)``: outside it, the matmuls would
+    meet fp32 inputs.
+    """
+    if dtype is None or dtype == torch.float32:
+        return 0
+    converted = 0
+    for module in model.modules():
+        if not isinstance(module, _AUTOCAST_CAST_MODULES):
+            continue
+        for param in module.parameters(recurse=False):
+            if not param.requires_grad and param.dtype != dtype:
+                param.data = param.data.to(dtype)
+                converted += param.numel()
+    return converted
+
+
 def describe(name: str, device: torch.device | str, dtype: torch.dtype | None) -> str:
     """One log line saying which path runs, e.g. ``precision auto -> bf16 autocast on cpu (avx512_bf16)``."""
     device = torch.device(device)
@@ -110,4 +141,5 @@ def describe(name: str, device: torch.device | str, dtype: torch.dtype | None) -
     return f"precision {name} -> {path} on {device.type}{why}"
 
 
-__all__ = ["PRECISIONS", "cpu_flags", "cpu_fast_bf16", "cpu_bf16_speedup", "resolve_precision", "autocast", "describe"]
+__all__ = ["PRECISIONS", "cpu_flags", "cpu_fast_bf16", "cpu_bf16_speedup", "resolve_precision", "autocast", "describe",
+           "store_frozen_weights"]

@@ -7,6 +7,7 @@ import torch
 
 from cast_model import CAST, CASTConfig, ConfigError, count_params, freeze_experts, load_official_cast, param_groups
 from cast_model.summary import multiply_adds_per_view, summarize
+from cast_model.precision import store_frozen_weights
 
 from .cast_reference import random_official_state_dict, reference_forward
 
@@ -223,6 +224,35 @@ def test_bf16_autocast_on_cpu_stays_close():
             low = model(x)
     assert low.dtype == torch.bfloat16
     assert relative_error(low.float(), ref) < 0.1
+
+
+def test_frozen_weights_stored_in_bf16_change_no_bit_under_autocast():
+    """Autocast casts frozen weights on every call; storing them in bf16 once must give the same
+    logits and the same gradients bit for bit, with the trainable parameters and norms left fp32."""
+    cfg = small(num_classes=3)
+    state = random_official_state_dict(cfg, seed=7, dtype=torch.float32)
+    x = torch.randn(2, 3, cfg.num_frames, cfg.img_size, cfg.img_size)
+    outs, grads, models = [], [], []
+    for stored in (False, True):
+        model = freeze_experts(load_official_cast(state, cfg)).train()
+        frozen_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)
+        converted = store_frozen_weights(model, torch.bfloat16) if stored else 0
+        torch.manual_seed(0)  # the same drop-path draws
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+        out.float().square().sum().backward()
+        outs.append(out)
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+        models.append((model, frozen_bytes, converted))
+    assert torch.equal(outs[0], outs[1])
+    assert grads[0].keys() == grads[1].keys() and all(torch.equal(grads[0][k], grads[1][k]) for k in grads[0])
+    model, before, converted = models[1]
+    after = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)
+    assert converted > 0 and after == before - 2 * converted  # 4 -> 2 bytes for each converted weight
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    assert model.blocks[0].spatial.norm1.weight.dtype == torch.float32  # norms run in fp32 under autocast
+    assert model.blocks[0].spatial.mlp.fc1.weight.dtype == torch.bfloat16
+    assert store_frozen_weights(model, None) == 0  # fp32 runs keep every weight as it is
 
 
 @pytest.mark.slow
