@@ -98,8 +98,13 @@ def submit(stack, entrypoint: list[str], *, wait: bool = True, timeout: float = 
     cmd = [str(BIN / "ray"), "job", "submit", "--working-dir", str(REPO)]
     if not wait:
         cmd.append("--no-wait")
-    return subprocess.run([*cmd, "--", *entrypoint], env=stack["env"], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    result = subprocess.run([*cmd, "--", *entrypoint], env=stack["env"], cwd=REPO, capture_output=True, text=True,
+                            timeout=timeout)
+    # Each node has its own Ray temp folder: with one shared folder every node's log monitor forwarded
+    # every worker's log lines ("(Actor pid=N, ip=…) …"), so each stood in the job's output once per node.
+    forwarded = [line for line in result.stdout.splitlines() if re.match(r"\(\S+ pid=\d+", line)]
+    assert not {line for line in forwarded if forwarded.count(line) > 1}, result.stdout[-4000:]
+    return result
 
 
 def ray_cli(stack, *args: str) -> list[dict]:

@@ -1,7 +1,7 @@
 """The servers of the local cluster stack: how each starts, when it is ready, how it stops.
 
 Every process is started in its own session and recorded by PID in ``state.json``; Ray's daemons
-(which ``ray start`` detaches) are found by the stack's own Ray temp folder in their command line.
+(which ``ray start`` detaches) are found by the stack's marker in their environment.
 Nothing here touches a process the stack did not start.
 """
 
@@ -82,9 +82,10 @@ class Settings:
     def shared_dir(self) -> Path:
         return self.data_dir / "shared"
 
-    @property
-    def ray_temp(self) -> Path:
-        return self.run_dir / "ray"
+    def ray_temp(self, node: int) -> Path:
+        """Node ``node``'s own Ray temp folder (0: the head). One folder shared by the nodes of one
+        machine has each node's log monitor stream every node's worker logs: each job log line 4x."""
+        return self.run_dir / ("ray" if node == 0 else f"ray-node-{node}")
 
     @property
     def mlflow_url(self) -> str:
@@ -380,16 +381,18 @@ def start_ray(s: Settings, env: dict[str, str], record: Callable[[str, int], Non
     node_env.pop("RAY_ADDRESS")
     node_env[STACK_MARKER] = str(s.run_dir)
     log, groups = s.log_dir / "ray.log", []
-    common = ["--temp-dir", str(s.ray_temp), "--node-ip-address", "127.0.0.1", "--disable-usage-stats",
+    common = ["--node-ip-address", "127.0.0.1", "--disable-usage-stats",
               # Ray's default object store is 30% of RAM per node: four nodes on one machine would ask
               # for more shared memory than it has.
               "--object-store-memory", str(s.object_store_mb << 20)]
     head = [str(BIN / "ray"), "start", "--head", "--port", str(s.ray_port), "--dashboard-host", "127.0.0.1",
             "--dashboard-port", str(s.dashboard_port), "--ray-client-server-port", str(s.ray_port + 1),
-            "--num-cpus", "0", "--resources", json.dumps({"cast_head": 1}), *common, *_node_ports(s, 0)]
+            "--num-cpus", "0", "--resources", json.dumps({"cast_head": 1}), "--temp-dir", str(s.ray_temp(0)),
+            *common, *_node_ports(s, 0)]
     nodes = [head] + [
         [str(BIN / "ray"), "start", "--address", f"127.0.0.1:{s.ray_port}", "--num-cpus", str(s.worker_cpus),
-         "--resources", json.dumps({f"cast_worker_{i}": 1}), *common, *_node_ports(s, i)]
+         "--resources", json.dumps({f"cast_worker_{i}": 1}), "--temp-dir", str(s.ray_temp(i)), *common,
+         *_node_ports(s, i)]
         for i in range(1, s.workers + 1)]
     def add_group(pid: int) -> None:
         record(f"ray_node_{len(groups)}", pid)
@@ -436,7 +439,8 @@ def start_stack(s: Settings) -> None:
     sec = new_secrets()
     env = client_env(s, sec)
     write_private(Path(env["RAY_AUTH_TOKEN_PATH"]), sec["ray_token"])
-    state: dict = {"run_dir": str(s.run_dir), "ray_temp": str(s.ray_temp), "pids": {}}
+    state: dict = {"run_dir": str(s.run_dir), "ray_temp": [str(s.ray_temp(i)) for i in range(s.workers + 1)],
+                   "pids": {}}
 
     def record(name: str, pid: int) -> None:
         state["pids"][name] = pid
