@@ -232,6 +232,44 @@ def test_retry_rejects_after_a_wrong_flag(hostile, first_run, tmp_path):
     check_complete(out, hostile["good_ids"], hostile["bad"])
 
 
+def test_retry_rejects_defaults_to_missing_and_none_turns_it_off(hostile, tmp_path):
+    from workflows.preprocess import config_from_args, parse_args
+
+    args = ["--dataset", "ssv2", "--videos", hostile["videos"], "--annotations", hostile["annotations"],
+            "--split", "train", "--out", str(tmp_path)]
+    assert config_from_args(parse_args(args), "cpu").retry == {"missing"} == config(hostile, tmp_path).retry
+    assert config_from_args(parse_args(args + ["--retry-rejects", "none"]), "cpu").retry == frozenset()
+
+
+@pytest.mark.ray
+def test_a_missing_video_that_arrives_is_retried_by_default_even_without_fingerprints(hostile, first_run,
+                                                                                     tmp_path):
+    """Outputs written before fingerprints existed cannot tell that a file arrived: the default retry of
+    ``missing`` still picks it up once the file exists; ``--retry-rejects none`` leaves it rejected."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from pipelines.reconcile import FINGERPRINT_COLUMN
+
+    late = Path(hostile["videos"]) / "late.webm"
+    try:
+        late.write_bytes(next(Path(hostile["videos"]).glob("[0-9]*.webm")).read_bytes())
+        for retry, expected in (((), {}), (("missing",), {"late"})):
+            out = tmp_path / f"retry-{len(retry)}"
+            shutil.copytree(first_run[0], out)
+            for frag in out.glob("_parts/*.parquet"):  # as written before fingerprints existed
+                t = pq.read_table(frag)
+                if FINGERPRINT_COLUMN in t.column_names:
+                    pq.write_table(t.drop_columns([FINGERPRINT_COLUMN]), frag)
+            result = run_preprocess(config(hostile, out, retry_rejects=retry))
+            assert result.retried == len(expected) and result.written == len(expected)
+            bad = {k: v for k, v in hostile["bad"].items() if k not in expected}
+            check_complete(out, hostile["good_ids"] | set(expected), bad)
+    finally:
+        late.unlink(missing_ok=True)
+
+
 def test_a_live_lease_refuses_a_second_writer_and_a_dead_one_is_recovered(tmp_path):
     holder = OutputLease(str(tmp_path), "job A").acquire()
     try:
