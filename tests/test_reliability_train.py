@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 
 from cast_model import CAST, CASTConfig, CheckpointError, load_checkpoint, save_checkpoint, verify_checkpoint
 from pipelines.lease import OutputLease
-from tests.pipelines_data import make_dataset, shards_without_ray
+from tests.pipelines_data import ssv2_train_val_shards
 from workflows import tracking
 from workflows.batch_infer import main as batch_infer_main
 from workflows.training import launch, preflight, tracker
@@ -22,22 +22,13 @@ from workflows.training.config import TrainConfigError, config_from_args
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("reliab_train")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    mp.setenv("MLFLOW_ARTIFACT_ROOT", str(root / "artifacts"))
-    yield root
-    mp.undo()
+def root(mlflow_store) -> Path:
+    return mlflow_store
 
 
 @pytest.fixture(scope="module")
 def shards(root) -> Path:
-    data = make_dataset("ssv2", root / "native", num_classes=4, videos_per_class=2)
-    out = root / "shards"
-    for split in ("train", "validation"):
-        shards_without_ray("ssv2", data["videos"], data["annotations"], split, out, per_shard=4)
-    return out
+    return ssv2_train_val_shards(root, videos_per_class=2)
 
 
 def argv(root: Path, shards: Path, run_name: str, *extra: str) -> list[str]:

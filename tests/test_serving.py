@@ -35,13 +35,8 @@ URI = f"models:/{NAME}@champion"
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    mp.setenv("MLFLOW_ARTIFACT_ROOT", str(root / "artifacts"))
-    yield root
-    mp.undo()
+def store(mlflow_store) -> Path:
+    return mlflow_store
 
 
 @pytest.fixture(scope="module")
