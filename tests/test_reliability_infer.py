@@ -34,6 +34,22 @@ def ray_address() -> str:
     return ray.get_runtime_context().gcs_address
 
 
+def add_hostile_videos(folder: Path, good: bytes) -> dict[str, str]:
+    """Beside the good videos in ``folder``, one of each hostile entry (``good``: a real WebM to spoil).
+    Returns each one's path -> the reject reason every inference path gives it."""
+    (folder / "dir.webm").mkdir()
+    os.mkfifo(folder / "fifo.webm")  # never opened: it would block
+    os.symlink("loop.mp4", folder / "loop.mp4")
+    (folder / "huge.webm").write_bytes(huge_duration(good))
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "garbage.webm").write_bytes(b"\x00\xffgarbage" * 50)
+    (folder / "cut.webm").write_bytes(good[: len(good) // 2])
+    return {str(folder / "dir.webm"): "not_a_file", str(folder / "fifo.webm"): "not_a_file",
+            str(folder / "loop.mp4"): "unreadable", str(folder / "huge.webm"): "bad_metadata",
+            str(folder / "empty.mp4"): "empty", str(folder / "garbage.webm"): "undecodable",
+            str(folder / "cut.webm"): "truncated"}
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
     """A tiny model folder, a video folder with hostile entries and a shard folder with broken shards."""
@@ -45,15 +61,7 @@ def world(tmp_path_factory) -> dict:
     folder = root / "videos"
     shutil.copytree(d["videos"], folder)
     good_files = {str(p) for p in folder.glob("*.webm")}
-    one = next(iter(good_files))
-    (folder / "dir.webm").mkdir()
-    os.mkfifo(folder / "fifo.webm")
-    os.symlink("loop.mp4", folder / "loop.mp4")
-    (folder / "huge.webm").write_bytes(huge_duration(Path(one).read_bytes()))
-    (folder / "empty.mp4").write_bytes(b"")
-    bad_files = {str(folder / "dir.webm"): "not_a_file", str(folder / "fifo.webm"): "not_a_file",
-                 str(folder / "loop.mp4"): "unreadable", str(folder / "huge.webm"): "bad_metadata",
-                 str(folder / "empty.mp4"): "empty"}
+    bad_files = add_hostile_videos(folder, Path(next(iter(good_files))).read_bytes())
     shards = root / "shards"
     shards_without_ray("ssv2", d["videos"], d["annotations"], "train", shards, per_shard=2, codec="mjpeg")
     return {"model": str(model), "folder": folder, "good_files": good_files, "bad_files": bad_files,
@@ -150,3 +158,4 @@ def test_kill_9_mid_job_then_rerun_loses_and_duplicates_nothing(world, tmp_path,
     predicted, rejects = outcome(out)
     assert sorted(predicted) == sorted(world["good_files"]) and rejects == world["bad_files"]
     assert any("recovered the lease of a dead job, batch_infer" in s for s in said)
+
