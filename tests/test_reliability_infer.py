@@ -159,3 +159,71 @@ def test_kill_9_mid_job_then_rerun_loses_and_duplicates_nothing(world, tmp_path,
     assert sorted(predicted) == sorted(world["good_files"]) and rejects == world["bad_files"]
     assert any("recovered the lease of a dead job, batch_infer" in s for s in said)
 
+
+# A driver that runs the job as the CLI does and stops itself (SIGSTOP) right after the part holding its
+# last prediction is written, before that flush's rejects are: a window of milliseconds that watching
+# files from outside cannot hit. ``write_part`` is wrapped, not replaced: the real write runs first.
+_STOP_AFTER_LAST_PART = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+import ray
+from workflows.inference.config import InferConfig
+from workflows.inference.job import plan_job, run_job
+from workflows.inference.store import OutputStore
+write_part = OutputStore.write_part
+def stop_after_the_last(self, *args, **kwargs):
+    name = write_part(self, *args, **kwargs)
+    if self.read_predictions(["source_id"]).num_rows == {good}:
+        os.kill(os.getpid(), signal.SIGSTOP)
+    return name
+OutputStore.write_part = stop_after_the_last
+ray.init(address={address!r}, log_to_driver=False)
+run_job(plan_job(InferConfig(**{config!r})))
+"""
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["lease_taken", "last_part_written"])
+def test_kill_9_before_the_first_part_or_after_the_last_loses_and_duplicates_nothing(world, tmp_path, local_ray,
+                                                                                   point):
+    """kill -9 of the job's process group (1) once it holds the lease, before any part is written,
+    (2) after the part with its last prediction, before that flush's rejects; the rerun completes."""
+    from pipelines.lease import LEASE_DIR
+    from tests.test_reliability_preprocess import stopped
+
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(REPO), RAY_ADDRESS=ray_address())
+    if point == "lease_taken":
+        cmd = [sys.executable, str(REPO / "workflows" / "batch_infer.py"), "--model", world["model"], "--input",
+               str(world["folder"]), "--out", str(out), "--no-eval", "--test-clips", "1", "--test-crops", "1",
+               "--batch-size", "2", "--flush-rows", "2"]
+    else:
+        config = {"model": world["model"], "input": str(world["folder"]), "out": str(out), "batch_size": 2,
+                  "flush_rows": 2, "num_clips": 1, "num_crops": 1, "evaluate": False, "progress_every_s": 0}
+        cmd = [sys.executable, "-c", _STOP_AFTER_LAST_PART.format(repo=str(REPO), address=ray_address(),
+                                                                  good=len(world["good_files"]), config=config)]
+    log = open(tmp_path / "job.log", "w")
+    job = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=log, stderr=log)
+    try:
+        deadline = time.time() + 180
+        if point == "lease_taken":
+            while not list((out / LEASE_DIR).glob("*.json")) and time.time() < deadline and job.poll() is None:
+                time.sleep(0.01)
+            os.killpg(job.pid, signal.SIGSTOP)  # the model replicas need seconds more before a first part
+            assert job.poll() is None and list((out / LEASE_DIR).glob("*.json")), "no lease in 180 s"
+            assert outcome(out)[0] == [], "a part was written before the freeze"
+        else:
+            while not stopped(job.pid) and time.time() < deadline and job.poll() is None:
+                time.sleep(0.05)
+            assert job.poll() is None and stopped(job.pid), (tmp_path / "job.log").read_text()[-3000:]
+            assert sorted(outcome(out)[0]) == sorted(world["good_files"])
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+        log.close()
+    said = []
+    run_job(plan_job(cfg(world, world["folder"], out)), log=said.append)
+    predicted, rejects = outcome(out)
+    assert sorted(predicted) == sorted(world["good_files"]) and rejects == world["bad_files"]
+    assert any("recovered the lease of a dead job, batch_infer" in s for s in said)

@@ -328,6 +328,72 @@ def test_kill_9_and_a_concurrent_second_job_lose_and_duplicate_nothing(hostile, 
     check_complete(tmp_path, hostile["good_ids"], hostile["bad"])
 
 
+def stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP): its state in /proc is 'T'."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+# A driver that runs the job as the CLI does and stops itself (SIGSTOP) when its last shard is committed:
+# the manifest follows within milliseconds, a window that watching files from outside cannot hit.
+_STOP_AFTER_LAST_COMMIT = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+import ray
+from pipelines.preprocess import PreprocessConfig, run_preprocess
+ray.init(address={address!r}, log_to_driver=False)
+commits = []
+def on_commit(shard):
+    commits.append(shard)
+    if len(commits) == {shards}:
+        os.kill(os.getpid(), signal.SIGSTOP)
+run_preprocess(PreprocessConfig(**{config!r}), on_commit=on_commit)
+"""
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["lease_taken", "all_shards_committed"])
+def test_kill_9_before_the_first_commit_or_before_the_manifest_loses_and_duplicates_nothing(hostile, tmp_path,
+                                                                                          local_ray, point):
+    """kill -9 of the job's process group (1) once it holds the lease, before Ray Data has committed
+    anything, (2) after its last shard is committed, before manifest.parquet; the rerun recovers the
+    lease and completes the output."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), RAY_ADDRESS=ray_address())
+    markers = lambda: list((tmp_path / "_parts").glob("train-0*.parquet"))  # noqa: E731
+    shards = -(-len(hostile["good_ids"]) // 2)
+    if point == "lease_taken":
+        cmd = _cli(hostile, tmp_path)
+    else:
+        cfg = {"dataset": "ssv2", "videos": hostile["videos"], "annotations": hostile["annotations"],
+               "split": "train", "out": str(tmp_path), "short_side": 40, "max_samples_per_shard": 2,
+               "progress_every_s": 0}
+        cmd = [sys.executable, "-c", _STOP_AFTER_LAST_COMMIT.format(repo=str(REPO), address=ray_address(),
+                                                                    shards=shards, config=cfg)]
+    job = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        if point == "lease_taken":
+            while not list((tmp_path / LEASE_DIR).glob("*.json")) and time.time() < deadline and job.poll() is None:
+                time.sleep(0.01)
+            os.killpg(job.pid, signal.SIGSTOP)  # Ray Data needs seconds more before its first commit
+            assert job.poll() is None and list((tmp_path / LEASE_DIR).glob("*.json")), "no lease in 180 s"
+            assert not markers(), "a shard was committed before the freeze"
+        else:
+            while not stopped(job.pid) and time.time() < deadline and job.poll() is None:
+                time.sleep(0.05)
+            assert job.poll() is None and stopped(job.pid), "the job did not reach its last commit"
+            assert len(markers()) == shards and not (tmp_path / "manifest.parquet").exists()
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    rerun = subprocess.run(_cli(hostile, tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "recovered the lease of a dead job" in rerun.stderr
+    check_complete(tmp_path, hostile["good_ids"], hostile["bad"])
+
+
 @pytest.fixture
 def s3_uri(monkeypatch):
     """An S3 API (moto) for the object-store side of the lease: only PUT, DELETE and LIST are used."""
