@@ -271,6 +271,14 @@ def _as_state(checkpoint: str | Path | Mapping[str, object], allow_torchscript: 
 
 def _load_into(model: CAST, state: StateDict, expected: set[str], source: str) -> None:
     own = model.state_dict()
+    _check_fit(own, state, expected, source)
+    with torch.no_grad():
+        for k, v in state.items():
+            own[k].copy_(v)
+
+
+def _check_fit(own: Mapping[str, torch.Tensor], state: StateDict, expected: set[str], source: str) -> None:
+    """Names and shapes of ``state`` against the model's ``own`` (tensors on any device, meta too)."""
     missing = sorted(expected - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
@@ -279,9 +287,6 @@ def _load_into(model: CAST, state: StateDict, expected: set[str], source: str) -
     wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if v.shape != own[k].shape]
     if wrong:
         raise ConversionError(f"{source}: shapes differ from the model's: {_fmt(wrong)}")
-    with torch.no_grad():
-        for k, v in state.items():
-            own[k].copy_(v)
 
 
 def load_official_cast(checkpoint: str | Path | Mapping[str, object], config: CASTConfig) -> CAST:
@@ -290,6 +295,50 @@ def load_official_cast(checkpoint: str | Path | Mapping[str, object], config: CA
     model = CAST(config)
     _load_into(model, state, set(model.state_dict()), "CAST checkpoint")
     return freeze_experts(model).eval()
+
+
+def verify_official_cast(path: str | Path, config: CASTConfig) -> None:
+    """Check that :func:`load_official_cast` would load ``path`` into ``config`` without loading the
+    weights: the file is complete (a safetensors header and size, or a torch zip archive's index) and
+    every name and shape fits the model built on the meta device. Raises :class:`ConversionError` or
+    ``FileNotFoundError`` naming the file. Made for checks before a cluster starts: seconds, no memory."""
+    state = adapt_positions(convert_official_cast(_meta_state(Path(path))), config)
+    with torch.device("meta"):
+        model = CAST(config)
+    _check_fit(model.state_dict(), state, set(model.state_dict()), f"CAST checkpoint {path}")
+
+
+def _meta_state(path: Path) -> StateDict:
+    """The tensors of a checkpoint file as meta tensors (names, shapes, dtypes; no data read)."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as f:  # checks the header against the file size
+                return {k: torch.empty(f.get_slice(k).get_shape(), dtype=_SAFETENSORS_DTYPES[f.get_slice(k).get_dtype()],
+                                       device="meta") for k in f.keys()}
+        except (SafetensorError, OSError, KeyError) as err:
+            raise ConversionError(f"{path} is not a complete safetensors file: {err}") from err
+    if _is_torchscript(path):
+        raise ConversionError(f"{path} is a TorchScript archive, which runs code when loaded")
+    if not zipfile.is_zipfile(path):
+        # torch's legacy (pre-1.6) format cannot be memory-mapped: it is read whole, weights-only
+        return {k: v.to("meta") for k, v in read_state_dict(path).items()}
+    try:
+        # mmap: the archive's index is read and checked; tensor data stays on disk
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, ... by how the file is broken
+        raise ConversionError(f"{path} is not a complete weights-only torch checkpoint: {err}") from err
+    if not isinstance(checkpoint, Mapping):
+        raise ConversionError(f"{path} does not hold a state dict (got {type(checkpoint).__name__})")
+    return {k: v.to("meta") for k, v in unwrap_state_dict(checkpoint).items()}
+
+
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                       "U8": torch.uint8, "BOOL": torch.bool}
 
 
 def _expert_keys(model: CAST, side: str) -> set[str]:
@@ -317,4 +366,4 @@ def load_experts(model: CAST, clip: str | Path | Mapping[str, object] | None = N
 
 
 __all__ = ["ConversionError", "convert_official_cast", "convert_clip", "convert_videomae", "adapt_positions",
-           "unwrap_state_dict", "read_state_dict", "load_official_cast", "load_experts"]
+           "unwrap_state_dict", "read_state_dict", "load_official_cast", "verify_official_cast", "load_experts"]

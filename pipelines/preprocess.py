@@ -69,10 +69,11 @@ class PreprocessConfig:
     seed: int = 0  # sample order across shards
     progress_every_s: float = 10.0
     max_pending_writes: int = 4
-    # Reject reasons tried again on a rerun even though nothing changed ("all": every reason), e.g. after
-    # a wrong flag. Inputs whose file or annotation changed since (a ``missing`` video that arrived, a
-    # replaced file, a fixed label) are always tried again: see pipelines.reconcile.
-    retry_rejects: tuple[str, ...] = ()
+    # Reject reasons tried again on a rerun even though nothing changed ("all": every reason; () none),
+    # e.g. after a wrong flag. ``missing`` by default: a listed video that has arrived since is tried
+    # again. Inputs whose file or annotation changed since (a replaced file, a fixed label) are always
+    # tried again: see pipelines.reconcile.
+    retry_rejects: tuple[str, ...] = ("missing",)
     lease_wait_s: float = 0.0  # another job writing into OUT: wait this long for it, then exit 2
 
     def __post_init__(self):

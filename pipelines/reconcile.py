@@ -10,7 +10,8 @@ On a rerun, per split:
     shard's other, unchanged samples are processed again into new shards. Shards are rewritten, never
     patched, so every committed tar holds exactly the current samples;
   * a reject whose id is no longer listed, whose fingerprint changed (a missing video that arrived, a
-    fixed file), whose reason is in ``retry`` (default ``missing``), or a ``duplicate`` reject of an id
+    fixed file), whose reason is in ``retry`` (default ``missing``: retried once its file exists, which
+    also covers outputs written before fingerprints existed), or a ``duplicate`` reject of an id
     now listed once: dropped from its fragment, so the input is tried again;
   * everything else is done and skipped.
 
@@ -84,8 +85,9 @@ def reconcile(fs, base: str, split: str, rows: list[VideoRow], fingerprints: dic
         out.committed.discard(int(shard.rsplit("-", 1)[1]))
         out.rewritten.append(shard + ".tar")
     listed = Counter(r.source_id for r in rows)
+    paths = {r.source_id: r.path for r in rows}
     for name in fragment_names(fs, base, split, rejects=True):
-        _reconcile_rejects(fs, base, name, fingerprints, listed, retry, out)
+        _reconcile_rejects(fs, base, name, fingerprints, listed, paths, retry, out)
     if out.removed or out.changed or out.retried:
         log(f"[preprocess {split}] input changed since the last run: {out.removed} removed, {out.changed} "
             f"changed, {out.retried} reject(s) retried; {len(out.rewritten)} shard(s) to rewrite")
@@ -93,7 +95,7 @@ def reconcile(fs, base: str, split: str, rows: list[VideoRow], fingerprints: dic
 
 
 def _reconcile_rejects(fs, base: str, name: str, fingerprints: dict[str, str], listed: Counter,
-                       retry: frozenset[str], out: Reconciled) -> None:
+                       paths: dict[str, str], retry: frozenset[str], out: Reconciled) -> None:
     table = read_fragment(fs, base, name)
     keep = []
     for r in table.to_pylist():
@@ -104,7 +106,9 @@ def _reconcile_rejects(fs, base: str, name: str, fingerprints: dict[str, str], l
             out.changed += 1
         elif not _unchanged(r.get(FINGERPRINT_COLUMN), fingerprints[sid]):
             out.changed += 1
-        elif r["reason"] in retry:
+        elif r["reason"] in retry and (r["reason"] != "missing" or os.path.lexists(paths[sid])):
+            # A ``missing`` input still absent would be rejected the same again: retrying it would only
+            # rewrite its fragment, and a finished job's rerun must change no file.
             out.retried += 1
         else:
             keep.append(r)

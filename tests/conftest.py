@@ -7,6 +7,8 @@ where there is none, which is the only skip the suite has).
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -33,6 +35,17 @@ def local_ray():
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory) -> Iterator[Path]:
+    """A fresh SQLite tracking store and artifact root for this module (absolute paths: Ray workers run
+    in another working directory), in a folder the module may use for its other files too."""
+    root = tmp_path_factory.mktemp("mlflow")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.setenv("MLFLOW_ARTIFACT_ROOT", str(root / "artifacts"))
+        yield root
 
 
 @pytest.fixture(autouse=True)

@@ -24,6 +24,16 @@ def make_dataset(dataset: str, root: Path, bad: int = 0, **overrides) -> dict:
     return write_dataset(cfg, root / dataset)
 
 
+def ssv2_train_val_shards(root: Path, videos_per_class: int, num_classes: int = 4) -> Path:
+    """A synthetic SSV2 dataset under ``root/native`` and its train and validation shards (4 samples
+    each, no Ray) in ``root/shards``, the training tests' input."""
+    data = make_dataset("ssv2", root / "native", num_classes=num_classes, videos_per_class=videos_per_class)
+    out = root / "shards"
+    for split in ("train", "validation"):
+        shards_without_ray("ssv2", data["videos"], data["annotations"], split, out, per_shard=4)
+    return out
+
+
 def shards_without_ray(dataset: str, videos: str, annotations: str, split: str, out: Path,
                        per_shard: int = 4, short_side: int = 40, codec: str = "vp9") -> None:
     listing = read_dataset(dataset, videos, annotations, split)

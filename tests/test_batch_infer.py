@@ -35,17 +35,6 @@ NAME = "cast-ssv2"
 
 
 @pytest.fixture(scope="module")
-def mlflow_store(tmp_path_factory):
-    """A fresh SQLite tracking store and artifact root for this module (absolute paths)."""
-    root = tmp_path_factory.mktemp("mlflow")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    mp.setenv("MLFLOW_ARTIFACT_ROOT", str(root / "artifacts"))
-    yield root
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("native")
     return {"ssv2": make_dataset("ssv2", root, bad=3), "ek100": make_dataset("ek100", root, bad=0,

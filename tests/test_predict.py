@@ -38,11 +38,14 @@ def test_registered_and_local_checkpoint_give_the_same_top5(registered, videos, 
         assert a["reason"] == "" and a["model_version"] == registered["version"]
 
 
-def test_table_lists_names_and_a_broken_video_exits_1(registered, videos, tmp_path, capsys):  # noqa: F811
+def test_table_lists_names_and_a_broken_video_exits_2(registered, videos, tmp_path, capsys):  # noqa: F811
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00" * 300)
-    assert predict_main([videos[0], str(junk), "--model", URI, "--top-k", "3"]) == 1
-    out = capsys.readouterr().out.splitlines()
+    assert predict_main([videos[0], str(junk), "--model", URI, "--top-k", "3"]) == 2
+    captured = capsys.readouterr()
+    errors = [s for s in captured.err.splitlines() if s.startswith("predict: ")]  # not notes, progress bars
+    assert "Traceback" not in captured.err and len(errors) == 1 and errors[0].startswith(f"predict: {junk}: undecodable: "), captured.err
+    out = captured.out.splitlines()
     assert out[0].startswith("cast-ssv2 v1: 2 clip(s) x 3 crop(s)")
     assert out[1] == videos[0] and len(out) == 1 + 1 + 3 + 2
     rank1 = out[2].split(maxsplit=3)
@@ -78,8 +81,7 @@ def test_an_unreachable_tracking_server_is_one_line_and_exit_2(videos, tmp_path)
 
 
 def test_bad_flags_exit_2_before_loading_anything(videos, capsys):
-    for argv in ([videos[0], "--model", URI, "--top-k", "0"], ["nope.mp4", "--model", URI],
-                 [videos[0], "--model", URI, "--test-crops", "2"]):
+    for argv in ([videos[0], "--model", URI, "--top-k", "0"], [videos[0], "--model", URI, "--test-crops", "2"]):
         with pytest.raises(SystemExit) as e:
             predict_main(argv)
         assert e.value.code == 2

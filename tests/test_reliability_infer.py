@@ -34,6 +34,22 @@ def ray_address() -> str:
     return ray.get_runtime_context().gcs_address
 
 
+def add_hostile_videos(folder: Path, good: bytes) -> dict[str, str]:
+    """Beside the good videos in ``folder``, one of each hostile entry (``good``: a real WebM to spoil).
+    Returns each one's path -> the reject reason every inference path gives it."""
+    (folder / "dir.webm").mkdir()
+    os.mkfifo(folder / "fifo.webm")  # never opened: it would block
+    os.symlink("loop.mp4", folder / "loop.mp4")
+    (folder / "huge.webm").write_bytes(huge_duration(good))
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "garbage.webm").write_bytes(b"\x00\xffgarbage" * 50)
+    (folder / "cut.webm").write_bytes(good[: len(good) // 2])
+    return {str(folder / "dir.webm"): "not_a_file", str(folder / "fifo.webm"): "not_a_file",
+            str(folder / "loop.mp4"): "unreadable", str(folder / "huge.webm"): "bad_metadata",
+            str(folder / "empty.mp4"): "empty", str(folder / "garbage.webm"): "undecodable",
+            str(folder / "cut.webm"): "truncated"}
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
     """A tiny model folder, a video folder with hostile entries and a shard folder with broken shards."""
@@ -45,15 +61,7 @@ def world(tmp_path_factory) -> dict:
     folder = root / "videos"
     shutil.copytree(d["videos"], folder)
     good_files = {str(p) for p in folder.glob("*.webm")}
-    one = next(iter(good_files))
-    (folder / "dir.webm").mkdir()
-    os.mkfifo(folder / "fifo.webm")
-    os.symlink("loop.mp4", folder / "loop.mp4")
-    (folder / "huge.webm").write_bytes(huge_duration(Path(one).read_bytes()))
-    (folder / "empty.mp4").write_bytes(b"")
-    bad_files = {str(folder / "dir.webm"): "not_a_file", str(folder / "fifo.webm"): "not_a_file",
-                 str(folder / "loop.mp4"): "unreadable", str(folder / "huge.webm"): "bad_metadata",
-                 str(folder / "empty.mp4"): "empty"}
+    bad_files = add_hostile_videos(folder, Path(next(iter(good_files))).read_bytes())
     shards = root / "shards"
     shards_without_ray("ssv2", d["videos"], d["annotations"], "train", shards, per_shard=2, codec="mjpeg")
     return {"model": str(model), "folder": folder, "good_files": good_files, "bad_files": bad_files,
@@ -145,6 +153,75 @@ def test_kill_9_mid_job_then_rerun_loses_and_duplicates_nothing(world, tmp_path,
         log.close()
     before, _ = outcome(out)
     assert 0 < len(before) < len(world["good_files"]), (tmp_path / "job.log").read_text()[-3000:]
+    said = []
+    run_job(plan_job(cfg(world, world["folder"], out)), log=said.append)
+    predicted, rejects = outcome(out)
+    assert sorted(predicted) == sorted(world["good_files"]) and rejects == world["bad_files"]
+    assert any("recovered the lease of a dead job, batch_infer" in s for s in said)
+
+
+# A driver that runs the job as the CLI does and stops itself (SIGSTOP) right after the part holding its
+# last prediction is written, before that flush's rejects are: a window of milliseconds that watching
+# files from outside cannot hit. ``write_part`` is wrapped, not replaced: the real write runs first.
+_STOP_AFTER_LAST_PART = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+import ray
+from workflows.inference.config import InferConfig
+from workflows.inference.job import plan_job, run_job
+from workflows.inference.store import OutputStore
+write_part = OutputStore.write_part
+def stop_after_the_last(self, *args, **kwargs):
+    name = write_part(self, *args, **kwargs)
+    if self.read_predictions(["source_id"]).num_rows == {good}:
+        os.kill(os.getpid(), signal.SIGSTOP)
+    return name
+OutputStore.write_part = stop_after_the_last
+ray.init(address={address!r}, log_to_driver=False)
+run_job(plan_job(InferConfig(**{config!r})))
+"""
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["lease_taken", "last_part_written"])
+def test_kill_9_before_the_first_part_or_after_the_last_loses_and_duplicates_nothing(world, tmp_path, local_ray,
+                                                                                   point):
+    """kill -9 of the job's process group (1) once it holds the lease, before any part is written,
+    (2) after the part with its last prediction, before that flush's rejects; the rerun completes."""
+    from pipelines.lease import LEASE_DIR
+    from tests.test_reliability_preprocess import stopped
+
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(REPO), RAY_ADDRESS=ray_address())
+    if point == "lease_taken":
+        cmd = [sys.executable, str(REPO / "workflows" / "batch_infer.py"), "--model", world["model"], "--input",
+               str(world["folder"]), "--out", str(out), "--no-eval", "--test-clips", "1", "--test-crops", "1",
+               "--batch-size", "2", "--flush-rows", "2"]
+    else:
+        config = {"model": world["model"], "input": str(world["folder"]), "out": str(out), "batch_size": 2,
+                  "flush_rows": 2, "num_clips": 1, "num_crops": 1, "evaluate": False, "progress_every_s": 0}
+        cmd = [sys.executable, "-c", _STOP_AFTER_LAST_PART.format(repo=str(REPO), address=ray_address(),
+                                                                  good=len(world["good_files"]), config=config)]
+    log = open(tmp_path / "job.log", "w")
+    job = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=log, stderr=log)
+    try:
+        deadline = time.time() + 180
+        if point == "lease_taken":
+            while not list((out / LEASE_DIR).glob("*.json")) and time.time() < deadline and job.poll() is None:
+                time.sleep(0.01)
+            os.killpg(job.pid, signal.SIGSTOP)  # the model replicas need seconds more before a first part
+            assert job.poll() is None and list((out / LEASE_DIR).glob("*.json")), "no lease in 180 s"
+            assert outcome(out)[0] == [], "a part was written before the freeze"
+        else:
+            while not stopped(job.pid) and time.time() < deadline and job.poll() is None:
+                time.sleep(0.05)
+            assert job.poll() is None and stopped(job.pid), (tmp_path / "job.log").read_text()[-3000:]
+            assert sorted(outcome(out)[0]) == sorted(world["good_files"])
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+        log.close()
     said = []
     run_job(plan_job(cfg(world, world["folder"], out)), log=said.append)
     predicted, rejects = outcome(out)

@@ -3,7 +3,9 @@ before Ray would start. MLflow runs on a SQLite store; shards and checkpoints ar
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,30 +16,21 @@ from mlflow import MlflowClient
 
 from cast_model import CAST, CASTConfig, CheckpointError, load_checkpoint, save_checkpoint, verify_checkpoint
 from pipelines.lease import OutputLease
-from tests.pipelines_data import make_dataset, shards_without_ray
+from tests.pipelines_data import ssv2_train_val_shards
 from workflows import tracking
 from workflows.batch_infer import main as batch_infer_main
 from workflows.training import launch, preflight, tracker
-from workflows.training.config import TrainConfigError, config_from_args
+from workflows.training.config import TrainConfigError, config_from_args, read_label_map
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("reliab_train")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    mp.setenv("MLFLOW_ARTIFACT_ROOT", str(root / "artifacts"))
-    yield root
-    mp.undo()
+def root(mlflow_store) -> Path:
+    return mlflow_store
 
 
 @pytest.fixture(scope="module")
 def shards(root) -> Path:
-    data = make_dataset("ssv2", root / "native", num_classes=4, videos_per_class=2)
-    out = root / "shards"
-    for split in ("train", "validation"):
-        shards_without_ray("ssv2", data["videos"], data["annotations"], split, out, per_shard=4)
-    return out
+    return ssv2_train_val_shards(root, videos_per_class=2)
 
 
 def argv(root: Path, shards: Path, run_name: str, *extra: str) -> list[str]:
@@ -155,4 +148,37 @@ def test_checkpoint_problems_are_checkpoint_errors_naming_the_checkpoint(tmp_pat
         verify_checkpoint(ckpt2, "runs:/abc/model")
     with pytest.raises(CheckpointError, match=r"^runs:/abc/model: model.safetensors is not a readable"):
         load_checkpoint(ckpt2, name="runs:/abc/model")
+    assert not ray.is_initialized()
+
+
+def test_an_init_checkpoint_that_does_not_fit_or_is_cut_fails_before_ray(root, shards, tmp_path, capsys):
+    """``--init-checkpoint`` (a release checkpoint in the paper's naming) is checked like batch inference's
+    model: names and shapes against the config on the meta device, a complete file; one line, exit 2."""
+    import ray
+    from safetensors.torch import save_file
+
+    from tests.cast_reference import random_official_state_dict
+
+    fits = tmp_path / "cast_ssv2.pth"
+    config = dataclasses.replace(cfg_of(root, shards, "init"), labels=read_label_map(shards)).model_config()
+    state = random_official_state_dict(config, dtype=torch.float32)
+    torch.save({"model": state, "epoch": 3}, fits)
+    preflight.check_weights(cfg_of(root, shards, "init", "--init-checkpoint", str(fits)))  # fits: no error
+    other = random_official_state_dict(config.replace(num_classes=config.num_classes + 3), dtype=torch.float32)
+    torch.save(other, tmp_path / "other_classes.pth")
+    save_file({k: v for k, v in state.items() if k != "blocks.0.cross_t_up.bias"}, str(tmp_path / "no_key.safetensors"))
+    save_file(state, str(tmp_path / "cut.safetensors"))
+    for cut, whole in (("cut.safetensors", tmp_path / "cut.safetensors"), ("cut.pth", fits)):
+        data = whole.read_bytes()
+        (tmp_path / cut).write_bytes(data[: len(data) // 2])
+    says = {"other_classes.pth": r"shapes differ from the model's: head\.weight",
+            "no_key.safetensors": r"missing blocks\.0\.bcast\.t_up\.bias",
+            "cut.safetensors": "is not a complete safetensors file",
+            "cut.pth": "is not a weights-only torch checkpoint"}
+    for name, message in says.items():
+        path = tmp_path / name
+        assert launch.main("ssv2", argv(root, shards, "init", "--init-checkpoint", str(path))) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: init_checkpoint: ") and str(path) in err, err
+        assert re.search(message, err), err
     assert not ray.is_initialized()

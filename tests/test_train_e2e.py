@@ -34,7 +34,7 @@ from workflows.inference.classify import VideoClassifier, views_for
 from workflows.inference.model import model_from_folder, version_model_id
 from workflows.training.state import MODEL_DIR, STATE_FILE, TRAINABLE_FILE
 
-from .pipelines_data import make_dataset, shards_without_ray
+from .pipelines_data import ssv2_train_val_shards
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -43,25 +43,17 @@ STEPS = 4
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    mp.setenv("MLFLOW_ARTIFACT_ROOT", str(root / "artifacts"))
-    mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # inherited by the local Ray's workers
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield root
-    ray.shutdown()
-    mp.undo()
+def root(mlflow_store):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # inherited by the local Ray's workers
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        yield mlflow_store
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
 def shards(root) -> Path:
-    data = make_dataset("ssv2", root / "native", num_classes=4, videos_per_class=4)
-    out = root / "shards"
-    for split in ("train", "validation"):
-        shards_without_ray("ssv2", data["videos"], data["annotations"], split, out, per_shard=4)
-    return out
+    return ssv2_train_val_shards(root, videos_per_class=4)
 
 
 def tiny_config(root: Path, shards: Path, run_name: str, *extra: str):

@@ -4,15 +4,20 @@
     python -m workflows.predict clip.mp4 --model path/to/checkpoint --json
 
 The same decode, multi-view sampling and softmax averaging as batch inference and the served model
-(``workflows.inference.classify``), in this process, without Ray. A video that cannot be used is listed
-with its reason (exit code 1 when any was); a wrong flag or model is one line on stderr and exit code 2.
+(``workflows.inference.classify``), in this process, without Ray.
+
+Errors have one style: one line on stderr per thing that could not be used, ``predict: WHAT: why``, and
+exit code 2. A video that cannot be used (missing, a directory or fifo named like a video, a symlink
+loop, zero bytes, garbage, an absurd header...) is ``predict: VIDEO: REASON: detail`` with the reject
+reason batch inference gives it (``pipelines.schema.REJECT_REASONS``); it is still listed in the output
+with that reason, and the other videos are predicted. A wrong flag or model is refused before any video
+is read. Exit code 0: every video was predicted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from cast_model.precision import PRECISIONS
@@ -45,9 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         value = getattr(a, flag)
         if value is not None and value < 1:
             p.error(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
-    missing = [v for v in a.videos if not os.path.isfile(v)]
-    if missing:
-        p.error(f"not a file: {', '.join(missing)}")
+    # Videos are not checked here: each bad one is a reject with its reason (see the module doc).
     return a
 
 
@@ -86,13 +89,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"predict: {e}", file=sys.stderr)
         return 2
     results = classifier.classify(a.videos)
+    for r in results:
+        if r["reason"]:
+            print(f"predict: {r['video']}: {r['reason']}: {r['detail']}".splitlines()[0], file=sys.stderr)
     if a.json:
         for r in results:
             print(json.dumps(r | {"model": source.name, "model_version": source.version}))
     else:
         print(f"{source.name} v{source.version}: {views.clips} clip(s) x {views.crops} crop(s), {views.sampling}")
         print(format_table(results, source.heads))
-    return 1 if any(r["reason"] for r in results) else 0
+    return 2 if any(r["reason"] for r in results) else 0
 
 
 if __name__ == "__main__":

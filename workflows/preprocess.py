@@ -49,9 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=D.seed, help="sample order across shards")
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs to use")
     p.add_argument("--progress-every", type=float, default=D.progress_every_s, help="seconds between progress lines")
-    p.add_argument("--retry-rejects", default="none",
-                   help="comma-separated reject reasons to try again on a rerun, 'all' or 'none'; inputs "
-                        "whose file or annotation changed (a missing video that arrived) are always retried")
+    p.add_argument("--retry-rejects", default="missing",
+                   help="comma-separated reject reasons to try again on a rerun, 'all' or 'none' (missing: "
+                        "once the video exists); inputs whose file or annotation changed are always retried")
     p.add_argument("--lease-wait", type=float, default=0.0,
                    help="seconds to wait for another job writing into --out before giving up (exit 2)")
     return p.parse_args(argv)

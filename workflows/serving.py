@@ -6,13 +6,15 @@ travel as the checkpoint folder artifact and ``load_context`` reads them back wi
 Input: a DataFrame, one row per video, with either column
   ``video``  the video file's bytes (``binary``: base64 in JSON, as MLflow's scoring server expects), or
   ``path``   a path or URI the server can read (a local path, ``file://``, ``s3://``... via pyarrow).
+A request of another shape (no such column, a row with both or neither) is refused whole (HTTP 400).
 Over HTTP: ``{"dataframe_split": {"columns": ["video"], "data": [["<base64 of the file>"]]}}``.
 
 Each video goes through batch inference's own decode, multi-view sampling and softmax averaging
 (``workflows.inference.classify``), with the views batch inference uses for this model. Output: one row
 per video with ``top_ids``, ``top_names``, ``top_probs`` (best first; EK100: ``verb_``/``noun_`` columns
 and ``action_top_verb_ids``/``_noun_ids``/``_names``/``_probs``), and ``reason``/``detail`` (empty, or
-why the video could not be used: ``undecodable``, ``empty``, ``missing``...).
+why the video could not be used: ``undecodable``, ``empty``, ``missing``... as batch inference's rejects).
+A bad video is such a row, in its place, with empty top-k lists; it never fails the other videos.
 """
 
 from __future__ import annotations
@@ -53,11 +55,11 @@ class CASTPyfunc(mlflow.pyfunc.PythonModel):
 
 
 def read_videos(frame: pd.DataFrame) -> tuple[list[bytes | str], list[str]]:
-    """The rows of a serving DataFrame -> (video bytes or a local path, a name per video). Exactly one of
-    ``video`` and ``path`` per row; URIs are read through pyarrow here; anything else is a ``ValueError``
-    naming the row (MLflow answers it with HTTP 400)."""
-    import pyarrow.fs as pafs
-
+    """The rows of a serving DataFrame -> (video bytes or a path/URI, a name per video). Exactly one of
+    ``video`` and ``path`` per row, else a ``ValueError`` naming the row (MLflow answers it with HTTP
+    400): a request of the wrong shape is refused whole. What each video holds is judged per video by
+    ``VideoClassifier.classify``: an unreadable path or URI, or bytes that are no video, is a reject row
+    beside the others' predictions."""
     cols = set(frame.columns)
     if not cols & {VIDEO_COLUMN, PATH_COLUMN} or cols - {VIDEO_COLUMN, PATH_COLUMN}:
         raise ValueError(f"expected a column {VIDEO_COLUMN!r} (video bytes) or {PATH_COLUMN!r} (path/URI), "
@@ -72,17 +74,9 @@ def read_videos(frame: pd.DataFrame) -> tuple[list[bytes | str], list[str]]:
         if data is not None:
             videos.append(_as_bytes(data, i))
             names.append(f"video-{i}")
-            continue
-        names.append(str(path))
-        if "://" not in str(path):
-            videos.append(str(path))  # decoded from disk; a missing file is a "missing" row, as in batch
-            continue
-        try:
-            fs, p = pafs.FileSystem.from_uri(str(path))
-            with fs.open_input_file(p) as f:
-                videos.append(f.read())
-        except (OSError, ValueError) as e:  # pyarrow: unknown scheme, unreachable store, no such object
-            raise ValueError(f"row {i}: cannot read {path}: {e}") from e
+        else:
+            videos.append(str(path))  # local path or URI (read by views.open_source)
+            names.append(str(path))
     return videos, names
 
 

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from cast_model import load_checkpoint
-from pipelines.decode import VideoDecodeError
 from pipelines.preprocess import DEFAULT_MAX_FPS
 
 from .job import model_dataset, view_settings
@@ -24,7 +23,7 @@ from cast_model.vocab import head_prefix, is_action
 
 from .predict import ViewsPredictor
 from .store import ModelStamp, predictions_table
-from .views import ViewFlags, ViewSpec, video_views
+from .views import ViewFlags, ViewSpec, guarded_views, open_source, video_views
 
 DEFAULT_TOP_K = 5
 
@@ -68,22 +67,17 @@ class VideoClassifier:
         return self.source.heads
 
     def classify(self, videos: Sequence[str | bytes], names: Sequence[str] | None = None) -> list[dict]:
-        """One result per video (a path or the file's bytes): ``video`` (its name), the top-k columns of
-        :func:`result_columns` (empty lists for a video that cannot be used), ``reason`` and ``detail``
-        (empty, or why the video was rejected, as batch inference's rejects say)."""
+        """One result per video, in input order (a path, a URI or the file's bytes): ``video`` (its name),
+        the top-k columns of :func:`result_columns` (empty lists for a video that cannot be used),
+        ``reason`` and ``detail`` (empty, or why the video was rejected, as batch inference's rejects
+        say). A bad video never fails the others: it is guarded as in the batch job
+        (``views.guarded_views``)."""
         names = list(names) if names is not None else [v if isinstance(v, str) else f"video-{i}"
                                                        for i, v in enumerate(videos)]
         views, reasons, details = [], [], []
         for v in videos:
-            try:
-                views.append(video_views(v, self.spec))
-                reasons.append(""), details.append("")
-            except VideoDecodeError as e:
-                views.append(np.zeros(self.spec.shape, np.uint8))
-                reasons.append(e.reason), details.append(e.detail[:500])
-            except FileNotFoundError as e:
-                views.append(np.zeros(self.spec.shape, np.uint8))
-                reasons.append("missing"), details.append(str(e)[:500])
+            one, why, detail = guarded_views(lambda src=v: video_views(open_source(src), self.spec), self.spec)
+            views.append(one), reasons.append(why), details.append(detail)
         batch = {"key": np.array(names, dtype=object), "source_id": np.array(names, dtype=object),
                  "path": np.array(names, dtype=object), "reason": np.array(reasons), "views": np.stack(views)}
         out = self.predictor(batch)

@@ -10,6 +10,7 @@ device, and uint8 moves 4x fewer bytes through the object store.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -117,27 +118,62 @@ def video_views(src: str | bytes, spec: ViewSpec, segment: tuple[int, int] | Non
     return crop_views(dec.frames, spec)
 
 
+def open_source(src: str | bytes) -> str | bytes:
+    """A video as a client names it -> what ``video_views`` decodes: bytes and local paths as they are,
+    ``file://`` URIs as local paths (so the decoder's own checks refuse a fifo or a directory before
+    anything opens it), other URIs (``s3://``...) read whole through pyarrow. An object that cannot be
+    read is a :class:`VideoDecodeError` (``missing`` or ``unreadable``) naming the URI."""
+    if isinstance(src, (bytes, bytearray, memoryview)) or "://" not in src:
+        return src
+    import pyarrow.fs as pafs
+
+    try:
+        fs, path = pafs.FileSystem.from_uri(src)
+        if isinstance(fs, pafs.LocalFileSystem):
+            return path
+        with fs.open_input_file(path) as f:
+            return f.read()
+    except FileNotFoundError as e:
+        raise VideoDecodeError("missing", f"{src}: {e}") from e
+    except (OSError, ValueError) as e:  # pyarrow: unknown scheme, unreachable store, not a file
+        raise VideoDecodeError("unreadable", f"{src}: {e}") from e
+
+
+def reject_of(e: Exception) -> tuple[str, str]:
+    """The reject ``(reason, detail)`` of an error raised while one input became views: the decoder's
+    own reason, ``missing`` for a path that vanished meanwhile, ``unreadable`` for any other OS error (a
+    shard tar that is a directory, no permission), else ``unexpected_error`` with the error's type."""
+    if isinstance(e, VideoDecodeError):
+        return e.reason, e.detail[:500]
+    if isinstance(e, FileNotFoundError):
+        return "missing", str(e)[:500]
+    if isinstance(e, OSError):
+        return "unreadable", str(e)[:500]
+    return "unexpected_error", f"{type(e).__name__}: {e}"[:500]
+
+
+def guarded_views(make: Callable[[], np.ndarray], spec: ViewSpec) -> tuple[np.ndarray, str, str]:
+    """``(views, "", "")`` from ``make()``, or, for an input that cannot be used, zero views and its
+    reject (:func:`reject_of`). The one guard of every inference path: batch job, serving, predict."""
+    try:
+        return make(), "", ""
+    except Exception as e:  # noqa: BLE001 - one input must never stop a job; recorded with its type
+        reason, detail = reject_of(e)
+        return np.zeros(spec.shape, np.uint8), reason, detail
+
+
 def decode_views(rec: dict, spec: ViewSpec) -> dict:
     """Ray Data ``map`` function: an input record -> the record with ``views`` (V, T, S, S, 3) uint8 and
     ``reason``/``detail`` empty, or, for a video that cannot be used, zero views and the reject reason
     (one of ``pipelines.schema.REJECT_REASONS``). Never raises for a bad video."""
     out = {k: v for k, v in rec.items() if k not in ("offset", "size", "seg_start", "seg_stop", "seg_fps")}
-    try:
+
+    def make() -> np.ndarray:
         if rec["offset"] >= 0:  # a video member inside a shard tar
-            src: str | bytes = _read_member(rec["path"], rec["offset"], rec["size"])
-            segment, seg_fps = None, None
-        else:
-            src = rec["path"]
-            segment = None if rec["seg_start"] < 0 else (int(rec["seg_start"]), int(rec["seg_stop"]))
-            seg_fps = None if rec["seg_fps"] != rec["seg_fps"] else float(rec["seg_fps"])  # NaN -> None
-        views = video_views(src, spec, segment, seg_fps)
-    except VideoDecodeError as e:
-        return out | {"views": np.zeros(spec.shape, np.uint8), "reason": e.reason, "detail": e.detail[:500]}
-    except FileNotFoundError as e:
-        return out | {"views": np.zeros(spec.shape, np.uint8), "reason": "missing", "detail": str(e)[:500]}
-    except OSError as e:  # the shard tar itself unreadable (a directory, no permission)
-        return out | {"views": np.zeros(spec.shape, np.uint8), "reason": "unreadable", "detail": str(e)[:500]}
-    except Exception as e:  # noqa: BLE001 - one input must never stop a job; recorded with its type
-        return out | {"views": np.zeros(spec.shape, np.uint8), "reason": "unexpected_error",
-                      "detail": f"{type(e).__name__}: {e}"[:500]}
-    return out | {"views": views, "reason": "", "detail": ""}
+            return video_views(_read_member(rec["path"], rec["offset"], rec["size"]), spec)
+        segment = None if rec["seg_start"] < 0 else (int(rec["seg_start"]), int(rec["seg_stop"]))
+        seg_fps = None if rec["seg_fps"] != rec["seg_fps"] else float(rec["seg_fps"])  # NaN -> None
+        return video_views(rec["path"], spec, segment, seg_fps)
+
+    views, reason, detail = guarded_views(make, spec)
+    return out | {"views": views, "reason": reason, "detail": detail}

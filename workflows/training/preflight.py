@@ -3,13 +3,15 @@ each a one-line :class:`TrainConfigError` (exit 2) naming the thing.
 
   * every sample label in the shards' manifests lies inside ``classes.json`` (a label of -1, from a test
     split, or past the class count would crash a worker after Ray started);
-  * expert / init weights are not TorchScript (which runs code when loaded);
+  * expert / init weights are not TorchScript (which runs code when loaded), and an ``--init-checkpoint``
+    fits the model config and is complete (checked on the meta device, without loading weights);
   * the two stores agree: Ray Train's checkpoints (``storage_path/<run name>``) and the MLflow run are
     resumed together or not at all (:func:`reconcile_stores`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Callable
@@ -57,6 +59,22 @@ def check_weights(cfg: TrainConfig) -> None:
                 f"{name}: {path} is a TorchScript archive, which runs code when loaded; if you trust it, "
                 "convert it once in Python (cast_model.convert.read_state_dict(path, allow_torchscript=True), "
                 "then torch.save the state dict) and pass that file")
+    if cfg.init_checkpoint:
+        check_init_checkpoint(cfg)
+
+
+def check_init_checkpoint(cfg: TrainConfig) -> None:
+    """The release checkpoint fits the model config (names and shapes on the meta device) and is
+    complete, as batch inference checks its model: a mismatch would otherwise fail inside every worker
+    after Ray started."""
+    from cast_model.convert import ConversionError, verify_official_cast
+
+    labels = cfg.labels or read_label_map(cfg.shards)  # before Ray, the class counts come from the shards
+    try:
+        verify_official_cast(cfg.init_checkpoint, dataclasses.replace(cfg, labels=labels).model_config())
+    except (ConversionError, OSError) as err:
+        text = " ".join(str(err).split())  # one line, whatever the library's message held
+        raise TrainConfigError(f"init_checkpoint: {text}") from err
 
 
 def ray_snapshot(cfg: TrainConfig) -> str | None:
