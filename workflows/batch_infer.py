@@ -39,10 +39,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--annotations", default=None, help="with --dataset: ssv2 labels folder, else the CSV/list")
     p.add_argument("--split", default=None, help="native layout: split to read; shards: only this split")
     p.add_argument("--test-clips", "--num-clips", dest="num_clips", type=int, default=None, metavar="N",
-                   action=DeprecatedAlias, deprecated=("--num-clips",), help="temporal views (default: checkpoint/recipe)")
+                   action=DeprecatedAlias, deprecated=("--num-clips",), help="temporal views (default: the checkpoint's)")
     p.add_argument("--test-crops", "--num-crops", dest="num_crops", type=int, choices=[1, 3], default=None,
                    action=DeprecatedAlias, deprecated=("--num-crops",), help="spatial views")
-    p.add_argument("--sampling", choices=SAMPLINGS, default=None, help="default: checkpoint/recipe")
+    p.add_argument("--sampling", choices=SAMPLINGS, default=None, help="default: the checkpoint's")
     p.add_argument("--sampling-rate", type=int, default=None, help="dense sampling stride")
     p.add_argument("--batch-size", type=int, default=D.batch_size, help="videos per model forward")
     p.add_argument("--top-k", type=int, default=D.top_k, help="classes kept per video (per head)")

@@ -31,11 +31,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="one JSON object per video on stdout instead of a table")
     p.add_argument("--test-clips", "--num-clips", dest="num_clips", type=int, default=None, metavar="N",
                    action=DeprecatedAlias, deprecated=("--num-clips",),
-                   help="temporal views (default: checkpoint, else recipe)")
+                   help="temporal views (default: the checkpoint's)")
     p.add_argument("--test-crops", "--num-crops", dest="num_crops", type=int, choices=[1, 3], default=None,
                    action=DeprecatedAlias, deprecated=("--num-crops",),
-                   help="spatial views (default: checkpoint, else recipe)")
-    p.add_argument("--sampling", choices=SAMPLINGS, default=None, help="default: checkpoint, else recipe")
+                   help="spatial views (default: the checkpoint's)")
+    p.add_argument("--sampling", choices=SAMPLINGS, default=None, help="default: the checkpoint's")
     p.add_argument("--sampling-rate", type=int, default=None, help="dense sampling stride")
     p.add_argument("--device", choices=DEVICES, default="auto", help="model device; auto: a GPU if there is one")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",

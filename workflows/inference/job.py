@@ -13,13 +13,12 @@ cluster (``ray.init`` is the caller's).
 from __future__ import annotations
 
 import math
-import re
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from cast_model.vocab import DATASETS, EVAL_VIEW_KEYS
+from cast_model.vocab import EVAL_VIEW_KEYS
 from pipelines.progress import format_eta
 from pipelines.schema import count_rejects
 
@@ -29,10 +28,6 @@ from .model import ModelSource, resolve_model
 from .store import ModelStamp, OutputStore, new_job_id, predictions_table
 from .views import ViewFlags, ViewSpec
 
-_DATASET_OF_NAME = re.compile(r"(?:^|[-_/])(ssv2|k400|ek100)(?:$|[-_/@])")
-# Views of a checkpoint that records none (vocab.EVAL_VIEW_KEYS; written by training since it records them).
-DEFAULT_VIEWS = dict(zip(EVAL_VIEW_KEYS, ("uniform", 4, 1, 3)))
-
 
 @dataclass
 class JobPlan:
@@ -40,7 +35,7 @@ class JobPlan:
     model: ModelSource
     listing: Listing
     views: ViewSpec
-    dataset: str | None
+    dataset: str
     todo: list[dict]  # records not yet predicted by this model (nor rejected, unless retried)
     skipped: int
     duplicates: list[dict]
@@ -65,29 +60,14 @@ class JobResult:
     reject_reasons: dict[str, int] = field(default_factory=dict)
 
 
-def dataset_of(listing: Listing, model: ModelSource) -> str | None:
-    """The dataset the input belongs to: the input's own say, the checkpoint's, the model's name."""
-    return listing.dataset or model_dataset(model)
+def dataset_of(listing: Listing, model: ModelSource) -> str:
+    """The dataset the input belongs to: the input's own say, else the checkpoint's."""
+    return listing.dataset or model.dataset
 
 
-def model_dataset(model: ModelSource) -> str | None:
-    """The dataset a model was trained on: the checkpoint's say, else its registered name."""
-    if model.extra.get("dataset") in DATASETS:
-        return model.extra["dataset"]
-    m = _DATASET_OF_NAME.search(model.name)
-    return m.group(1) if m else None
-
-
-def view_settings(cfg: InferConfig | ViewFlags, model: ModelSource, dataset: str | None, max_fps: float | None = None
-                  ) -> ViewSpec:
-    """Flags > the checkpoint's recorded test views > the dataset recipe's > uniform, 1 clip x 3 crops."""
-    values = dict(DEFAULT_VIEWS)
-    if dataset is not None:
-        from ..training.config import load_recipe
-
-        recipe = load_recipe(dataset, None)
-        values.update({k: recipe[k] for k in DEFAULT_VIEWS if k in recipe})
-    values.update({k: model.extra[k] for k in DEFAULT_VIEWS if model.extra.get(k) is not None})
+def view_settings(cfg: InferConfig | ViewFlags, model: ModelSource, max_fps: float | None = None) -> ViewSpec:
+    """Flags > the checkpoint's evaluation views (its contract, checked when the model was resolved)."""
+    values = {k: model.extra[k] for k in EVAL_VIEW_KEYS}
     flags = {"sampling": cfg.sampling, "sampling_rate": cfg.sampling_rate, "test_clips": cfg.num_clips,
              "test_crops": cfg.num_crops}
     values.update({k: v for k, v in flags.items() if v is not None})
@@ -106,7 +86,7 @@ def plan_job(cfg: InferConfig, model: ModelSource | None = None) -> JobPlan:
     if cfg.evaluate:
         check_labels(listing, model.labels)
     dataset = dataset_of(listing, model)
-    views = view_settings(cfg, model, dataset, listing.max_fps)
+    views = view_settings(cfg, model, listing.max_fps)
     store = OutputStore(cfg.out)
     done = store.predicted_ids(ModelStamp(model.name, model.version, model.uri))
     if not cfg.retry_rejects:
