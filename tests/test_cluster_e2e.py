@@ -225,7 +225,7 @@ def server_up(url: str) -> bool:
 
 def test_train_survives_a_lost_node_and_registers(stack, shards, mlflow_env):
     from workflows import tracking
-    from workflows.training.tracker import RUN_NAME_TAG
+    from workflows.training.mlflow_run import RUN_NAME_TAG
 
     submitted = submit(stack, train_cmd(stack, shards), wait=False, timeout=120)
     assert submitted.returncode == 0, submitted.stderr[-3000:]

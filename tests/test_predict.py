@@ -87,7 +87,7 @@ def test_bad_flags_exit_2_before_loading_anything(videos, capsys):
 
 def test_ek100_checkpoint_lists_verb_noun_and_action(tmp_path, capsys):
     from pipelines.datasets import read_dataset
-    from workflows.serving import signature_for
+    from workflows.pyfunc import signature_for
 
     from .pipelines_data import make_dataset
     from .test_batch_infer import tiny_checkpoint

@@ -17,7 +17,7 @@ from pipelines.lease import OutputLease
 from tests.pipelines_data import make_dataset, shards_without_ray
 from workflows import tracking
 from workflows.batch_infer import main as batch_infer_main
-from workflows.training import launch, preflight, tracker
+from workflows.training import launch, mlflow_run, preflight
 from workflows.training.config import TrainConfigError, config_from_args
 
 
@@ -70,9 +70,9 @@ def test_a_shard_label_outside_the_class_list_fails_before_ray(root, shards, tmp
 
 
 def test_run_name_with_a_quote_is_found_and_one_with_both_quotes_refused(root):
-    run_id, previous = tracker.open_run("quotes", "it's", {})
-    assert previous is None and tracker.find_run("quotes", "it's").info.run_id == run_id
-    assert tracker.open_run("quotes", "it's", {}) == (run_id, "RUNNING")
+    run_id, previous = mlflow_run.open_run("quotes", "it's", {})
+    assert previous is None and mlflow_run.find_run("quotes", "it's").info.run_id == run_id
+    assert mlflow_run.open_run("quotes", "it's", {}) == (run_id, "RUNNING")
     with pytest.raises(TrainConfigError, match="must not hold both"):
         launch.validate(cfg_of(root, Path("/nonexistent"), "it's \"x\""))
 
@@ -98,33 +98,33 @@ def test_stores_that_disagree_start_afresh_or_refuse_to_resume(root, shards):
     assert list(Path(cfg.storage_path).glob("orphan.orphaned-*/checkpoint_step00000002"))
     # the tracking store holds the run, its checkpoints are gone: a new MLflow run, the old superseded
     cfg = cfg_of(root, shards, "lost")
-    old, _ = tracker.open_run(cfg.experiment, "lost", {})
+    old, _ = mlflow_run.open_run(cfg.experiment, "lost", {})
     with pytest.raises(TrainConfigError, match="no checkpoint of it"):
         preflight.reconcile_stores(cfg_of(root, shards, "lost", "--resume", "true"), said.append)
     preflight.reconcile_stores(cfg, said.append)
-    assert tracker.run_status(old) == "FAILED" and "superseded" in said[-1]
-    new, previous = tracker.open_run(cfg.experiment, "lost", {})
+    assert mlflow_run.run_status(old) == "FAILED" and "superseded" in said[-1]
+    new, previous = mlflow_run.open_run(cfg.experiment, "lost", {})
     assert new != old and previous is None
 
 
 def test_replayed_steps_are_logged_once(root):
-    run_id, _ = tracker.open_run("replay", "r", {})
-    first = tracker.RunLogger(run_id, system_metrics_interval_s=3600)
+    run_id, _ = mlflow_run.open_run("replay", "r", {})
+    first = mlflow_run.RunLogger(run_id, system_metrics_interval_s=3600)
     for step in range(1, 6):
         first.log_metrics({"train_loss": 1.0 / step}, step)
     first.close()
-    restarted = tracker.RunLogger(run_id, system_metrics_interval_s=3600)  # a worker restarted from step 3
+    restarted = mlflow_run.RunLogger(run_id, system_metrics_interval_s=3600)  # a worker restarted from step 3
     for step in range(3, 8):
         restarted.log_metrics({"train_loss": 2.0 / step, "lr": 0.1}, step)
     restarted.close()
     steps = [m.step for m in MlflowClient().get_metric_history(run_id, "train_loss")]
     assert sorted(steps) == list(range(1, 8))
-    tracker.close_run(run_id, True)
+    mlflow_run.close_run(run_id, True)
 
 
 def test_no_model_is_registered_from_a_run_that_is_not_finished(root, tmp_path):
-    run_id, _ = tracker.open_run("reg", "failed-one", {})
-    tracker.close_run(run_id, False)
+    run_id, _ = mlflow_run.open_run("reg", "failed-one", {})
+    mlflow_run.close_run(run_id, False)
     cfg = cfg_of(root, Path("/x"), "failed-one")
     with pytest.raises(RuntimeError, match="is FAILED, not FINISHED"):
         launch._register(cfg, run_id, tmp_path, {"val_top1": 0.5})

@@ -13,7 +13,7 @@ Files, in ``OUT/evaluation/<model name>-v<version>/``: ``metrics.json`` (summary
 
 The balanced measure: :func:`balanced_measure` takes the ``metrics.json`` of several datasets evaluated
 for one model family and returns the harmonic mean of their top-1 (EK100 contributes its verb and noun
-top-1, ``EK100_FIGURES``); ``workflows/evaluate.py`` is its command line.
+top-1, ``EK100_FIGURES``); ``workflows/balanced_measure.py`` is its command line.
 """
 
 from __future__ import annotations

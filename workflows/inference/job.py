@@ -23,7 +23,7 @@ from pipelines.progress import format_eta
 from pipelines.schema import count_rejects
 
 from .config import InferConfig, InferConfigError
-from .inputs import Listing, check_labels, list_inputs
+from .inputs import InputListing, check_labels, list_inputs
 from .model import ModelSource, resolve_model
 from .store import ModelStamp, OutputStore, new_job_id, predictions_table
 from .views import ViewFlags, ViewSpec
@@ -33,13 +33,13 @@ from .views import ViewFlags, ViewSpec
 class JobPlan:
     cfg: InferConfig
     model: ModelSource
-    listing: Listing
+    listing: InputListing
     views: ViewSpec
     dataset: str
     todo: list[dict]  # records not yet predicted by this model (nor rejected, unless retried)
     skipped: int
     duplicates: list[dict]
-    unlisted: list[dict] = field(default_factory=list)  # inputs rejected while listing (Listing.rejects)
+    unlisted: list[dict] = field(default_factory=list)  # inputs rejected while listing (InputListing.rejects)
 
     @property
     def stamp(self) -> ModelStamp:
@@ -60,7 +60,7 @@ class JobResult:
     reject_reasons: dict[str, int] = field(default_factory=dict)
 
 
-def dataset_of(listing: Listing, model: ModelSource) -> str:
+def dataset_of(listing: InputListing, model: ModelSource) -> str:
     """The dataset the input belongs to: the input's own say, else the checkpoint's."""
     return listing.dataset or model.dataset
 

@@ -3,7 +3,7 @@
 Accepted: ``models:/<name>@<alias>``, ``models:/<name>/<version>``, ``models:/<name>/latest``, any other
 MLflow model URI (``runs:/<run>/model``, ``s3://...``), or a local checkpoint folder (``cast.json`` +
 ``model.safetensors``). MLflow URIs are downloaded with ``mlflow.artifacts.download_artifacts``; the
-checkpoint is the pyfunc model's ``checkpoint`` artifact (see ``workflows.serving``) or any folder of
+checkpoint is the pyfunc model's ``checkpoint`` artifact (see ``workflows.pyfunc``) or any folder of
 the download holding ``cast.json``. Weights are read with safetensors only, never unpickled.
 """
 
@@ -22,7 +22,7 @@ from cast_model import CASTConfig, CheckpointError, read_checkpoint_meta, verify
 from cast_model.checkpoint import META_FILE, WEIGHTS_FILE
 from cast_model.vocab import CONTRACT_KEYS, DATASETS, SAMPLINGS
 
-from ..serving import CHECKPOINT_ARTIFACT
+from ..pyfunc import CHECKPOINT_ARTIFACT
 from .config import InferConfigError
 
 _ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)/?$")

@@ -32,7 +32,7 @@ from .. import metrics as M
 from .config import TrainConfig, steps_per_epoch, warmup_steps
 from .recipe import VideoMixup, build_criterion, build_model, build_optimizer, build_scheduler, total_loss
 from .state import MODEL_DIR, Progress, load_train_state, rng_state, save_train_state
-from .tracker import RunLogger
+from .mlflow_run import RunLogger
 
 # val_top1 of a mid-epoch checkpoint: below every real accuracy, so Ray keeps it only while it is the
 # latest. Finite on purpose: Ray's checkpoint snapshot (JSON) turns NaN into null and then fails to rank it.
@@ -80,7 +80,7 @@ def labels_of(batch: dict[str, Any], heads: tuple[str, ...], device: torch.devic
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader, cfg: TrainConfig, worker: Worker) -> tuple[dict, dict]:
+def validation_scores(model: torch.nn.Module, loader, cfg: TrainConfig, worker: Worker) -> tuple[dict, dict]:
     """Multi-view evaluation of this rank's part, gathered on every rank.
 
     Returns ({head: (N, C) mean softmax over views}, {head: (N,) labels}) over the whole split, each clip
@@ -218,7 +218,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             final_val = eval_loader(cfg.val_shards, split=cfg.val_split,
                                     cfg=loader_config(cfg, worker, (cfg.test_clips, cfg.test_crops)),
                                     rank=worker.rank, world_size=worker.world)
-            scores, labels = evaluate(model, final_val, cfg, worker)
+            scores, labels = validation_scores(model, final_val, cfg, worker)
             summary = M.classification_summary(scores, labels)
             final_metrics = {f"final_val_{k}": v for k, v in summary.items()}
             if logger is not None:
@@ -307,7 +307,7 @@ def train_epochs(cfg: TrainConfig, worker: Worker, ddp: torch.nn.Module, model: 
         # -- end of epoch: single-view validation, checkpoint ranked by it ---------------------------------
         progress.epoch += 1
         progress.batch_in_epoch = 0
-        scores, labels = evaluate(model, val, cfg, worker)
+        scores, labels = validation_scores(model, val, cfg, worker)
         summary = M.classification_summary(scores, labels)
         progress.best_val_top1 = max(progress.best_val_top1, summary["top1"])
         epoch_metrics = {f"val_{k}": v for k, v in summary.items()}
