@@ -45,10 +45,8 @@ def log_model(run_id: str, checkpoint_dir: str | Path, registered_model: str | N
     from .inference.classify import views_for
     from .inference.model import model_from_folder
 
-    # Named as registered: batch inference finds the dataset's recipe views by that name (cast-<dataset>),
-    # so the views fixed into the served model are the same.
     source = model_from_folder(Path(checkpoint_dir), name=registered_model)
-    tracking.client()
+    tracking.use_store()  # mlflow.start_run and pyfunc.log_model below take their URIs from the process
 
     def log(code_paths: list[str]) -> mlflow.models.model.ModelInfo:
         return mlflow.pyfunc.log_model(

@@ -25,9 +25,9 @@ def param(key: str, value: str) -> Param:
 
 
 def default_tracking_uri() -> str:
-    db = DATA_DIR / "mlflow" / "mlflow.db"
-    db.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{db}"
+    """An absolute SQLite database under ``<repo>/data/mlflow`` (its folder is made where the store is
+    opened, :func:`client`)."""
+    return f"sqlite:///{DATA_DIR / 'mlflow' / 'mlflow.db'}"
 
 
 def tracking_uri() -> str:
@@ -54,17 +54,29 @@ def artifact_root() -> str | None:
     db = sqlite_path(tracking_uri())
     if db is None:
         return None
-    root = db.resolve().parent / "artifacts"
-    root.mkdir(parents=True, exist_ok=True)
-    return root.as_uri()
+    return (db.resolve().parent / "artifacts").as_uri()
 
 
 def client() -> MlflowClient:
-    """A client bound to :func:`tracking_uri` (also made the process-wide default)."""
+    """A client bound to :func:`tracking_uri` (tracking and registry). Process-wide MLflow state is left
+    alone (that is :func:`use_store`); a local SQLite store's folder is created, as opening a file for
+    writing creates it, since SQLite cannot create the folder of its database."""
     uri = tracking_uri()
+    db = sqlite_path(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def use_store() -> str:
+    """Make :func:`tracking_uri` MLflow's process-wide tracking and registry URI, for MLflow's fluent API
+    (``mlflow.start_run``, ``mlflow.pyfunc.log_model``), which takes no URI argument; returns the URI.
+    Called explicitly right where that API is used; everything else passes the URI or uses :func:`client`."""
+    uri = tracking_uri()
+    client()  # the local store's folder
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return uri
 
 
 def ensure_experiment(name: str) -> str:
@@ -75,7 +87,11 @@ def ensure_experiment(name: str) -> str:
         if exp.lifecycle_stage == "deleted":
             c.restore_experiment(exp.experiment_id)
         return exp.experiment_id
-    return c.create_experiment(name, artifact_location=artifact_root())
+    root = artifact_root()
+    db = sqlite_path(tracking_uri())
+    if db is not None and not os.environ.get("MLFLOW_ARTIFACT_ROOT"):  # the folder beside the database
+        (db.resolve().parent / "artifacts").mkdir(parents=True, exist_ok=True)
+    return c.create_experiment(name, artifact_location=root)
 
 
 def ui_command() -> str:

@@ -102,8 +102,9 @@ def _resolve(uri: str, download_dir: str | Path | None) -> ModelSource:
 
     from .. import tracking
 
-    tracking.client()  # the project's tracking/registry URI, for models:/ and runs:/ alike
-    root = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+    store = tracking.tracking_uri()  # the project's tracking/registry URI, for models:/ and runs:/ alike
+    root = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst), tracking_uri=store,
+                                                    registry_uri=store))
     source = _from_folder(uri, find_checkpoint(root), name, version)
     if uri.startswith("models:/") and version.isdigit():
         registered = tracking.client().get_model_version(name, version)

@@ -98,7 +98,7 @@ class TrainConfig:
     run_name: str = ""
     experiment: str = ""  # MLflow experiment; default cast-<dataset>
     registered_model: str = ""  # default cast-<dataset>
-    storage_path: str = str(DATA_DIR / "ray_results")
+    storage_path: str = ""  # Ray Train storage; parse_config's default: <repo>/data/ray_results
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps (0: epoch ends only)
     keep_checkpoints: int = 2  # best k by validation top-1 (the latest is always kept too)
     max_failures: int = 1
@@ -309,7 +309,7 @@ FLAG_HELP: dict[str, str] = {
     "run_name": "run name (Ray Train and MLflow); the same name resumes the run; default <dataset>-<preset>-<time>",
     "experiment": "MLflow experiment; default cast-<dataset>",
     "registered_model": "registered model name; default cast-<dataset>",
-    "storage_path": "Ray Train storage (absolute path or URI visible to every node)",
+    "storage_path": "Ray Train storage (absolute path or URI visible to every node); default <repo>/data/ray_results",
     "resource_timeout_s": "seconds to wait for the requested CPUs/GPUs (an autoscaler adding nodes) before giving up",
     "checkpoint_every": "also checkpoint every N optimizer steps (0: at epoch ends only)",
     "keep_checkpoints": "checkpoints kept, best by validation top-1 (the latest is kept too)",
@@ -381,6 +381,8 @@ def parse_config(dataset: str, argv: Sequence[str] | None = None) -> ParsedConfi
     for source, layer in layers:
         values.update(layer)
         sources.update(dict.fromkeys(layer, source))
+    if not values.get("storage_path"):  # computed here, at the edge, not at import as a field default
+        values["storage_path"] = str(DATA_DIR / "ray_results")
     return ParsedConfig(TrainConfig.from_dict(values, sources), sources, print_config)
 
 

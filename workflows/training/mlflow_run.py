@@ -88,6 +88,7 @@ class RunLogger:
         # log_system_metrics=True; its monitor stops when the run is ended in close().
         if MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL.get() is None:  # the documented variable wins
             mlflow.system_metrics.set_system_metrics_sampling_interval(system_metrics_interval_s)
+        tracking.use_store()  # this worker process's fluent MLflow (start_run, system metrics) logs there
         mlflow.start_run(run_id=run_id, log_system_metrics=True)
 
     def log_params(self, params: Mapping[str, str]) -> None:
