@@ -147,7 +147,7 @@ def test_checkpoint_problems_are_checkpoint_errors_naming_the_checkpoint(tmp_pat
         with pytest.raises(CheckpointError, match=r"^models:/m/3: weight shapes do not fit the config"):
             check()
     assert batch_infer_main(["--model", str(ckpt), "--input", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert f"batch_infer: {ckpt}: weight shapes do not fit" in capsys.readouterr().err
+    assert f"batch_infer: error: {ckpt}: weight shapes do not fit" in capsys.readouterr().err
     ckpt2 = _checkpoint(tmp_path / "b")
     w = ckpt2 / "model.safetensors"
     w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])  # truncated weights

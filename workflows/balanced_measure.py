@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from workflows.cli import user_error
 from workflows.evaluation import EK100_FIGURES, balanced_measure
 
 
@@ -37,13 +38,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             reports.append(json.loads(Path(path).read_text()))
         except (OSError, json.JSONDecodeError) as e:
-            print(f"balanced_measure: cannot read {path}: {e}", file=sys.stderr)
-            return 2
+            return user_error("balanced_measure", f"cannot read {path}: {e}")
     try:
         result = balanced_measure(reports, tuple(f for f in a.ek100_figures.split(",") if f))
     except ValueError as e:
-        print(f"balanced_measure: {e}", file=sys.stderr)
-        return 2
+        return user_error("balanced_measure", e)
     result["inputs"] = [str(Path(p).resolve()) for p in a.metrics]
     if a.out:
         Path(a.out).write_text(json.dumps(result, indent=1))

@@ -21,7 +21,7 @@ from dataclasses import asdict
 from cast_model.precision import PRECISIONS
 from cast_model.vocab import SAMPLINGS
 from pipelines.datasets import LAYOUTS
-from workflows.cli import DeprecatedAlias
+from workflows.cli import DeprecatedAlias, user_error
 from workflows.ray_connect import connect_ray
 from workflows.inference.config import DEVICES, InferConfig
 
@@ -112,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                   log=lambda m: print(m, file=sys.stderr, flush=True)):
             summary = _predict_and_evaluate(a, plan_job(cfg))
     except (InferConfigError, CheckpointError, LeaseHeld, tracking.TrackingUnavailable, ClusterPathError) as e:
-        print(f"batch_infer: {e}", file=sys.stderr)
-        return 2
+        return user_error("batch_infer", e)
     print(json.dumps(summary, default=str))
     return 0
 

@@ -1,4 +1,5 @@
-"""What every command line of the project shares: renamed flags that keep their old spelling."""
+"""What every command line of the project shares: renamed flags that keep their old spelling, one way to
+report a user error."""
 
 from __future__ import annotations
 
@@ -28,3 +29,12 @@ class DeprecatedAlias(argparse.Action):
             print(f"{parser.prog}: warning: {option_string} is deprecated, use {self.option_strings[0]}",
                   file=sys.stderr)
         setattr(namespace, self.dest, values)
+
+
+def user_error(prog: str, err: object) -> int:
+    """Report a user error the one way every command line does: one line ``<prog>: error: <what>`` on
+    stderr (argparse's own shape for a wrong flag; a multi-line message is joined with "; "). Returns 2,
+    the exit code of a user error."""
+    first, *rest = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+    print(" ".join([f"{prog}: error: {first}", "; ".join(rest)]).rstrip(), file=sys.stderr)
+    return 2

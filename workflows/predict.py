@@ -17,7 +17,7 @@ import sys
 
 from cast_model.precision import PRECISIONS
 from cast_model.vocab import SAMPLINGS, head_prefix, is_action
-from workflows.cli import DeprecatedAlias
+from workflows.cli import DeprecatedAlias, user_error
 from workflows.inference.config import DEVICES
 
 
@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         views = views_for(source, ViewFlags(a.num_clips, a.num_crops, a.sampling, a.sampling_rate))
         classifier = VideoClassifier.load(source, a.top_k, views, a.device, a.precision)
     except (InferConfigError, RuntimeError) as e:
-        print(f"predict: {e}", file=sys.stderr)
-        return 2
+        return user_error("predict", e)
     results = classifier.classify(a.videos)
     if a.json:
         for r in results:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cast_model.vocab import DATASETS, EVAL_VIEW_KEYS, SAMPLINGS
+from workflows.cli import user_error
 
 
 def recipe_contract(dataset: str, heads: tuple[str, ...] | list[str], preset: str | None = None,
@@ -52,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                                    sampling_rate=a.sampling_rate, test_clips=a.test_clips, test_crops=a.test_crops)
         update_extra(Path(a.checkpoint), contract)
     except (CheckpointError, TrainConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return user_error("stamp_checkpoint", e)
     print(f"{a.checkpoint}: {contract}")
     return 0
 

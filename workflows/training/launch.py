@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .. import tracking
+from ..cli import user_error
 from ..ray_connect import connect_ray
 from ..shared_storage import alive_nodes, cluster_path_problems
 from . import mlflow_run
@@ -192,13 +193,11 @@ def main(dataset: str, argv: Sequence[str] | None = None) -> int:
         check_shard_labels(cfg)
         check_weights(cfg)
     except TrainConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return user_error(f"train_{dataset}", err)
     try:
         tracking.preflight()  # a stopped server or a wrong password: one line now, not minutes of retries
     except tracking.TrackingUnavailable as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return user_error(f"train_{dataset}", err)
     try:
         # One live job per run name: a second one would log every step twice and fight over the run.
         with hold(run_lease_uri(cfg), f"training run {cfg.run_name!r}", log=_log):
@@ -209,8 +208,7 @@ def main(dataset: str, argv: Sequence[str] | None = None) -> int:
                 raise TrainConfigError(str(err)) from err
             result = train(cfg)
     except (TrainConfigError, LeaseHeld) as err:  # also: the cluster cannot host the request (GPUs, CPUs)
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return user_error(f"train_{dataset}", err)
     final = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("final_val_")}
     print(f"[train] done in {result.seconds:.0f}s: {final}", flush=True)
     return 0
