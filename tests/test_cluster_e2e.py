@@ -122,7 +122,7 @@ def train_cmd(stack, shards: Path) -> list[str]:
     return ["python", "workflows/train_ssv2.py", "--shards", str(shards / "train"), "--val-shards",
             str(shards / "train"), "--val-split", "train", "--preset", "tiny", "--run-name", RUN, "--num-workers", "2",
             "--batch-size", "4", "--total-batch-size", "8", "--epochs", "3", "--checkpoint-every", "1",
-            "--loader-threads", "1", "--freeze-experts", "false", "--resource-timeout-s", "120",
+            "--loader-threads", "1", "--no-freeze-experts", "--resource-timeout-s", "120",
             "--storage-path", f"s3://{stack['client']['CAST_BUCKET']}/ray_results"]
 
 

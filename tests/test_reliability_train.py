@@ -92,7 +92,7 @@ def test_stores_that_disagree_start_afresh_or_refuse_to_resume(root, shards):
     cfg = cfg_of(root, shards, "orphan")
     (Path(cfg.storage_path) / "orphan" / "checkpoint_step00000002").mkdir(parents=True)
     with pytest.raises(TrainConfigError, match="checkpoint store holds run 'orphan'.*tracking store.*does not"):
-        preflight.reconcile_stores(cfg_of(root, shards, "orphan", "--resume", "true"), said.append)
+        preflight.reconcile_stores(cfg_of(root, shards, "orphan", "--resume"), said.append)
     preflight.reconcile_stores(cfg, said.append)
     assert preflight.ray_snapshot(cfg) is None and "starting afresh" in said[-1]
     assert list(Path(cfg.storage_path).glob("orphan.orphaned-*/checkpoint_step00000002"))
@@ -100,7 +100,7 @@ def test_stores_that_disagree_start_afresh_or_refuse_to_resume(root, shards):
     cfg = cfg_of(root, shards, "lost")
     old, _ = mlflow_run.open_run(cfg.experiment, "lost", {})
     with pytest.raises(TrainConfigError, match="no checkpoint of it"):
-        preflight.reconcile_stores(cfg_of(root, shards, "lost", "--resume", "true"), said.append)
+        preflight.reconcile_stores(cfg_of(root, shards, "lost", "--resume"), said.append)
     preflight.reconcile_stores(cfg, said.append)
     assert mlflow_run.run_status(old) == "FAILED" and "superseded" in said[-1]
     new, previous = mlflow_run.open_run(cfg.experiment, "lost", {})

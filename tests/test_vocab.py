@@ -97,3 +97,21 @@ def test_renamed_flags_keep_their_old_spelling_with_a_warning(capsys):
     base = ["--dataset", "csv", "--videos", "v", "--annotations", "a", "--split", "train", "--out", "o"]
     assert preprocess_args(base + ["--device", "gpu"]).decode_device == "gpu"
     assert "--device is deprecated, use --decode-device" in capsys.readouterr().err
+
+
+def test_booleans_are_one_flag_shape_with_the_old_typed_spelling_deprecated(tmp_path, capsys):
+    from workflows.batch_infer import parse_args as infer_args
+    from workflows.training.config import parse_config
+
+    base = ["--model", "m", "--input", "i", "--out", "o"]
+    assert not infer_args(base + ["--no-eval"]).evaluate and infer_args(base + ["--eval"]).evaluate
+    assert capsys.readouterr().err == ""
+    assert not infer_args(base + ["--eval", "false"]).evaluate
+    assert "--eval false is deprecated, use --no-eval" in capsys.readouterr().err
+    train = ["--shards", str(tmp_path), "--val-shards", str(tmp_path)]
+    assert not parse_config("ssv2", train + ["--no-register", "--resume"]).config.register
+    assert capsys.readouterr().err == ""
+    old = parse_config("ssv2", train + ["--register", "false", "--resume=true"]).config
+    assert (old.register, old.resume) == (False, True)
+    err = capsys.readouterr().err
+    assert "--register false is deprecated, use --no-register" in err and "--resume true is deprecated" in err

@@ -21,7 +21,7 @@ from dataclasses import asdict
 from cast_model.precision import PRECISIONS
 from cast_model.vocab import SAMPLINGS
 from pipelines.datasets import LAYOUTS
-from workflows.cli import DeprecatedAlias, user_error
+from workflows.cli import DeprecatedAlias, bool_values_as_flags, user_error
 from workflows.ray_connect import connect_ray
 from workflows.inference.config import DEVICES, InferConfig
 
@@ -58,8 +58,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="where the views are decoded (gpu: DALI's NVDEC decoder)")
     p.add_argument("--precision", choices=PRECISIONS, default=D.precision,
                    help="auto: bf16 autocast on GPUs and on CPUs where bf16 matmuls measure faster, else fp32")
-    p.add_argument("--retry-rejects", action="store_true", help="try videos in rejects.parquet again")
-    p.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip evaluation even with labels")
+    p.add_argument("--retry-rejects", action=argparse.BooleanOptionalAction, default=D.retry_rejects,
+                   help="try videos in rejects.parquet again")
+    p.add_argument("--eval", dest="evaluate", action=argparse.BooleanOptionalAction, default=D.evaluate,
+                   help="evaluate when the input has labels (--no-eval: predict only)")
     p.add_argument("--experiment", default=D.experiment, help="MLflow experiment of evaluation runs")
     p.add_argument("--flush-rows", type=int, default=D.flush_rows, help="predictions per Parquet part")
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs to use")
@@ -68,9 +70,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds to wait for another job writing into --out before giving up (exit 2)")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config with each value's source (default, flag) and exit")
+    argv = bool_values_as_flags(p, argv)
     a = p.parse_args(argv)
     # Which values the command line gave (the rest are InferConfig's defaults), for --print-config.
-    given = [opt for opt in (sys.argv[1:] if argv is None else argv) if opt.startswith("--")]
+    given = [opt for opt in argv if opt.startswith("--")]
     a.flags_given = {act.dest for act in p._actions
                      if any(g == o or g.startswith(o + "=") for g in given for o in act.option_strings)}
     return a

@@ -25,6 +25,7 @@ from cast_model.vocab import DATASETS, HEADS, SAMPLINGS
 from pipelines import manifest
 from pipelines.manifest import CLASSES_FILE, LabelMapError
 
+from ..cli import bool_values_as_flags
 from ..shared_storage import is_uri
 from ..tracking import DATA_DIR, REPO_ROOT
 
@@ -270,7 +271,7 @@ FLAG_HELP: dict[str, str] = {
     "head_drop": "dropout before the classification head",
     "init_scale": "scale of the head's initial weights",
     "grad_checkpointing": "recompute activations in the backward pass (less memory, more compute)",
-    "freeze_experts": "train only adapters, B-CAST and heads (the paper); false: train everything",
+    "freeze_experts": "train only adapters, B-CAST and heads (the paper); --no-freeze-experts: train everything",
     "clip_weights": "CLIP ViT-B/16 expert weights (safetensors or .pt) to start from",
     "videomae_weights": "VideoMAE expert weights to start from",
     "init_checkpoint": "an official CAST release checkpoint (all weights) to start from",
@@ -317,8 +318,8 @@ FLAG_HELP: dict[str, str] = {
     "log_every": "optimizer steps between MLflow step metrics",
     "seed": "random seed",
     "register": "register the best checkpoint in the MLflow Model Registry",
-    "resume": "true: the run must resume (both the checkpoint and the tracking store hold it) or exit 2; "
-              "false: resume when both hold it, else start afresh and say so",
+    "resume": "--resume: the run must resume (both the checkpoint and the tracking store hold it) or exit 2; "
+              "--no-resume: resume when both hold it, else start afresh and say so",
 }
 
 
@@ -355,11 +356,13 @@ def build_parser(dataset: str) -> argparse.ArgumentParser:
         if f.name in NO_FLAG:
             continue
         hint = field_types()[f.name]
+        flag, text = "--" + f.name.replace("_", "-"), FLAG_HELP.get(f.name, "(undocumented)")
+        if hint is bool:  # --x / --no-x, as in every CLI (cli.bool_values_as_flags reads the old --x true|false)
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, help=text)
+            continue
         kind = _FlagType(f.name, typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else hint)
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, choices=CHOICES.get(f.name),
-                       nargs=len(typing.get_args(hint)) if typing.get_origin(hint) is tuple else None,
-                       help=FLAG_HELP.get(f.name, "(undocumented)"),
-                       metavar="{true,false}" if hint is bool else None)
+        p.add_argument(flag, dest=f.name, type=kind, choices=CHOICES.get(f.name),
+                       nargs=len(typing.get_args(hint)) if typing.get_origin(hint) is tuple else None, help=text)
     return p
 
 
@@ -373,7 +376,8 @@ class ParsedConfig:
 def parse_config(dataset: str, argv: Sequence[str] | None = None) -> ParsedConfig:
     """Flags over the dataset's recipe -> an unresolved, typed :class:`TrainConfig` and where each value
     came from. A wrong type is a :class:`TrainConfigError` naming the key and its source."""
-    args = vars(build_parser(dataset).parse_args(argv))
+    parser = build_parser(dataset)
+    args = vars(parser.parse_args(bool_values_as_flags(parser, argv)))
     config_dir, print_config = Path(args.pop("config_dir")), args.pop("print_config")
     layers = recipe_layers(dataset, args.get("preset"), config_dir) + [("flag", args)]
     values: dict[str, Any] = {}

@@ -33,7 +33,7 @@ class TrainResult:
     run_name: str
     metrics: dict[str, Any]  # the final report (final_val_*, step, epoch, ...)
     checkpoint_path: str | None  # the final Ray checkpoint folder
-    model_version: str | None  # registered version (None with --register false or an already finished run)
+    model_version: str | None  # registered version (None with --no-register or an already finished run)
     champion: bool
     seconds: float
 
