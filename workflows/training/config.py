@@ -418,7 +418,17 @@ def read_label_map(folder: str | Path) -> dict[str, dict[str, str]]:
 
 
 def validate(cfg: TrainConfig) -> None:
-    """Every check that needs no cluster: fields, sizes, paths, shards, label maps."""
+    """Every check that needs no cluster: fields, sizes, paths, shards, label maps. Problems are reported
+    together, a stage at a time (later stages read what earlier ones checked)."""
+    for stage in ((_field_problems,), (_size_and_path_problems, _shard_problems)):
+        problems = [problem for check in stage for problem in check(cfg)]
+        if problems:
+            raise TrainConfigError("invalid training config: " + "; ".join(problems))
+    _check_label_maps(cfg)
+
+
+def _field_problems(cfg: TrainConfig) -> list[str]:
+    """Each field on its own: known names, ranges, absolute paths."""
     problems: list[str] = []
 
     def need(ok: bool, message: str) -> None:
@@ -462,9 +472,12 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("shards", "val_shards"):
         need(not is_uri(getattr(cfg, name)), f"{name} {getattr(cfg, name)}: the DALI loaders read local files, "
              f"not URIs; copy the shards to a folder every node mounts and pass that folder")
-    if problems:
-        raise TrainConfigError("invalid training config: " + "; ".join(problems))
+    return problems
 
+
+def _size_and_path_problems(cfg: TrainConfig) -> list[str]:
+    """Fields together: batch arithmetic, the weights to start from."""
+    problems: list[str] = []
     # Batch arithmetic: the total batch must split evenly into workers x micro-batches.
     per_step = cfg.batch_size * cfg.num_workers
     if cfg.total_batch_size % per_step:
@@ -481,7 +494,12 @@ def validate(cfg: TrainConfig) -> None:
             problems.append(f"{name}: {path} does not exist")
     if cfg.init_checkpoint and (cfg.clip_weights or cfg.videomae_weights):
         problems.append("init_checkpoint already holds the experts: drop clip_weights/videomae_weights")
+    return problems
 
+
+def _shard_problems(cfg: TrainConfig) -> list[str]:
+    """The shard folders: tars of the split, their DALI indices, classes.json."""
+    problems: list[str] = []
     for name, split in (("shards", cfg.train_split), ("val_shards", cfg.val_split)):
         folder = Path(getattr(cfg, name))
         if not folder.is_dir():
@@ -495,9 +513,11 @@ def validate(cfg: TrainConfig) -> None:
             problems.append(f"{name}: shards without a DALI .idx file: {missing_idx[:5]}")
         if not (folder / CLASSES_FILE).is_file():
             problems.append(f"{name}: {CLASSES_FILE} is missing in {folder}")
-    if problems:
-        raise TrainConfigError("invalid training config: " + "; ".join(problems))
+    return problems
 
+
+def _check_label_maps(cfg: TrainConfig) -> None:
+    """The shards' label maps against each other, the recipe's heads and the config; the model buildable."""
     train_labels, val_labels = read_label_map(cfg.shards), read_label_map(cfg.val_shards)
     if set(train_labels) != set(cfg.heads):
         raise TrainConfigError(f"{cfg.shards}/classes.json has heads {sorted(train_labels)}; the {cfg.dataset} "
