@@ -50,15 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         from workflows import tracking
         from workflows.evaluation import KIND_TAG
 
-        client = tracking.client()
-        run = client.create_run(tracking.ensure_experiment(a.experiment), run_name="balanced-measure",
-                                tags={KIND_TAG: "balanced_measure", "cast.models": ",".join(result["models"])})
-        client.log_metric(run.info.run_id, "harmonic_mean_top1", result["harmonic_mean"])
-        for name, value in result["top1"].items():
-            client.log_metric(run.info.run_id, f"top1_{name}", value)
-        client.log_dict(run.info.run_id, result, "balanced_measure.json")
-        client.set_terminated(run.info.run_id)
-        result["run_id"] = run.info.run_id
+        tags = {KIND_TAG: "balanced_measure", "cast.models": ",".join(result["models"])}
+        with tracking.one_shot_run(a.experiment, "balanced-measure", tags) as (client, run_id):
+            client.log_metric(run_id, "harmonic_mean_top1", result["harmonic_mean"])
+            for name, value in result["top1"].items():
+                client.log_metric(run_id, f"top1_{name}", value)
+            client.log_dict(run_id, result, "balanced_measure.json")
+        result["run_id"] = run_id
     print(json.dumps(result))
     return 0
 

@@ -6,10 +6,12 @@ Ray workers run in their own working directories, so every default here is absol
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator, Mapping
 
 import mlflow
-from mlflow.entities import Param
+from mlflow.entities import Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -92,6 +94,26 @@ def ensure_experiment(name: str) -> str:
     if db is not None and not os.environ.get("MLFLOW_ARTIFACT_ROOT"):  # the folder beside the database
         (db.resolve().parent / "artifacts").mkdir(parents=True, exist_ok=True)
     return c.create_experiment(name, artifact_location=root)
+
+
+def end_run(run_id: str, ok: bool) -> None:
+    """End a run FINISHED (``ok``) or FAILED: the one way a run of this project ends."""
+    client().set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
+
+
+@contextmanager
+def one_shot_run(experiment: str, run_name: str, tags: Mapping[str, str]) -> Iterator[tuple[MlflowClient, str]]:
+    """A new run for a job that logs once (an evaluation, the balanced measure): yields (client, run id)
+    and ends the run FINISHED when the block completes, FAILED when it raises. (A training run, opened or
+    resumed by name by the driver, is ``training.mlflow_run``'s.)"""
+    c = client()
+    run_id = c.create_run(ensure_experiment(experiment), run_name=run_name, tags=dict(tags)).info.run_id
+    ok = False
+    try:
+        yield c, run_id
+        ok = True
+    finally:
+        end_run(run_id, ok)
 
 
 def ui_command() -> str:
