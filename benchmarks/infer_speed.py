@@ -31,6 +31,7 @@ from pipelines.synthetic import SynthConfig, class_name, write_dataset  # noqa: 
 from workflows.inference.config import InferConfig  # noqa: E402
 from workflows.inference.predict import video_probs  # noqa: E402
 from workflows.inference.views import ViewSpec, sample_views, video_views  # noqa: E402
+from workflows.stamp_checkpoint import recipe_contract  # noqa: E402
 
 
 def make_inputs(root: Path, videos: int, size: int, frames: int, preset: str) -> tuple[Path, Path]:
@@ -38,7 +39,8 @@ def make_inputs(root: Path, videos: int, size: int, frames: int, preset: str) ->
     per_class = max(1, -(-videos // classes))
     data = write_dataset(SynthConfig("ssv2", classes, per_class, size, frames, 12.0, 0, 0), root / "data")
     labels = {"label": {str(i): class_name(i) for i in range(classes)}}
-    ckpt = save_checkpoint(root / "model", CAST(CASTConfig.preset(preset, num_classes=classes)), labels)
+    ckpt = save_checkpoint(root / "model", CAST(CASTConfig.preset(preset, num_classes=classes)), labels,
+                           extra=recipe_contract("ssv2", labels))
     files = sorted(Path(data["videos"]).glob("*.webm"))[:videos]
     inbox = root / "inbox"
     inbox.mkdir()

@@ -75,6 +75,14 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+def update_extra(path: str | Path, values: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``values`` into the ``extra`` of the checkpoint at ``path`` (weights untouched); returns it."""
+    meta = read_checkpoint_meta(path)
+    meta["extra"] = {**(meta.get("extra") or {}), **values}
+    (Path(path) / META_FILE).write_text(json.dumps(meta, indent=2))
+    return meta["extra"]
+
+
 def _fit_problems(have: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> str | None:
     """What keeps weights of shapes ``have`` from loading into a model of shapes ``expected``."""
     missing = sorted(set(expected) - set(have))

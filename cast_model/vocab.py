@@ -27,6 +27,8 @@ SAMPLINGS: tuple[str, ...] = ("uniform", "dense")
 # How a model is evaluated (TrainConfig fields of the same names): training writes them into the
 # checkpoint's ``extra`` beside ``dataset`` and ``heads``, and inference takes its views from there.
 EVAL_VIEW_KEYS: tuple[str, ...] = ("sampling", "sampling_rate", "test_clips", "test_crops")
+# The checkpoint's contract: the ``extra`` keys inference reads and nothing else (no name or recipe guessing).
+CONTRACT_KEYS: tuple[str, ...] = ("dataset", "heads", *EVAL_VIEW_KEYS)
 
 
 def head_prefix(head: str) -> str:
@@ -56,5 +58,5 @@ def view_average(logits: torch.Tensor, views: int) -> torch.Tensor:
     return logits.float().softmax(-1).view(-1, views, logits.shape[-1]).mean(1)
 
 
-__all__ = ["DATASETS", "SINGLE_HEAD", "EK100_HEADS", "HEADS", "SAMPLINGS", "EVAL_VIEW_KEYS", "head_prefix", "label_key",
-           "is_action", "as_heads", "view_average"]
+__all__ = ["DATASETS", "SINGLE_HEAD", "EK100_HEADS", "HEADS", "SAMPLINGS", "EVAL_VIEW_KEYS", "CONTRACT_KEYS",
+           "head_prefix", "label_key", "is_action", "as_heads", "view_average"]

@@ -272,18 +272,15 @@ class _DaliDecoder:
     def drop(cls, device: str, short_side: int | None) -> None:
         getattr(cls._local, "pipes", {}).pop((device, short_side), None)
 
-    @staticmethod
-    def _build(device: str, short_side: int | None):
+    @classmethod
+    def _build(cls, device: str, short_side: int | None):
         from nvidia.dali import fn, pipeline_def, types
 
         @pipeline_def(batch_size=1, num_threads=1, device_id=0 if device == "gpu" else None,
                       prefetch_queue_depth=1, exec_async=False, exec_pipelined=False)
         def pipe():
             data = fn.external_source(name="data", dtype=types.UINT8, ndim=1)
-            start = fn.external_source(name="start", dtype=types.INT32, ndim=0)
-            end = fn.external_source(name="end", dtype=types.INT32, ndim=0)
-            frames = fn.decoders.video(data, device="mixed" if device == "gpu" else "cpu",
-                                       start_frame=start, end_frame=end, pad_mode="none")
+            frames = cls._decoder(fn, types, data, "mixed" if device == "gpu" else "cpu")
             if short_side:
                 frames = fn.resize(frames, resize_shorter=short_side, antialias=True)
             return frames
@@ -291,6 +288,13 @@ class _DaliDecoder:
         p = pipe()
         p.build()
         return p
+
+    @staticmethod
+    def _decoder(fn, types, data, device: str):
+        """The video decoder operator of the pipeline: frames ``start`` .. ``end`` (fed per video)."""
+        start = fn.external_source(name="start", dtype=types.INT32, ndim=0)
+        end = fn.external_source(name="end", dtype=types.INT32, ndim=0)
+        return fn.decoders.video(data, device=device, start_frame=start, end_frame=end, pad_mode="none")
 
 
 def _decode_dali(source, info: Probe, window, short_side: int | None, device: str) -> tuple[np.ndarray, int]:
@@ -399,22 +403,10 @@ class _DaliSampler(_DaliDecoder):
     _local = threading.local()  # its own pipeline cache
 
     @staticmethod
-    def _build(device: str, short_side: int | None):
-        from nvidia.dali import fn, pipeline_def, types
-
-        @pipeline_def(batch_size=1, num_threads=1, device_id=0 if device == "gpu" else None,
-                      prefetch_queue_depth=1, exec_async=False, exec_pipelined=False)
-        def pipe():
-            data = fn.external_source(name="data", dtype=types.UINT8, ndim=1)
-            idx = fn.external_source(name="frames", dtype=types.INT32, ndim=1)
-            frames = fn.decoders.video(data, device="mixed" if device == "gpu" else "cpu", frames=idx)
-            if short_side:
-                frames = fn.resize(frames, resize_shorter=short_side, antialias=True)
-            return frames
-
-        p = pipe()
-        p.build()
-        return p
+    def _decoder(fn, types, data, device: str):
+        """The video decoder operator of the pipeline: the frames at the indices ``frames`` (fed per video)."""
+        idx = fn.external_source(name="frames", dtype=types.INT32, ndim=1)
+        return fn.decoders.video(data, device=device, frames=idx)
 
 
 def _sampled_dali(source, info: Probe, idx: np.ndarray, short_side: int | None, device: str) -> np.ndarray:

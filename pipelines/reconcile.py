@@ -63,6 +63,9 @@ def _unchanged(recorded: str | None, current: str | None) -> bool:
     return recorded is None or recorded == current
 
 
+# Eight parameters, three kinds, none of them travelling together elsewhere: where (fs, base, split),
+# what the input is now (rows, their fingerprints) and the run's choices (committed shards, reasons to
+# retry, the log); a bundle would exist for this one call.
 def reconcile(fs, base: str, split: str, rows: list[VideoRow], fingerprints: dict[str, str],
               committed: set[int], retry: frozenset[str], log: Callable[[str], None]) -> Reconciled:
     """Bring ``base``'s committed samples and rejects of ``split`` in line with ``rows`` (see module)."""

@@ -63,12 +63,6 @@ def count_rejects(counts: dict[str, int], rejects: list[dict]) -> None:
         counts[r["reason"]] = counts.get(r["reason"], 0) + 1
 
 
-MANIFEST_COLUMNS: tuple[str, ...] = (
-    "key", "split", "shard", "source_id", "num_frames", "fps", "height", "width", "bytes",
-)
-REJECT_COLUMNS: tuple[str, ...] = ("split", "source_id", "path", "reason", "detail")
-
-
 def label_column(head: str) -> str:
     """Manifest column of a label head: ``label`` stays ``label``; EK100 heads become ``verb_class``."""
     return head if head == "label" else f"{head}_class"

@@ -42,14 +42,17 @@ def data(tmp_path_factory) -> dict:
 
 
 def tiny_checkpoint(path: Path, labels: dict, **sizes) -> Path:
-    """A tiny CAST with a random (not zero-initialised) head, so classes get different scores."""
+    """A tiny CAST with a random (not zero-initialised) head, so classes get different scores, and the
+    contract training writes (dataset, heads, evaluation views)."""
     torch.manual_seed(0)
     model = CAST(CASTConfig.preset("tiny", **sizes))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "head" in name:
                 p.normal_(0.0, 0.05)
-    return save_checkpoint(path, model, labels, extra={"test_clips": 2, "test_crops": 3})
+    extra = {"dataset": "ek100" if "verb" in labels else "ssv2", "heads": list(labels), "sampling": "uniform",
+             "sampling_rate": 4, "test_clips": 2, "test_crops": 3}
+    return save_checkpoint(path, model, labels, extra=extra)
 
 
 @pytest.fixture(scope="module")

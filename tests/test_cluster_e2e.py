@@ -127,7 +127,7 @@ def train_cmd(stack, shards: Path) -> list[str]:
     return ["python", "workflows/train_ssv2.py", "--shards", str(shards / "train"), "--val-shards",
             str(shards / "train"), "--val-split", "train", "--preset", "tiny", "--run-name", RUN, "--num-workers", "2",
             "--batch-size", "4", "--total-batch-size", "8", "--epochs", "3", "--checkpoint-every", "1",
-            "--loader-threads", "1", "--freeze-experts", "false", "--resource-timeout-s", "120",
+            "--loader-threads", "1", "--no-freeze-experts", "--resource-timeout-s", "120",
             "--storage-path", f"s3://{stack['client']['CAST_BUCKET']}/ray_results"]
 
 
@@ -230,7 +230,7 @@ def server_up(url: str) -> bool:
 
 def test_train_survives_a_lost_node_and_registers(stack, shards, mlflow_env):
     from workflows import tracking
-    from workflows.training.tracker import RUN_NAME_TAG
+    from workflows.training.mlflow_run import RUN_NAME_TAG
 
     submitted = submit(stack, train_cmd(stack, shards), wait=False, timeout=120)
     assert submitted.returncode == 0, submitted.stderr[-3000:]

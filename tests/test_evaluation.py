@@ -13,7 +13,7 @@ import pytest
 
 from workflows import metrics as M
 from workflows import tracking
-from workflows.evaluate import main as evaluate_main
+from workflows.balanced_measure import main as evaluate_main
 from workflows.evaluation import (EvalReport, MODEL_NAME_TAG, MODEL_VERSION_TAG, balanced_measure,
                                   evaluate_table, log_evaluation_run, report_files)
 from workflows.inference.store import ModelStamp, OutputStore, prediction_schema, predictions_table

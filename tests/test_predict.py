@@ -62,10 +62,10 @@ def test_unknown_model_alias_or_version_is_one_line_and_exit_2(registered, video
                                                                model, says):
     assert predict_main([videos[0], "--model", model]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and err.startswith(f"predict: --model {model}: ") and says in err
+    assert "\n" not in err and err.startswith(f"predict: error: --model {model}: ") and says in err
     assert batch_infer_main(["--model", model, "--input", videos[0], "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and err.startswith(f"batch_infer: --model {model}: ") and says in err
+    assert "\n" not in err and err.startswith(f"batch_infer: error: --model {model}: ") and says in err
 
 
 def test_an_unreachable_tracking_server_is_one_line_and_exit_2(videos, tmp_path):
@@ -77,7 +77,7 @@ def test_an_unreachable_tracking_server_is_one_line_and_exit_2(videos, tmp_path)
                           env=dict(os.environ, **env), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"predict: --model {URI}: "), proc.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"predict: error: --model {URI}: "), proc.stderr
 
 
 def test_bad_flags_exit_2_before_loading_anything(videos, capsys):
@@ -89,7 +89,7 @@ def test_bad_flags_exit_2_before_loading_anything(videos, capsys):
 
 def test_ek100_checkpoint_lists_verb_noun_and_action(tmp_path, capsys):
     from pipelines.datasets import read_dataset
-    from workflows.serving import signature_for
+    from workflows.pyfunc import signature_for
 
     from .pipelines_data import make_dataset
     from .test_batch_infer import tiny_checkpoint
@@ -141,4 +141,4 @@ def test_refused_credentials_are_one_line_and_exit_2(videos, capsys, monkeypatch
         server.shutdown()
         server.server_close()
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and err.startswith(f"predict: --model {URI}: ") and "MLFLOW_TRACKING_PASSWORD" in err
+    assert "\n" not in err and err.startswith(f"predict: error: --model {URI}: ") and "MLFLOW_TRACKING_PASSWORD" in err

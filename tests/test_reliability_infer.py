@@ -24,6 +24,7 @@ from workflows.batch_infer import main as batch_infer_main
 from workflows.inference.config import InferConfig
 from workflows.inference.job import plan_job, run_job
 from workflows.inference.store import OutputStore
+from workflows.stamp_checkpoint import recipe_contract
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,7 +58,8 @@ def world(tmp_path_factory) -> dict:
     d = make_dataset("ssv2", root, videos_per_class=1)
     labels = read_dataset("ssv2", d["videos"], d["annotations"], "train").label_map
     torch.manual_seed(0)
-    model = save_checkpoint(root / "model", CAST(CASTConfig.preset("tiny", num_classes=len(labels["label"]))), labels)
+    model = save_checkpoint(root / "model", CAST(CASTConfig.preset("tiny", num_classes=len(labels["label"]))), labels,
+                            extra=recipe_contract("ssv2", labels, test_clips=1))
     folder = root / "videos"
     shutil.copytree(d["videos"], folder)
     good_files = {str(p) for p in folder.glob("*.webm")}

@@ -19,7 +19,7 @@ from pipelines.lease import OutputLease
 from tests.pipelines_data import ssv2_train_val_shards
 from workflows import tracking
 from workflows.batch_infer import main as batch_infer_main
-from workflows.training import launch, preflight, tracker
+from workflows.training import launch, mlflow_run, preflight
 from workflows.training.config import TrainConfigError, config_from_args, read_label_map
 
 
@@ -63,9 +63,9 @@ def test_a_shard_label_outside_the_class_list_fails_before_ray(root, shards, tmp
 
 
 def test_run_name_with_a_quote_is_found_and_one_with_both_quotes_refused(root):
-    run_id, previous = tracker.open_run("quotes", "it's", {})
-    assert previous is None and tracker.find_run("quotes", "it's").info.run_id == run_id
-    assert tracker.open_run("quotes", "it's", {}) == (run_id, "RUNNING")
+    run_id, previous = mlflow_run.open_run("quotes", "it's", {})
+    assert previous is None and mlflow_run.find_run("quotes", "it's").info.run_id == run_id
+    assert mlflow_run.open_run("quotes", "it's", {}) == (run_id, "RUNNING")
     with pytest.raises(TrainConfigError, match="must not hold both"):
         launch.validate(cfg_of(root, Path("/nonexistent"), "it's \"x\""))
 
@@ -85,39 +85,39 @@ def test_stores_that_disagree_start_afresh_or_refuse_to_resume(root, shards):
     cfg = cfg_of(root, shards, "orphan")
     (Path(cfg.storage_path) / "orphan" / "checkpoint_step00000002").mkdir(parents=True)
     with pytest.raises(TrainConfigError, match="checkpoint store holds run 'orphan'.*tracking store.*does not"):
-        preflight.reconcile_stores(cfg_of(root, shards, "orphan", "--resume", "true"), said.append)
+        preflight.reconcile_stores(cfg_of(root, shards, "orphan", "--resume"), said.append)
     preflight.reconcile_stores(cfg, said.append)
     assert preflight.ray_snapshot(cfg) is None and "starting afresh" in said[-1]
     assert list(Path(cfg.storage_path).glob("orphan.orphaned-*/checkpoint_step00000002"))
     # the tracking store holds the run, its checkpoints are gone: a new MLflow run, the old superseded
     cfg = cfg_of(root, shards, "lost")
-    old, _ = tracker.open_run(cfg.experiment, "lost", {})
+    old, _ = mlflow_run.open_run(cfg.experiment, "lost", {})
     with pytest.raises(TrainConfigError, match="no checkpoint of it"):
-        preflight.reconcile_stores(cfg_of(root, shards, "lost", "--resume", "true"), said.append)
+        preflight.reconcile_stores(cfg_of(root, shards, "lost", "--resume"), said.append)
     preflight.reconcile_stores(cfg, said.append)
-    assert tracker.run_status(old) == "FAILED" and "superseded" in said[-1]
-    new, previous = tracker.open_run(cfg.experiment, "lost", {})
+    assert mlflow_run.run_status(old) == "FAILED" and "superseded" in said[-1]
+    new, previous = mlflow_run.open_run(cfg.experiment, "lost", {})
     assert new != old and previous is None
 
 
 def test_replayed_steps_are_logged_once(root):
-    run_id, _ = tracker.open_run("replay", "r", {})
-    first = tracker.RunLogger(run_id, system_metrics_interval_s=3600)
+    run_id, _ = mlflow_run.open_run("replay", "r", {})
+    first = mlflow_run.RunLogger(run_id, system_metrics_interval_s=3600)
     for step in range(1, 6):
         first.log_metrics({"train_loss": 1.0 / step}, step)
     first.close()
-    restarted = tracker.RunLogger(run_id, system_metrics_interval_s=3600)  # a worker restarted from step 3
+    restarted = mlflow_run.RunLogger(run_id, system_metrics_interval_s=3600)  # a worker restarted from step 3
     for step in range(3, 8):
         restarted.log_metrics({"train_loss": 2.0 / step, "lr": 0.1}, step)
     restarted.close()
     steps = [m.step for m in MlflowClient().get_metric_history(run_id, "train_loss")]
     assert sorted(steps) == list(range(1, 8))
-    tracker.close_run(run_id, True)
+    mlflow_run.close_run(run_id, True)
 
 
 def test_no_model_is_registered_from_a_run_that_is_not_finished(root, tmp_path):
-    run_id, _ = tracker.open_run("reg", "failed-one", {})
-    tracker.close_run(run_id, False)
+    run_id, _ = mlflow_run.open_run("reg", "failed-one", {})
+    mlflow_run.close_run(run_id, False)
     cfg = cfg_of(root, Path("/x"), "failed-one")
     with pytest.raises(RuntimeError, match="is FAILED, not FINISHED"):
         launch._register(cfg, run_id, tmp_path, {"val_top1": 0.5})
@@ -140,7 +140,7 @@ def test_checkpoint_problems_are_checkpoint_errors_naming_the_checkpoint(tmp_pat
         with pytest.raises(CheckpointError, match=r"^models:/m/3: weight shapes do not fit the config"):
             check()
     assert batch_infer_main(["--model", str(ckpt), "--input", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert f"batch_infer: {ckpt}: weight shapes do not fit" in capsys.readouterr().err
+    assert f"batch_infer: error: {ckpt}: weight shapes do not fit" in capsys.readouterr().err
     ckpt2 = _checkpoint(tmp_path / "b")
     w = ckpt2 / "model.safetensors"
     w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])  # truncated weights

@@ -24,7 +24,7 @@ from pipelines.schema import REJECT_REASONS
 from workflows import registry, tracking
 from workflows.inference.config import InferConfig
 from workflows.inference.job import plan_job, run_job
-from workflows.serving import read_videos
+from workflows.pyfunc import read_videos
 
 from .pipelines_data import make_dataset
 from .test_batch_infer import tiny_checkpoint
@@ -180,7 +180,7 @@ def test_the_logged_model_says_what_it_takes_and_carries_only_its_code(registere
     assert (views["clips"], views["crops"]) == (2, 3)  # the checkpoint's test views, as batch inference
     code = local / "code"
     assert sorted(p.name for p in code.iterdir()) == ["cast_model", "pipelines", "workflows"]
-    assert sorted(p.name for p in (code / "workflows").iterdir()) == ["__init__.py", "inference", "serving.py"]
+    assert sorted(p.name for p in (code / "workflows").iterdir()) == ["__init__.py", "inference", "pyfunc.py"]
 
 
 def test_read_videos_refuses_ambiguous_rows():

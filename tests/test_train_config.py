@@ -63,7 +63,7 @@ def test_recipes_hold_the_papers_values():
 
 
 def test_preset_overlay_then_flags(shards):
-    cfg = config_from_args("ssv2", args(shards, "--preset", "tiny", "--epochs", "3", "--hflip", "true"))
+    cfg = config_from_args("ssv2", args(shards, "--preset", "tiny", "--epochs", "3", "--hflip"))
     tiny = load_recipe("ssv2", "tiny")
     assert cfg.preset == "tiny" and cfg.batch_size == tiny["batch_size"] and cfg.epochs == 3 and cfg.hflip
     assert cfg.drop_path == tiny["drop_path"]

@@ -60,7 +60,7 @@ def tiny_config(root: Path, shards: Path, run_name: str, *extra: str):
     argv = ["--shards", str(shards), "--val-shards", str(shards), "--preset", "tiny", "--run-name", run_name,
             "--num-workers", "2", "--batch-size", "4", "--total-batch-size", "8", "--epochs", "2",
             "--checkpoint-every", "1", "--storage-path", str(root / "ray"), "--loader-threads", "1",
-            "--mixup-prob", "1.0", "--freeze-experts", "true", *extra]
+            "--mixup-prob", "1.0", "--freeze-experts", *extra]
     cfg = launch.with_defaults(config_from_args("ssv2", argv))
     launch.validate(cfg)
     return cfg
@@ -177,7 +177,7 @@ def test_finished_job_is_not_repeated(trained):
 
 
 def test_failed_job_is_failed_and_a_rerun_resumes_it(root, shards):
-    cfg = tiny_config(root, shards, "resume", "--max-failures", "0", "--register", "false")
+    cfg = tiny_config(root, shards, "resume", "--max-failures", "0", "--no-register")
     with pytest.raises(TrainingFailedError):
         launch.train(dataclasses.replace(cfg, fault_kill_step=3))
     client = MlflowClient()

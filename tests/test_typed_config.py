@@ -67,7 +67,7 @@ def test_every_flag_has_help_and_the_closed_sets_have_choices():
     assert all(a.help for a in actions.values())
     for name, choices in CHOICES.items():
         assert tuple(actions[name].choices) == tuple(choices)
-    assert actions["hflip"].metavar == "{true,false}"
+    assert actions["hflip"].option_strings == ["--hflip", "--no-hflip"]
 
 
 def test_print_config_shows_each_value_and_its_source(tmp_path, capsys):

@@ -10,13 +10,14 @@ import sys
 import pytest
 import torch
 
-from cast_model.vocab import (DATASETS, EK100_HEADS, EVAL_VIEW_KEYS, HEADS, SINGLE_HEAD, as_heads, head_prefix,
+from cast_model import CAST, CASTConfig, save_checkpoint
+from cast_model.vocab import (CONTRACT_KEYS, DATASETS, EK100_HEADS, HEADS, SINGLE_HEAD, as_heads, head_prefix,
                               is_action, label_key, view_average)
 from pipelines.manifest import LabelMapError, read_label_map
-from workflows.inference.job import DEFAULT_VIEWS
 from workflows.training.config import TrainConfig, TrainConfigError, load_recipe
 from workflows.training.config import read_label_map as train_label_map
 from workflows.training.loop import checkpoint_extra
+from workflows.stamp_checkpoint import main as stamp_main
 
 
 def test_names():
@@ -52,9 +53,36 @@ def test_checkpoint_records_what_inference_reads():
         dataset="ek100", shards="/s", val_shards="/v", head="verb_noun", sampling="dense", sampling_rate=2,
         test_clips=2, test_crops=1))
     extra = checkpoint_extra(cfg, "run1", {"val_top1": 0.5})
-    assert set(DEFAULT_VIEWS) == set(EVAL_VIEW_KEYS)
+    assert set(CONTRACT_KEYS) <= set(extra)
     assert extra == {"run_id": "run1", "val_top1": 0.5, "dataset": "ek100", "heads": ["verb", "noun"],
                      "sampling": "dense", "sampling_rate": 2, "test_clips": 2, "test_crops": 1}
+
+
+def test_inference_refuses_a_checkpoint_without_the_contract_until_it_is_stamped(tmp_path, capsys):
+    """No name regex, no recipe: a checkpoint that does not record its dataset and views is one line
+    naming what is missing and the command that adds it (exit 2); stamped, it runs."""
+    from workflows.inference.model import model_from_folder, resolve_model
+    from workflows.inference.classify import views_for
+    from workflows.batch_infer import main as batch_infer_main
+
+    labels = {"label": {"0": "a", "1": "b"}}
+    ckpt = save_checkpoint(tmp_path / "cast-ssv2", CAST(CASTConfig.preset("tiny", num_classes=2)), labels,
+                           extra={"test_clips": 2})
+    with pytest.raises(Exception, match="does not record dataset, heads, sampling, sampling_rate, test_crops.*"
+                                        "cast-stamp-checkpoint"):
+        model_from_folder(ckpt)
+    (tmp_path / "in").mkdir()
+    assert batch_infer_main(["--model", str(ckpt), "--input", str(tmp_path / "in"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "cast-stamp-checkpoint" in err
+
+    assert stamp_main([str(ckpt), "--dataset", "ssv2", "--test-crops", "1"]) == 0
+    source = resolve_model(str(ckpt))
+    assert source.dataset == "ssv2" and source.extra["heads"] == ["label"]
+    views = views_for(source)
+    recipe = load_recipe("ssv2", None)
+    assert (views.sampling, views.stride, views.clips, views.crops) == (recipe["sampling"], recipe["sampling_rate"],
+                                                                        recipe["test_clips"], 1)
 
 
 def test_renamed_flags_keep_their_old_spelling_with_a_warning(capsys):
@@ -69,3 +97,21 @@ def test_renamed_flags_keep_their_old_spelling_with_a_warning(capsys):
     base = ["--dataset", "csv", "--videos", "v", "--annotations", "a", "--split", "train", "--out", "o"]
     assert preprocess_args(base + ["--device", "gpu"]).decode_device == "gpu"
     assert "--device is deprecated, use --decode-device" in capsys.readouterr().err
+
+
+def test_booleans_are_one_flag_shape_with_the_old_typed_spelling_deprecated(tmp_path, capsys):
+    from workflows.batch_infer import parse_args as infer_args
+    from workflows.training.config import parse_config
+
+    base = ["--model", "m", "--input", "i", "--out", "o"]
+    assert not infer_args(base + ["--no-eval"]).evaluate and infer_args(base + ["--eval"]).evaluate
+    assert capsys.readouterr().err == ""
+    assert not infer_args(base + ["--eval", "false"]).evaluate
+    assert "--eval false is deprecated, use --no-eval" in capsys.readouterr().err
+    train = ["--shards", str(tmp_path), "--val-shards", str(tmp_path)]
+    assert not parse_config("ssv2", train + ["--no-register", "--resume"]).config.register
+    assert capsys.readouterr().err == ""
+    old = parse_config("ssv2", train + ["--register", "false", "--resume=true"]).config
+    assert (old.register, old.resume) == (False, True)
+    err = capsys.readouterr().err
+    assert "--register false is deprecated, use --no-register" in err and "--resume true is deprecated" in err

@@ -21,7 +21,7 @@ from dataclasses import asdict
 from cast_model.precision import PRECISIONS
 from cast_model.vocab import SAMPLINGS
 from pipelines.datasets import LAYOUTS
-from workflows.cli import DeprecatedAlias
+from workflows.cli import DeprecatedAlias, bool_values_as_flags, user_error
 from workflows.ray_connect import connect_ray
 from workflows.inference.config import DEVICES, InferConfig
 
@@ -39,10 +39,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--annotations", default=None, help="with --dataset: ssv2 labels folder, else the CSV/list")
     p.add_argument("--split", default=None, help="native layout: split to read; shards: only this split")
     p.add_argument("--test-clips", "--num-clips", dest="num_clips", type=int, default=None, metavar="N",
-                   action=DeprecatedAlias, deprecated=("--num-clips",), help="temporal views (default: checkpoint/recipe)")
+                   action=DeprecatedAlias, deprecated=("--num-clips",), help="temporal views (default: the checkpoint's)")
     p.add_argument("--test-crops", "--num-crops", dest="num_crops", type=int, choices=[1, 3], default=None,
                    action=DeprecatedAlias, deprecated=("--num-crops",), help="spatial views")
-    p.add_argument("--sampling", choices=SAMPLINGS, default=None, help="default: checkpoint/recipe")
+    p.add_argument("--sampling", choices=SAMPLINGS, default=None, help="default: the checkpoint's")
     p.add_argument("--sampling-rate", type=int, default=None, help="dense sampling stride")
     p.add_argument("--batch-size", type=int, default=D.batch_size, help="videos per model forward")
     p.add_argument("--top-k", type=int, default=D.top_k, help="classes kept per video (per head)")
@@ -58,8 +58,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="where the views are decoded (gpu: DALI's NVDEC decoder)")
     p.add_argument("--precision", choices=PRECISIONS, default=D.precision,
                    help="auto: bf16 autocast on GPUs and on CPUs where bf16 matmuls measure faster, else fp32")
-    p.add_argument("--retry-rejects", action="store_true", help="try videos in rejects.parquet again")
-    p.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip evaluation even with labels")
+    p.add_argument("--retry-rejects", action=argparse.BooleanOptionalAction, default=D.retry_rejects,
+                   help="try videos in rejects.parquet again")
+    p.add_argument("--eval", dest="evaluate", action=argparse.BooleanOptionalAction, default=D.evaluate,
+                   help="evaluate when the input has labels (--no-eval: predict only)")
     p.add_argument("--experiment", default=D.experiment, help="MLflow experiment of evaluation runs")
     p.add_argument("--flush-rows", type=int, default=D.flush_rows, help="predictions per Parquet part")
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs to use")
@@ -68,9 +70,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds to wait for another job writing into --out before giving up (exit 2)")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config with each value's source (default, flag) and exit")
+    argv = bool_values_as_flags(p, argv)
     a = p.parse_args(argv)
     # Which values the command line gave (the rest are InferConfig's defaults), for --print-config.
-    given = [opt for opt in (sys.argv[1:] if argv is None else argv) if opt.startswith("--")]
+    given = [opt for opt in argv if opt.startswith("--")]
     a.flags_given = {act.dest for act in p._actions
                      if any(g == o or g.startswith(o + "=") for g in given for o in act.option_strings)}
     return a
@@ -112,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                   log=lambda m: print(m, file=sys.stderr, flush=True)):
             summary = _predict_and_evaluate(a, plan_job(cfg))
     except (InferConfigError, CheckpointError, LeaseHeld, tracking.TrackingUnavailable, ClusterPathError) as e:
-        print(f"batch_infer: {e}", file=sys.stderr)
-        return 2
+        return user_error("batch_infer", e)
     print(json.dumps(summary, default=str))
     return 0
 

@@ -13,7 +13,7 @@ Files, in ``OUT/evaluation/<model name>-v<version>/``: ``metrics.json`` (summary
 
 The balanced measure: :func:`balanced_measure` takes the ``metrics.json`` of several datasets evaluated
 for one model family and returns the harmonic mean of their top-1 (EK100 contributes its verb and noun
-top-1, ``EK100_FIGURES``); ``workflows/evaluate.py`` is its command line.
+top-1, ``EK100_FIGURES``); ``workflows/balanced_measure.py`` is its command line.
 """
 
 from __future__ import annotations
@@ -138,30 +138,22 @@ def log_evaluation_run(report: EvalReport, files: Mapping[str, bytes], experimen
                        tags: Mapping[str, str], run_name: str, model_id: str | None = None) -> str:
     """An MLflow run holding the figures as metrics and the files as artifacts; returns its id. With
     ``model_id`` (a registered version's logged model) the metrics are attached to that model too."""
-    from mlflow.entities import Metric, RunStatus
+    from mlflow.entities import Metric
 
     from . import tracking
 
-    client = tracking.client()
-    exp_id = tracking.ensure_experiment(experiment)
-    run = client.create_run(exp_id, run_name=run_name, tags={KIND_TAG: "evaluation", **tags})
-    ok = False
-    try:
+    with tracking.one_shot_run(experiment, run_name, {KIND_TAG: "evaluation", **tags}) as (client, run_id):
         now = int(time.time() * 1000)
         finite = {k: v for k, v in report.summary.items() if np.isfinite(v)}
         finite["samples"] = float(report.samples)
-        client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0, model_id=model_id)
-                                                   for k, v in finite.items()])
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0, model_id=model_id) for k, v in finite.items()])
         params = {k: json.dumps(v) if isinstance(v, (dict, list)) else str(v) for k, v in report.info.items()}
-        client.log_batch(run.info.run_id, params=[tracking.param(k, v) for k, v in params.items()])
+        client.log_batch(run_id, params=[tracking.param(k, v) for k, v in params.items()])
         with tempfile.TemporaryDirectory() as tmp:
             for name, data in files.items():
                 (Path(tmp) / name).write_bytes(data)
-            client.log_artifacts(run.info.run_id, tmp, "evaluation")
-        ok = True
-    finally:
-        client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
-    return run.info.run_id
+            client.log_artifacts(run_id, tmp, "evaluation")
+    return run_id
 
 
 def _slug(text: str) -> str:

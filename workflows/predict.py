@@ -22,7 +22,7 @@ import sys
 
 from cast_model.precision import PRECISIONS
 from cast_model.vocab import SAMPLINGS, head_prefix, is_action
-from workflows.cli import DeprecatedAlias
+from workflows.cli import DeprecatedAlias, user_error
 from workflows.inference.config import DEVICES
 
 
@@ -36,11 +36,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="one JSON object per video on stdout instead of a table")
     p.add_argument("--test-clips", "--num-clips", dest="num_clips", type=int, default=None, metavar="N",
                    action=DeprecatedAlias, deprecated=("--num-clips",),
-                   help="temporal views (default: checkpoint, else recipe)")
+                   help="temporal views (default: the checkpoint's)")
     p.add_argument("--test-crops", "--num-crops", dest="num_crops", type=int, choices=[1, 3], default=None,
                    action=DeprecatedAlias, deprecated=("--num-crops",),
-                   help="spatial views (default: checkpoint, else recipe)")
-    p.add_argument("--sampling", choices=SAMPLINGS, default=None, help="default: checkpoint, else recipe")
+                   help="spatial views (default: the checkpoint's)")
+    p.add_argument("--sampling", choices=SAMPLINGS, default=None, help="default: the checkpoint's")
     p.add_argument("--sampling-rate", type=int, default=None, help="dense sampling stride")
     p.add_argument("--device", choices=DEVICES, default="auto", help="model device; auto: a GPU if there is one")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -86,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         views = views_for(source, ViewFlags(a.num_clips, a.num_crops, a.sampling, a.sampling_rate))
         classifier = VideoClassifier.load(source, a.top_k, views, a.device, a.precision)
     except (InferConfigError, RuntimeError) as e:
-        print(f"predict: {e}", file=sys.stderr)
-        return 2
+        return user_error("predict", e)
     results = classifier.classify(a.videos)
     for r in results:
         if r["reason"]:

@@ -20,7 +20,7 @@ from pipelines.datasets import LAYOUTS, AnnotationError
 from pipelines.lease import LeaseHeld, hold
 from pipelines.preprocess import PreprocessConfig, prepare_listing, run_preprocess
 from pipelines.schema import CODECS
-from workflows.cli import DeprecatedAlias
+from workflows.cli import DeprecatedAlias, user_error
 from workflows.ray_connect import connect_ray
 from workflows.shared_storage import ClusterPathError
 
@@ -75,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(a, "cpu" if a.decode_device == "auto" else a.decode_device)
         listing = prepare_listing(cfg)
     except (ValueError, AnnotationError) as e:  # AnnotationError is a ValueError; named for the reader
-        print(f"preprocess: {e}", file=sys.stderr)
-        return 2
+        return user_error("preprocess", e)
     import ray
 
     started = False
@@ -90,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     except (LeaseHeld, ClusterPathError) as e:
         if created and isinstance(e, ClusterPathError):  # the lease made --out: a refused path leaves none
             _remove_empty_output(cfg.out)
-        print(f"preprocess: {e}", file=sys.stderr)
-        return 2
+        return user_error("preprocess", e)
     finally:
         if started:
             ray.shutdown()

@@ -18,16 +18,16 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from . import tracking
-from .serving import CHECKPOINT_ARTIFACT, VIEWS_CONFIG, input_example_for, signature_for
+from .pyfunc import CHECKPOINT_ARTIFACT, VIEWS_CONFIG, input_example_for, signature_for
 
 CANDIDATE = "candidate"
 CHAMPION = "champion"
 VAL_TAG = "val_top1"
 _HERE = Path(__file__).resolve().parent
-MODEL_CODE = _HERE / "serving_model.py"
-# What the pyfunc imports (workflows.serving -> workflows.inference -> pipelines, cast_model) and nothing
+MODEL_CODE = _HERE / "pyfunc_entry.py"
+# What the pyfunc imports (workflows.pyfunc -> workflows.inference -> pipelines, cast_model) and nothing
 # else: no training, no Ray entry points. Paths relative to the repository root.
-CODE_FILES = ("cast_model", "pipelines", "workflows/__init__.py", "workflows/serving.py", "workflows/inference")
+CODE_FILES = ("cast_model", "pipelines", "workflows/__init__.py", "workflows/pyfunc.py", "workflows/inference")
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,8 @@ def log_model(run_id: str, checkpoint_dir: str | Path, registered_model: str | N
     from .inference.classify import views_for
     from .inference.model import model_from_folder
 
-    # Named as registered: batch inference finds the dataset's recipe views by that name (cast-<dataset>),
-    # so the views fixed into the served model are the same.
     source = model_from_folder(Path(checkpoint_dir), name=registered_model)
-    tracking.client()
+    tracking.use_store()  # mlflow.start_run and pyfunc.log_model below take their URIs from the process
 
     def log(code_paths: list[str]) -> mlflow.models.model.ModelInfo:
         return mlflow.pyfunc.log_model(

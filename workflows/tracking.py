@@ -6,10 +6,12 @@ Ray workers run in their own working directories, so every default here is absol
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator, Mapping
 
 import mlflow
-from mlflow.entities import Param
+from mlflow.entities import Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -25,9 +27,9 @@ def param(key: str, value: str) -> Param:
 
 
 def default_tracking_uri() -> str:
-    db = DATA_DIR / "mlflow" / "mlflow.db"
-    db.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{db}"
+    """An absolute SQLite database under ``<repo>/data/mlflow`` (its folder is made where the store is
+    opened, :func:`client`)."""
+    return f"sqlite:///{DATA_DIR / 'mlflow' / 'mlflow.db'}"
 
 
 def tracking_uri() -> str:
@@ -54,17 +56,29 @@ def artifact_root() -> str | None:
     db = sqlite_path(tracking_uri())
     if db is None:
         return None
-    root = db.resolve().parent / "artifacts"
-    root.mkdir(parents=True, exist_ok=True)
-    return root.as_uri()
+    return (db.resolve().parent / "artifacts").as_uri()
 
 
 def client() -> MlflowClient:
-    """A client bound to :func:`tracking_uri` (also made the process-wide default)."""
+    """A client bound to :func:`tracking_uri` (tracking and registry). Process-wide MLflow state is left
+    alone (that is :func:`use_store`); a local SQLite store's folder is created, as opening a file for
+    writing creates it, since SQLite cannot create the folder of its database."""
     uri = tracking_uri()
+    db = sqlite_path(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def use_store() -> str:
+    """Make :func:`tracking_uri` MLflow's process-wide tracking and registry URI, for MLflow's fluent API
+    (``mlflow.start_run``, ``mlflow.pyfunc.log_model``), which takes no URI argument; returns the URI.
+    Called explicitly right where that API is used; everything else passes the URI or uses :func:`client`."""
+    uri = tracking_uri()
+    client()  # the local store's folder
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return uri
 
 
 def ensure_experiment(name: str) -> str:
@@ -75,7 +89,31 @@ def ensure_experiment(name: str) -> str:
         if exp.lifecycle_stage == "deleted":
             c.restore_experiment(exp.experiment_id)
         return exp.experiment_id
-    return c.create_experiment(name, artifact_location=artifact_root())
+    root = artifact_root()
+    db = sqlite_path(tracking_uri())
+    if db is not None and not os.environ.get("MLFLOW_ARTIFACT_ROOT"):  # the folder beside the database
+        (db.resolve().parent / "artifacts").mkdir(parents=True, exist_ok=True)
+    return c.create_experiment(name, artifact_location=root)
+
+
+def end_run(run_id: str, ok: bool) -> None:
+    """End a run FINISHED (``ok``) or FAILED: the one way a run of this project ends."""
+    client().set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
+
+
+@contextmanager
+def one_shot_run(experiment: str, run_name: str, tags: Mapping[str, str]) -> Iterator[tuple[MlflowClient, str]]:
+    """A new run for a job that logs once (an evaluation, the balanced measure): yields (client, run id)
+    and ends the run FINISHED when the block completes, FAILED when it raises. (A training run, opened or
+    resumed by name by the driver, is ``training.mlflow_run``'s.)"""
+    c = client()
+    run_id = c.create_run(ensure_experiment(experiment), run_name=run_name, tags=dict(tags)).info.run_id
+    ok = False
+    try:
+        yield c, run_id
+        ok = True
+    finally:
+        end_run(run_id, ok)
 
 
 def ui_command() -> str:

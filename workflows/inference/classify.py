@@ -17,7 +17,7 @@ import torch
 from cast_model import load_checkpoint
 from pipelines.preprocess import DEFAULT_MAX_FPS
 
-from .job import model_dataset, view_settings
+from .job import view_settings
 from .model import ModelSource
 from cast_model.vocab import head_prefix, is_action
 
@@ -37,10 +37,9 @@ def result_columns(heads: tuple[str, ...]) -> list[str]:
 
 
 def views_for(source: ModelSource, flags: ViewFlags | None = None) -> ViewSpec:
-    """The views batch inference takes for this model (``job.view_settings``: flags > checkpoint > the
-    recipe of the model's dataset), at the frame rate the model's shards were written at."""
-    dataset = model_dataset(source)
-    return view_settings(flags or ViewFlags(), source, dataset, DEFAULT_MAX_FPS.get(dataset or ""))
+    """The views batch inference takes for this model (``job.view_settings``: flags > the checkpoint's),
+    at the frame rate the model's shards were written at."""
+    return view_settings(flags or ViewFlags(), source, DEFAULT_MAX_FPS.get(source.dataset))
 
 
 @dataclass

@@ -24,7 +24,7 @@ class InferConfig:
     dataset: str | None = None  # native layout of --input (with annotations/split), see pipelines.datasets
     annotations: str | None = None
     split: str | None = None  # native layout: the split to read; shards: only this split (None: all)
-    # Views per video; None: from the checkpoint, else the dataset's recipe (configs/<dataset>.yaml).
+    # Views per video; None: the checkpoint's (its contract, written by training).
     num_clips: int | None = None
     num_crops: int | None = None
     sampling: str | None = None

@@ -34,7 +34,7 @@ _SHARD_VIDEO_EXTS = {ext for _, _, ext, _ in CODECS.values()}
 
 
 @dataclass
-class Listing:
+class InputListing:
     kind: str  # "shards", "native", "folder" or "list"
     records: list[dict]
     heads: tuple[str, ...] | None  # label heads of the input (None: unlabelled input)
@@ -64,7 +64,7 @@ def is_shard_folder(path: Path) -> bool:
     return path.is_dir() and (path / CLASSES_FILE).is_file() and any(path.glob("*.tar"))
 
 
-def list_inputs(cfg: InferConfig) -> Listing:
+def list_inputs(cfg: InferConfig) -> InputListing:
     """Everything that can be wrong with the input fails here (``InferConfigError``), before Ray."""
     src = Path(cfg.input)
     if "://" in cfg.input:
@@ -82,7 +82,7 @@ def list_inputs(cfg: InferConfig) -> Listing:
     return _dedupe(listing)
 
 
-def _dedupe(listing: Listing) -> Listing:
+def _dedupe(listing: InputListing) -> InputListing:
     seen: set[str] = set()
     kept = []
     for r in listing.records:
@@ -116,14 +116,14 @@ def _read_list(path: Path) -> list[Path]:
     return files
 
 
-def _files(paths: list[Path], kind: str) -> Listing:
+def _files(paths: list[Path], kind: str) -> InputListing:
     # The source id of a raw file is its absolute path: stable across runs of a scheduled job. Not
     # resolve(): a symlink loop would raise here instead of becoming a reject.
     records = [record(os.path.abspath(p), os.path.abspath(p)) for p in paths]
-    return Listing(kind, records, None, None, None)
+    return InputListing(kind, records, None, None, None)
 
 
-def _native(cfg: InferConfig) -> Listing:
+def _native(cfg: InferConfig) -> InputListing:
     from pipelines.datasets import AnnotationError
 
     try:
@@ -133,11 +133,11 @@ def _native(cfg: InferConfig) -> Listing:
     records = [record(r.source_id, r.path, r.labels, segment=r.segment, segment_fps=r.segment_fps)
                for r in found.rows]
     dataset = cfg.dataset if cfg.dataset != "csv" else None
-    return Listing("native", records, found.heads, found.label_map, dataset,
+    return InputListing("native", records, found.heads, found.label_map, dataset,
                    max_fps=DEFAULT_MAX_FPS.get(cfg.dataset))
 
 
-def _shards(folder: str, split: str | None) -> Listing:
+def _shards(folder: str, split: str | None) -> InputListing:
     """Records of the committed samples of a shard folder (a local path or an object-store URI): the
     tars the commit markers list, located through their DALI indices; key, source id and labels come
     from each sample's JSON member. A record's path is the tar's path, or its full URI. Broken shards
@@ -164,7 +164,7 @@ def _shards(folder: str, split: str | None) -> Listing:
             found, bad = _shard_records(fs, tar, prefix + tar, heads)
             records.extend(found)
             rejects.extend(bad)
-    return Listing("shards", records, heads, label_map, _shards_dataset(fs, base, splits), rejects=rejects)
+    return InputListing("shards", records, heads, label_map, _shards_dataset(fs, base, splits), rejects=rejects)
 
 
 def _read(fs, path: str) -> bytes:
@@ -230,7 +230,7 @@ def _shards_dataset(fs, base: str, splits: list[str]) -> str | None:
     return None
 
 
-def check_labels(listing: Listing, model_labels: dict[str, dict[str, str]]) -> None:
+def check_labels(listing: InputListing, model_labels: dict[str, dict[str, str]]) -> None:
     """Labels of the input must mean what the model's classes mean, or evaluation would be nonsense:
     the same heads, ids the model knows, and the same names where the input names its classes."""
     if not listing.labelled:

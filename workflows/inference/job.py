@@ -13,38 +13,33 @@ cluster (``ray.init`` is the caller's).
 from __future__ import annotations
 
 import math
-import re
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from cast_model.vocab import DATASETS, EVAL_VIEW_KEYS
+from cast_model.vocab import EVAL_VIEW_KEYS
 from pipelines.progress import format_eta
 from pipelines.schema import count_rejects
 
 from .config import InferConfig, InferConfigError
-from .inputs import Listing, check_labels, list_inputs
+from .inputs import InputListing, check_labels, list_inputs
 from .model import ModelSource, resolve_model
 from .store import ModelStamp, OutputStore, new_job_id, predictions_table
 from .views import ViewFlags, ViewSpec
-
-_DATASET_OF_NAME = re.compile(r"(?:^|[-_/])(ssv2|k400|ek100)(?:$|[-_/@])")
-# Views of a checkpoint that records none (vocab.EVAL_VIEW_KEYS; written by training since it records them).
-DEFAULT_VIEWS = dict(zip(EVAL_VIEW_KEYS, ("uniform", 4, 1, 3)))
 
 
 @dataclass
 class JobPlan:
     cfg: InferConfig
     model: ModelSource
-    listing: Listing
+    listing: InputListing
     views: ViewSpec
-    dataset: str | None
+    dataset: str
     todo: list[dict]  # records not yet predicted by this model (nor rejected, unless retried)
     skipped: int
     duplicates: list[dict]
-    unlisted: list[dict] = field(default_factory=list)  # inputs rejected while listing (Listing.rejects)
+    unlisted: list[dict] = field(default_factory=list)  # inputs rejected while listing (InputListing.rejects)
 
     @property
     def stamp(self) -> ModelStamp:
@@ -65,29 +60,14 @@ class JobResult:
     reject_reasons: dict[str, int] = field(default_factory=dict)
 
 
-def dataset_of(listing: Listing, model: ModelSource) -> str | None:
-    """The dataset the input belongs to: the input's own say, the checkpoint's, the model's name."""
-    return listing.dataset or model_dataset(model)
+def dataset_of(listing: InputListing, model: ModelSource) -> str:
+    """The dataset the input belongs to: the input's own say, else the checkpoint's."""
+    return listing.dataset or model.dataset
 
 
-def model_dataset(model: ModelSource) -> str | None:
-    """The dataset a model was trained on: the checkpoint's say, else its registered name."""
-    if model.extra.get("dataset") in DATASETS:
-        return model.extra["dataset"]
-    m = _DATASET_OF_NAME.search(model.name)
-    return m.group(1) if m else None
-
-
-def view_settings(cfg: InferConfig | ViewFlags, model: ModelSource, dataset: str | None, max_fps: float | None = None
-                  ) -> ViewSpec:
-    """Flags > the checkpoint's recorded test views > the dataset recipe's > uniform, 1 clip x 3 crops."""
-    values = dict(DEFAULT_VIEWS)
-    if dataset is not None:
-        from ..training.config import load_recipe
-
-        recipe = load_recipe(dataset, None)
-        values.update({k: recipe[k] for k in DEFAULT_VIEWS if k in recipe})
-    values.update({k: model.extra[k] for k in DEFAULT_VIEWS if model.extra.get(k) is not None})
+def view_settings(cfg: InferConfig | ViewFlags, model: ModelSource, max_fps: float | None = None) -> ViewSpec:
+    """Flags > the checkpoint's evaluation views (its contract, checked when the model was resolved)."""
+    values = {k: model.extra[k] for k in EVAL_VIEW_KEYS}
     flags = {"sampling": cfg.sampling, "sampling_rate": cfg.sampling_rate, "test_clips": cfg.num_clips,
              "test_crops": cfg.num_crops}
     values.update({k: v for k, v in flags.items() if v is not None})
@@ -106,7 +86,7 @@ def plan_job(cfg: InferConfig, model: ModelSource | None = None) -> JobPlan:
     if cfg.evaluate:
         check_labels(listing, model.labels)
     dataset = dataset_of(listing, model)
-    views = view_settings(cfg, model, dataset, listing.max_fps)
+    views = view_settings(cfg, model, listing.max_fps)
     store = OutputStore(cfg.out)
     done = store.predicted_ids(ModelStamp(model.name, model.version, model.uri))
     if not cfg.retry_rejects:
@@ -160,92 +140,113 @@ def run_job(plan: JobPlan, log: Callable[[str], None] | None = None) -> JobResul
 
 
 def _run_job(plan: JobPlan, log: Callable[[str], None]) -> JobResult:
-    import numpy as np
-    import pyarrow as pa
-    import ray
-
-    from .predict import Predictor
-    from .views import decode_views
-
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    cfg, store, job_id = plan.cfg, OutputStore(plan.cfg.out), new_job_id()
+    """Stream the plan's videos through decode tasks and model replicas; write predictions and rejects."""
+    cfg, job_id = plan.cfg, new_job_id()
     result = JobResult(job_id, len(plan.listing.records), plan.skipped, 0, 0, 0.0, 0.0)
     total = len(plan.todo)
     log(f"[batch_infer {job_id}] model {plan.model.name} v{plan.model.version}; {result.listed} videos listed "
         f"({plan.listing.kind}), {plan.skipped} already done, {total} to predict; views {plan.views.clips} clip(s) "
         f"x {plan.views.crops} crop(s), {plan.views.sampling} sampling")
-    pending_rejects = [dict(r, reason="duplicate", detail="listed more than once") for r in plan.duplicates]
-    pending_rejects += [dict(r) for r in plan.unlisted]
+    writer = _OutputWriter(plan, job_id, result)
+    writer.rejects += [dict(r, reason="duplicate", detail="listed more than once") for r in plan.duplicates]
+    writer.rejects += [dict(r) for r in plan.unlisted]
     t0 = time.time()
     if total:
-        gpus = ray.cluster_resources().get("GPU", 0)
-        device = choose_device(cfg, gpus, log)
-        low, high = pool_size(cfg, device, gpus)
-        weights = plan.model.weights_bytes()
-        weights_size = sum(len(b) for b in weights)
-        checkpoint = ray.put(weights)
-        # Small blocks (<= 8 videos, at least 64 of them when there are enough videos): decode tasks
-        # stay short, spread over the cluster, and never hold many decoded videos at once.
-        ds = ray.data.from_items(plan.todo, override_num_blocks=min(total, max(math.ceil(total / 8), 64)))
-        ds = ds.map(decode_views, fn_kwargs={"spec": plan.views}, num_cpus=1,
-                    num_gpus=0.25 if cfg.decode_device == "gpu" else 0)
-        ds = ds.map_batches(Predictor, batch_size=cfg.batch_size, batch_format="numpy",
-                            compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
-                            fn_constructor_kwargs={"checkpoint": [checkpoint], "top_k": cfg.top_k,
-                                                   "device": device, "precision": cfg.precision},
-                            num_gpus=cfg.gpus_per_replica if device == "gpu" else 0, num_cpus=1,
-                            # A replica's host memory: its weights twice (bytes + tensors) and headroom.
-                            # Also keeps Ray Data from fusing the decode tasks into the actors on CPU
-                            # clusters, so videos decode in parallel with the model instead of in turn.
-                            memory=2 * weights_size + (1 << 30))
-        log(f"[batch_infer {job_id}] {low}..{high} model replica(s) on {device}"
-            f"{f' ({cfg.gpus_per_replica:g} GPU each)' if device == 'gpu' else ''}, batch size {cfg.batch_size} videos")
-        pending: list = []
-        pending_rows, seq, processed, last_log, last_flush = 0, 0, 0, time.time(), time.time()
-        predicted_ids: set[str] = set()
-
-        def flush() -> None:
-            nonlocal pending, pending_rows, seq, last_flush
-            if pending:
-                result.parts.append(store.write_part(pa.concat_tables(pending), job_id, seq))
-                seq += 1
-            store.update_rejects(pending_rejects, predicted_ids if cfg.retry_rejects else set())
-            count_rejects(result.reject_reasons, pending_rejects)
-            result.rejected += len(pending_rejects)
-            pending, pending_rows, last_flush = [], 0, time.time()
-            pending_rejects.clear()
-
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        processed, last_log = 0, time.time()
+        for batch in _prediction_stream(plan, job_id, log).iter_batches(batch_size=None, batch_format="numpy"):
             if not processed:
                 result.first_output_s = time.time() - t0
-            reasons = np.asarray(batch["reason"]).astype(str)
-            ok = reasons == ""
-            processed += len(ok)
-            if ok.any():
-                rows = {k: np.asarray(v)[ok] for k, v in batch.items()}
-                pending.append(predictions_table(rows, plan.model.labels, plan.stamp, job_id))
-                pending_rows += int(ok.sum())
-                predicted_ids.update(str(s) for s in rows["source_id"])
-                result.predicted += int(ok.sum())
-            for i in np.flatnonzero(~ok):
-                pending_rejects.append({"source_id": str(batch["source_id"][i]), "path": str(batch["path"][i]),
-                                        "reason": str(reasons[i]), "detail": str(batch["detail"][i])})
+            processed += writer.add(batch)
             now = time.time()
-            if pending_rows >= cfg.flush_rows or now - last_flush >= cfg.flush_s:
-                flush()
             if now - last_log >= cfg.progress_every_s or processed == total:
                 rate = processed / max(now - t0, 1e-9)
                 log(f"[batch_infer {job_id}] {processed}/{total} videos ({result.predicted} predicted, "
                     f"{processed - result.predicted} rejected), {rate:.2f} videos/s, "
                     f"ETA {format_eta((total - processed) / rate) if rate > 0 else '?'}")
                 last_log = now
-        flush()
-    else:
-        store.update_rejects(pending_rejects)
-        count_rejects(result.reject_reasons, pending_rejects)
-        result.rejected += len(pending_rejects)
+    writer.flush()
     result.seconds = time.time() - t0
     result.videos_per_s = total / result.seconds if total and result.seconds > 0 else 0.0
     log(f"[batch_infer {job_id}] done in {result.seconds:.1f}s: {result.predicted} predicted, {result.rejected} "
         f"rejected {result.reject_reasons}, {result.skipped} skipped; throughput {result.videos_per_s:.2f} videos/s")
     return result
+
+
+def _prediction_stream(plan: JobPlan, job_id: str, log: Callable[[str], None]):
+    """The Ray Data pipeline of the plan's videos: decode tasks, then an actor pool of model replicas."""
+    import ray
+
+    from .predict import Predictor
+    from .views import decode_views
+
+    cfg, total = plan.cfg, len(plan.todo)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    device = choose_device(cfg, gpus, log)
+    low, high = pool_size(cfg, device, gpus)
+    weights = plan.model.weights_bytes()
+    weights_size = sum(len(b) for b in weights)
+    checkpoint = ray.put(weights)
+    # Small blocks (<= 8 videos, at least 64 of them when there are enough videos): decode tasks
+    # stay short, spread over the cluster, and never hold many decoded videos at once.
+    ds = ray.data.from_items(plan.todo, override_num_blocks=min(total, max(math.ceil(total / 8), 64)))
+    ds = ds.map(decode_views, fn_kwargs={"spec": plan.views}, num_cpus=1,
+                num_gpus=0.25 if cfg.decode_device == "gpu" else 0)
+    ds = ds.map_batches(Predictor, batch_size=cfg.batch_size, batch_format="numpy",
+                        compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
+                        fn_constructor_kwargs={"checkpoint": [checkpoint], "top_k": cfg.top_k,
+                                               "device": device, "precision": cfg.precision},
+                        num_gpus=cfg.gpus_per_replica if device == "gpu" else 0, num_cpus=1,
+                        # A replica's host memory: its weights twice (bytes + tensors) and headroom.
+                        # Also keeps Ray Data from fusing the decode tasks into the actors on CPU
+                        # clusters, so videos decode in parallel with the model instead of in turn.
+                        memory=2 * weights_size + (1 << 30))
+    log(f"[batch_infer {job_id}] {low}..{high} model replica(s) on {device}"
+        f"{f' ({cfg.gpus_per_replica:g} GPU each)' if device == 'gpu' else ''}, batch size {cfg.batch_size} videos")
+    return ds
+
+
+class _OutputWriter:
+    """A job's predictions and rejects on their way to OUT: predictions buffered into Parquet parts of
+    ``flush_rows`` (or every ``flush_s``), rejects merged into rejects.parquet at each flush; counts go
+    into the job's result."""
+
+    def __init__(self, plan: JobPlan, job_id: str, result: JobResult) -> None:
+        self.cfg, self.labels, self.stamp, self.job_id, self.result = plan.cfg, plan.model.labels, plan.stamp, \
+            job_id, result
+        self.store = OutputStore(plan.cfg.out)
+        self.rejects: list[dict] = []
+        self.pending: list = []
+        self.pending_rows, self.seq, self.last_flush = 0, 0, time.time()
+        self.predicted_ids: set[str] = set()
+
+    def add(self, batch: dict) -> int:
+        """One batch of model output (rows with an empty ``reason`` predicted, the others rejected);
+        flushes when due. Returns the videos it held."""
+        import numpy as np
+
+        reasons = np.asarray(batch["reason"]).astype(str)
+        ok = reasons == ""
+        if ok.any():
+            rows = {k: np.asarray(v)[ok] for k, v in batch.items()}
+            self.pending.append(predictions_table(rows, self.labels, self.stamp, self.job_id))
+            self.pending_rows += int(ok.sum())
+            self.predicted_ids.update(str(s) for s in rows["source_id"])
+            self.result.predicted += int(ok.sum())
+        for i in np.flatnonzero(~ok):
+            self.rejects.append({"source_id": str(batch["source_id"][i]), "path": str(batch["path"][i]),
+                                 "reason": str(reasons[i]), "detail": str(batch["detail"][i])})
+        if self.pending_rows >= self.cfg.flush_rows or time.time() - self.last_flush >= self.cfg.flush_s:
+            self.flush()
+        return len(ok)
+
+    def flush(self) -> None:
+        import pyarrow as pa
+
+        if self.pending:
+            self.result.parts.append(self.store.write_part(pa.concat_tables(self.pending), self.job_id, self.seq))
+            self.seq += 1
+        self.store.update_rejects(self.rejects, self.predicted_ids if self.cfg.retry_rejects else set())
+        count_rejects(self.result.reject_reasons, self.rejects)
+        self.result.rejected += len(self.rejects)
+        self.pending, self.pending_rows, self.last_flush = [], 0, time.time()
+        self.rejects.clear()

@@ -3,7 +3,7 @@
 Accepted: ``models:/<name>@<alias>``, ``models:/<name>/<version>``, ``models:/<name>/latest``, any other
 MLflow model URI (``runs:/<run>/model``, ``s3://...``), or a local checkpoint folder (``cast.json`` +
 ``model.safetensors``). MLflow URIs are downloaded with ``mlflow.artifacts.download_artifacts``; the
-checkpoint is the pyfunc model's ``checkpoint`` artifact (see ``workflows.serving``) or any folder of
+checkpoint is the pyfunc model's ``checkpoint`` artifact (see ``workflows.pyfunc``) or any folder of
 the download holding ``cast.json``. Weights are read with safetensors only, never unpickled.
 """
 
@@ -20,8 +20,9 @@ import yaml
 
 from cast_model import CASTConfig, CheckpointError, read_checkpoint_meta, verify_checkpoint
 from cast_model.checkpoint import META_FILE, WEIGHTS_FILE
+from cast_model.vocab import CONTRACT_KEYS, DATASETS, SAMPLINGS
 
-from ..serving import CHECKPOINT_ARTIFACT
+from ..pyfunc import CHECKPOINT_ARTIFACT
 from .config import InferConfigError
 
 _ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)/?$")
@@ -38,12 +39,17 @@ class ModelSource:
     labels: dict[str, dict[str, str]]  # {head: {class_id: name}}
     name: str  # registered model name; the folder name for a local checkpoint
     version: str  # registry version; the run id for runs:/ URIs; "local" for a folder
-    extra: dict[str, Any]  # the checkpoint's ``extra`` (training run id, val_top1, eval settings)
+    extra: dict[str, Any]  # the checkpoint's ``extra``: vocab.CONTRACT_KEYS (checked), run id, val_top1
     model_id: str | None = None  # MLflow's logged-model id of a registered version (metrics link to it)
 
     @property
     def heads(self) -> tuple[str, ...]:
         return tuple(self.labels)
+
+    @property
+    def dataset(self) -> str:
+        """The dataset the model was trained on (the checkpoint's contract)."""
+        return self.extra["dataset"]
 
     def weights_bytes(self) -> tuple[bytes, bytes]:
         """(cast.json, model.safetensors) as bytes: shipped to model replicas through the object store,
@@ -96,8 +102,9 @@ def _resolve(uri: str, download_dir: str | Path | None) -> ModelSource:
 
     from .. import tracking
 
-    tracking.client()  # the project's tracking/registry URI, for models:/ and runs:/ alike
-    root = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+    store = tracking.tracking_uri()  # the project's tracking/registry URI, for models:/ and runs:/ alike
+    root = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst), tracking_uri=store,
+                                                    registry_uri=store))
     source = _from_folder(uri, find_checkpoint(root), name, version)
     if uri.startswith("models:/") and version.isdigit():
         registered = tracking.client().get_model_version(name, version)
@@ -175,5 +182,29 @@ def _from_folder(uri: str, folder: Path, name: str, version: str) -> ModelSource
     # Truncated weights or weights that do not fit the config fail here, on the driver, naming the model
     # the user asked for (not a download folder), instead of inside a model replica after Ray started.
     verify_checkpoint(folder, name=uri if ":/" in uri else str(folder))
+    check_contract(meta.get("extra") or {}, labels, folder)
     return ModelSource(uri, folder, CASTConfig.from_dict(meta["config"]), labels, name, version,
                        meta.get("extra") or {})
+
+
+def check_contract(extra: dict[str, Any], labels: dict[str, dict[str, str]], folder: Path) -> None:
+    """The checkpoint is the one contract between training and inference: ``extra`` must hold
+    vocab.CONTRACT_KEYS (dataset, heads, evaluation views), as training writes them. A checkpoint without
+    them is refused with the command that adds them; inference never guesses them from a name or a recipe."""
+    missing = [k for k in CONTRACT_KEYS if extra.get(k) is None]
+    if missing:
+        raise CheckpointError(f"{folder}: the checkpoint does not record {', '.join(missing)} (cast.json's extra, "
+                              f"written by training); add them with: cast-stamp-checkpoint {folder} --dataset "
+                              f"<{'|'.join(DATASETS)}>")
+    problems = []
+    if extra["dataset"] not in DATASETS:
+        problems.append(f"dataset {extra['dataset']!r} is not one of {DATASETS}")
+    if set(extra["heads"]) != set(labels):
+        problems.append(f"heads {list(extra['heads'])} differ from the label map's {list(labels)}")
+    if extra["sampling"] not in SAMPLINGS:
+        problems.append(f"sampling {extra['sampling']!r} is not one of {SAMPLINGS}")
+    for key in ("sampling_rate", "test_clips", "test_crops"):
+        if not isinstance(extra[key], int) or extra[key] < 1:
+            problems.append(f"{key} must be a positive integer, got {extra[key]!r}")
+    if problems:
+        raise CheckpointError(f"{folder}: the checkpoint's contract is invalid: {'; '.join(problems)}")

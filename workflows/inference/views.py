@@ -21,8 +21,8 @@ from pipelines.sampling import crop_boxes, eval_indices, short_side_size
 
 @dataclass(frozen=True)
 class ViewFlags:
-    """View overrides for one-video inference (serving, predict CLI); ``None``: from the checkpoint or
-    recipe. The same fields as :class:`workflows.inference.config.InferConfig`'s, which
+    """View overrides for one-video inference (serving, predict CLI); ``None``: the checkpoint's.
+    The same fields as :class:`workflows.inference.config.InferConfig`'s, which
     ``job.view_settings`` reads."""
 
     num_clips: int | None = None

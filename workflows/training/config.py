@@ -25,6 +25,7 @@ from cast_model.vocab import DATASETS, HEADS, SAMPLINGS
 from pipelines import manifest
 from pipelines.manifest import CLASSES_FILE, LabelMapError
 
+from ..cli import bool_values_as_flags
 from ..shared_storage import is_uri
 from ..tracking import DATA_DIR, REPO_ROOT
 
@@ -98,7 +99,7 @@ class TrainConfig:
     run_name: str = ""
     experiment: str = ""  # MLflow experiment; default cast-<dataset>
     registered_model: str = ""  # default cast-<dataset>
-    storage_path: str = str(DATA_DIR / "ray_results")
+    storage_path: str = ""  # Ray Train storage; parse_config's default: <repo>/data/ray_results
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps (0: epoch ends only)
     keep_checkpoints: int = 2  # best k by validation top-1 (the latest is always kept too)
     max_failures: int = 1
@@ -270,7 +271,7 @@ FLAG_HELP: dict[str, str] = {
     "head_drop": "dropout before the classification head",
     "init_scale": "scale of the head's initial weights",
     "grad_checkpointing": "recompute activations in the backward pass (less memory, more compute)",
-    "freeze_experts": "train only adapters, B-CAST and heads (the paper); false: train everything",
+    "freeze_experts": "train only adapters, B-CAST and heads (the paper); --no-freeze-experts: train everything",
     "clip_weights": "CLIP ViT-B/16 expert weights (safetensors or .pt) to start from",
     "videomae_weights": "VideoMAE expert weights to start from",
     "init_checkpoint": "an official CAST release checkpoint (all weights) to start from",
@@ -309,7 +310,7 @@ FLAG_HELP: dict[str, str] = {
     "run_name": "run name (Ray Train and MLflow); the same name resumes the run; default <dataset>-<preset>-<time>",
     "experiment": "MLflow experiment; default cast-<dataset>",
     "registered_model": "registered model name; default cast-<dataset>",
-    "storage_path": "Ray Train storage (absolute path or URI visible to every node)",
+    "storage_path": "Ray Train storage (absolute path or URI visible to every node); default <repo>/data/ray_results",
     "resource_timeout_s": "seconds to wait for the requested CPUs/GPUs (an autoscaler adding nodes) before giving up",
     "checkpoint_every": "also checkpoint every N optimizer steps (0: at epoch ends only)",
     "keep_checkpoints": "checkpoints kept, best by validation top-1 (the latest is kept too)",
@@ -317,8 +318,8 @@ FLAG_HELP: dict[str, str] = {
     "log_every": "optimizer steps between MLflow step metrics",
     "seed": "random seed",
     "register": "register the best checkpoint in the MLflow Model Registry",
-    "resume": "true: the run must resume (both the checkpoint and the tracking store hold it) or exit 2; "
-              "false: resume when both hold it, else start afresh and say so",
+    "resume": "--resume: the run must resume (both the checkpoint and the tracking store hold it) or exit 2; "
+              "--no-resume: resume when both hold it, else start afresh and say so",
 }
 
 
@@ -355,11 +356,13 @@ def build_parser(dataset: str) -> argparse.ArgumentParser:
         if f.name in NO_FLAG:
             continue
         hint = field_types()[f.name]
+        flag, text = "--" + f.name.replace("_", "-"), FLAG_HELP.get(f.name, "(undocumented)")
+        if hint is bool:  # --x / --no-x, as in every CLI (cli.bool_values_as_flags reads the old --x true|false)
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, help=text)
+            continue
         kind = _FlagType(f.name, typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else hint)
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, choices=CHOICES.get(f.name),
-                       nargs=len(typing.get_args(hint)) if typing.get_origin(hint) is tuple else None,
-                       help=FLAG_HELP.get(f.name, "(undocumented)"),
-                       metavar="{true,false}" if hint is bool else None)
+        p.add_argument(flag, dest=f.name, type=kind, choices=CHOICES.get(f.name),
+                       nargs=len(typing.get_args(hint)) if typing.get_origin(hint) is tuple else None, help=text)
     return p
 
 
@@ -373,7 +376,8 @@ class ParsedConfig:
 def parse_config(dataset: str, argv: Sequence[str] | None = None) -> ParsedConfig:
     """Flags over the dataset's recipe -> an unresolved, typed :class:`TrainConfig` and where each value
     came from. A wrong type is a :class:`TrainConfigError` naming the key and its source."""
-    args = vars(build_parser(dataset).parse_args(argv))
+    parser = build_parser(dataset)
+    args = vars(parser.parse_args(bool_values_as_flags(parser, argv)))
     config_dir, print_config = Path(args.pop("config_dir")), args.pop("print_config")
     layers = recipe_layers(dataset, args.get("preset"), config_dir) + [("flag", args)]
     values: dict[str, Any] = {}
@@ -381,6 +385,8 @@ def parse_config(dataset: str, argv: Sequence[str] | None = None) -> ParsedConfi
     for source, layer in layers:
         values.update(layer)
         sources.update(dict.fromkeys(layer, source))
+    if not values.get("storage_path"):  # computed here, at the edge, not at import as a field default
+        values["storage_path"] = str(DATA_DIR / "ray_results")
     return ParsedConfig(TrainConfig.from_dict(values, sources), sources, print_config)
 
 
@@ -412,7 +418,17 @@ def read_label_map(folder: str | Path) -> dict[str, dict[str, str]]:
 
 
 def validate(cfg: TrainConfig) -> None:
-    """Every check that needs no cluster: fields, sizes, paths, shards, label maps."""
+    """Every check that needs no cluster: fields, sizes, paths, shards, label maps. Problems are reported
+    together, a stage at a time (later stages read what earlier ones checked)."""
+    for stage in ((_field_problems,), (_size_and_path_problems, _shard_problems)):
+        problems = [problem for check in stage for problem in check(cfg)]
+        if problems:
+            raise TrainConfigError("invalid training config: " + "; ".join(problems))
+    _check_label_maps(cfg)
+
+
+def _field_problems(cfg: TrainConfig) -> list[str]:
+    """Each field on its own: known names, ranges, absolute paths."""
     problems: list[str] = []
 
     def need(ok: bool, message: str) -> None:
@@ -456,9 +472,12 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("shards", "val_shards"):
         need(not is_uri(getattr(cfg, name)), f"{name} {getattr(cfg, name)}: the DALI loaders read local files, "
              f"not URIs; copy the shards to a folder every node mounts and pass that folder")
-    if problems:
-        raise TrainConfigError("invalid training config: " + "; ".join(problems))
+    return problems
 
+
+def _size_and_path_problems(cfg: TrainConfig) -> list[str]:
+    """Fields together: batch arithmetic, the weights to start from."""
+    problems: list[str] = []
     # Batch arithmetic: the total batch must split evenly into workers x micro-batches.
     per_step = cfg.batch_size * cfg.num_workers
     if cfg.total_batch_size % per_step:
@@ -475,7 +494,12 @@ def validate(cfg: TrainConfig) -> None:
             problems.append(f"{name}: {path} does not exist")
     if cfg.init_checkpoint and (cfg.clip_weights or cfg.videomae_weights):
         problems.append("init_checkpoint already holds the experts: drop clip_weights/videomae_weights")
+    return problems
 
+
+def _shard_problems(cfg: TrainConfig) -> list[str]:
+    """The shard folders: tars of the split, their DALI indices, classes.json."""
+    problems: list[str] = []
     for name, split in (("shards", cfg.train_split), ("val_shards", cfg.val_split)):
         folder = Path(getattr(cfg, name))
         if not folder.is_dir():
@@ -489,9 +513,11 @@ def validate(cfg: TrainConfig) -> None:
             problems.append(f"{name}: shards without a DALI .idx file: {missing_idx[:5]}")
         if not (folder / CLASSES_FILE).is_file():
             problems.append(f"{name}: {CLASSES_FILE} is missing in {folder}")
-    if problems:
-        raise TrainConfigError("invalid training config: " + "; ".join(problems))
+    return problems
 
+
+def _check_label_maps(cfg: TrainConfig) -> None:
+    """The shards' label maps against each other, the recipe's heads and the config; the model buildable."""
     train_labels, val_labels = read_label_map(cfg.shards), read_label_map(cfg.val_shards)
     if set(train_labels) != set(cfg.heads):
         raise TrainConfigError(f"{cfg.shards}/classes.json has heads {sorted(train_labels)}; the {cfg.dataset} "

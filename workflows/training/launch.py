@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .. import tracking
+from ..cli import user_error
 from ..ray_connect import connect_ray
 from ..shared_storage import alive_nodes, cluster_path_problems
-from . import tracker
+from . import mlflow_run
 from .config import TrainConfig, TrainConfigError, format_config, parse_config, resolve, validate
 from .state import MODEL_DIR, read_progress
 
@@ -32,7 +33,7 @@ class TrainResult:
     run_name: str
     metrics: dict[str, Any]  # the final report (final_val_*, step, epoch, ...)
     checkpoint_path: str | None  # the final Ray checkpoint folder
-    model_version: str | None  # registered version (None with --register false or an already finished run)
+    model_version: str | None  # registered version (None with --no-register or an already finished run)
     champion: bool
     seconds: float
 
@@ -100,7 +101,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
         raise TrainConfigError("; ".join(problems))
     resources = wait_for_resources(cfg)
     cfg = resolve(cfg, resources.get("GPU", 0.0), resources.get("CPU", 0.0))
-    run_id, previous = tracker.open_run(cfg.experiment, cfg.run_name,
+    run_id, previous = mlflow_run.open_run(cfg.experiment, cfg.run_name,
                                         {tracking.DATASET_TAG: cfg.dataset, "cast.preset": cfg.preset})
     started = time.perf_counter()
     if previous == "FINISHED":
@@ -140,7 +141,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
             metrics = dict(result.metrics or {})
             # The run is FINISHED before a model is registered from it, and registration checks it is:
             # a model never comes from a run some other process marked FAILED meanwhile.
-            tracker.close_run(run_id, True)
+            mlflow_run.close_run(run_id, True)
             ok = True
             version, champion = None, False
             if cfg.register:
@@ -149,7 +150,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
                                time.perf_counter() - started)
     finally:
         if not ok:
-            tracker.close_run(run_id, False)
+            mlflow_run.close_run(run_id, False)
 
 
 def _register(cfg: TrainConfig, run_id: str, model_dir: Path, metrics: dict[str, Any]) -> tuple[str, bool]:
@@ -157,7 +158,7 @@ def _register(cfg: TrainConfig, run_id: str, model_dir: Path, metrics: dict[str,
 
     top1 = float(metrics["val_top1"])
 
-    status = tracker.run_status(run_id)
+    status = mlflow_run.run_status(run_id)
     if status != "FINISHED":
         raise RuntimeError(f"MLflow run {run_id} is {status}, not FINISHED: no model is registered from it")
     try:
@@ -167,7 +168,7 @@ def _register(cfg: TrainConfig, run_id: str, model_dir: Path, metrics: dict[str,
                                 step=int(metrics.get("step", 0)))
     except BaseException:
         # Not FINISHED without its model: a rerun resumes the finished snapshot and registers again.
-        tracker.close_run(run_id, False)
+        mlflow_run.close_run(run_id, False)
         raise
     print(f"[train] registered {reg.name} version {reg.version} (val top-1 {top1:.4f}): alias "
           f"'candidate'{', champion' if reg.champion else ''}"
@@ -192,13 +193,11 @@ def main(dataset: str, argv: Sequence[str] | None = None) -> int:
         check_shard_labels(cfg)
         check_weights(cfg)
     except TrainConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return user_error(f"train_{dataset}", err)
     try:
         tracking.preflight()  # a stopped server or a wrong password: one line now, not minutes of retries
     except tracking.TrackingUnavailable as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return user_error(f"train_{dataset}", err)
     try:
         # One live job per run name: a second one would log every step twice and fight over the run.
         with hold(run_lease_uri(cfg), f"training run {cfg.run_name!r}", log=_log):
@@ -209,8 +208,7 @@ def main(dataset: str, argv: Sequence[str] | None = None) -> int:
                 raise TrainConfigError(str(err)) from err
             result = train(cfg)
     except (TrainConfigError, LeaseHeld) as err:  # also: the cluster cannot host the request (GPUs, CPUs)
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return user_error(f"train_{dataset}", err)
     final = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("final_val_")}
     print(f"[train] done in {result.seconds:.0f}s: {final}", flush=True)
     return 0

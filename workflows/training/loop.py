@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from .. import metrics as M
 from .config import TrainConfig, steps_per_epoch, warmup_steps
 from .recipe import VideoMixup, build_criterion, build_model, build_optimizer, build_scheduler, total_loss
 from .state import MODEL_DIR, Progress, load_train_state, rng_state, save_train_state
-from .tracker import RunLogger
+from .mlflow_run import RunLogger
 
 # val_top1 of a mid-epoch checkpoint: below every real accuracy, so Ray keeps it only while it is the
 # latest. Finite on purpose: Ray's checkpoint snapshot (JSON) turns NaN into null and then fails to rank it.
@@ -80,7 +80,7 @@ def labels_of(batch: dict[str, Any], heads: tuple[str, ...], device: torch.devic
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader, cfg: TrainConfig, worker: Worker) -> tuple[dict, dict]:
+def validation_scores(model: torch.nn.Module, loader, cfg: TrainConfig, worker: Worker) -> tuple[dict, dict]:
     """Multi-view evaluation of this rank's part, gathered on every rank.
 
     Returns ({head: (N, C) mean softmax over views}, {head: (N,) labels}) over the whole split, each clip
@@ -137,15 +137,71 @@ def _maybe_fault(cfg: TrainConfig, worker: Worker, step: int) -> None:
     os._exit(1)
 
 
+@dataclass
+class WorkerRun:
+    """One rank's training job: built by :func:`build_run`, advanced by :func:`train_epochs`."""
+
+    cfg: TrainConfig
+    worker: Worker
+    run_id: str
+    model: torch.nn.Module  # the bare model: checkpoints and validation
+    ddp: torch.nn.Module  # the same model wrapped for data-parallel training
+    train: Any  # this rank's training loader
+    val: Any  # this rank's per-epoch (single-view) validation loader
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    amp: torch.dtype | None
+    mixup: VideoMixup
+    criterion: Any
+    progress: Progress
+    steps_in_epoch: int
+    logger: RunLogger | None  # rank 0 only
+
+    @property
+    def micro_batches_per_epoch(self) -> int:
+        return self.steps_in_epoch * self.cfg.update_freq
+
+    def report(self, metrics: dict[str, float], final_model: bool = False) -> None:
+        """Every rank calls this at the same point (it is a barrier); rank 0 attaches the checkpoint
+        with the RNG states of every rank."""
+        progress = self.progress
+        metrics = {**metrics, "epoch": progress.epoch, "step": progress.step, "clips_seen": progress.clips_seen}
+        rngs = self.worker.all_gather(rng_state())
+        if not self.worker.is_main:
+            ray.train.report(metrics, checkpoint=None)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            save_train_state(tmp, self.model, self.optimizer, self.scheduler, self.scaler, progress, rngs)
+            if final_model:
+                save_checkpoint(Path(tmp) / MODEL_DIR, self.model, labels=self.cfg.labels,
+                                extra=checkpoint_extra(self.cfg, self.run_id, metrics))
+            name = f"{'final' if final_model else 'checkpoint'}_step{progress.step:08d}"
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     cfg = TrainConfig.from_dict(config["train"])
-    run_id: str = config["mlflow_run_id"]
     os.environ["MLFLOW_TRACKING_URI"] = config["tracking_uri"]  # the driver's, absolute
     ctx = ray.train.get_context()
     worker = Worker(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
     if worker.device.type == "cpu":
         torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+    run = build_run(cfg, worker, config["mlflow_run_id"])
+    if run.logger is not None:
+        log_run_start(run)
+    try:
+        if not run.progress.finished:
+            train_epochs(run)
+            final_validation(run)
+        return {"step": run.progress.step, "epoch": run.progress.epoch}
+    finally:
+        if run.logger is not None:
+            run.logger.close()
 
+
+def build_run(cfg: TrainConfig, worker: Worker, run_id: str) -> WorkerRun:
+    """This rank's loaders, model, optimizer and schedule, restored from Ray's checkpoint when resuming."""
     # -- data: each rank reads its own part of the shards --------------------------------------------------
     train = train_loader(cfg.shards, split=cfg.train_split, cfg=loader_config(cfg, worker, (1, 1)),
                          rank=worker.rank, world_size=worker.world)
@@ -178,145 +234,159 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     scheduler.step_update(progress.step)
     ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": False})
 
-    heads = cfg.heads
-    num_classes = {h: len(cfg.labels[h]) for h in heads}
-    mixup = VideoMixup(cfg, num_classes)
-    criterion = build_criterion(cfg, mixup.active)
-    logger = RunLogger(run_id) if worker.is_main else None
-    if logger is not None:
-        print(f"[train] {describe(cfg.precision, worker.device, amp)}", flush=True)
-        logger.log_params(cfg.params() | {"precision_path": describe(cfg.precision, worker.device, amp),
-                                          "steps_per_epoch": str(steps_in_epoch), "total_steps": str(total_steps),
-                                          "world_size": str(worker.world), "device": worker.device.type,
-                                          "batches_per_epoch_per_rank": str(batches)})
-        logger.log_json("config/train_config.json", cfg.to_dict())
-        logger.log_json("config/classes.json", cfg.labels)
-        if progress.step:
-            logger.client.set_tag(run_id, "cast.resumed_from_step", str(progress.step))
-
-    def report(metrics: dict[str, float], final_model: bool = False) -> None:
-        """Every rank calls this at the same point (it is a barrier); rank 0 attaches the checkpoint
-        with the RNG states of every rank."""
-        metrics = {**metrics, "epoch": progress.epoch, "step": progress.step, "clips_seen": progress.clips_seen}
-        rngs = worker.all_gather(rng_state())
-        if not worker.is_main:
-            ray.train.report(metrics, checkpoint=None)
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            save_train_state(tmp, model, optimizer, scheduler, scaler, progress, rngs)
-            if final_model:
-                save_checkpoint(Path(tmp) / MODEL_DIR, model, labels=cfg.labels,
-                                extra=checkpoint_extra(cfg, run_id, metrics))
-            name = f"{'final' if final_model else 'checkpoint'}_step{progress.step:08d}"
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
-
-    try:
-        if not progress.finished:
-            train_epochs(cfg, worker, ddp, model, train, val, optimizer, scheduler, scaler, mixup, criterion,
-                         progress, steps_in_epoch, logger, report)
-            # -- final multi-view validation on the recipe's test views, then the model checkpoint ----------
-            final_val = eval_loader(cfg.val_shards, split=cfg.val_split,
-                                    cfg=loader_config(cfg, worker, (cfg.test_clips, cfg.test_crops)),
-                                    rank=worker.rank, world_size=worker.world)
-            scores, labels = evaluate(model, final_val, cfg, worker)
-            summary = M.classification_summary(scores, labels)
-            final_metrics = {f"final_val_{k}": v for k, v in summary.items()}
-            if logger is not None:
-                logger.log_metrics(final_metrics, step=progress.step)
-                log_eval_artifacts(logger, cfg, scores, labels, "final_validation")
-            progress.finished = True
-            report({**final_metrics, "val_top1": summary["top1"]}, final_model=True)
-        return {"step": progress.step, "epoch": progress.epoch}
-    finally:
-        if logger is not None:
-            logger.close()
+    mixup = VideoMixup(cfg, {h: len(cfg.labels[h]) for h in cfg.heads})
+    return WorkerRun(cfg, worker, run_id, model, ddp, train, val, optimizer, scheduler, scaler, amp, mixup,
+                     build_criterion(cfg, mixup.active), progress, steps_in_epoch,
+                     RunLogger(run_id) if worker.is_main else None)
 
 
-def train_epochs(cfg: TrainConfig, worker: Worker, ddp: torch.nn.Module, model: torch.nn.Module, train, val,
-                 optimizer, scheduler, scaler, mixup: VideoMixup, criterion, progress: Progress, steps_in_epoch: int,
-                 logger: RunLogger | None, report) -> None:
-    heads = cfg.heads
-    accum = cfg.update_freq
-    amp = resolve_precision(cfg.precision, worker.device)
-    ddp.train()
-    while progress.epoch < cfg.epochs:
-        train.set_epoch(progress.epoch)
-        window = {"clips": 0, "loss": 0.0, "wait": 0.0, "micro": 0}
-        t_step = time.perf_counter()
-        train.skip(progress.batch_in_epoch)  # a resumed epoch continues where its checkpoint stopped
-        batches = iter(train)
-        epoch_loss, epoch_micro, epoch_clips, t_epoch = 0.0, 0, 0, time.perf_counter()
-        while progress.batch_in_epoch < steps_in_epoch * accum:
-            t_wait = time.perf_counter()
-            batch = next(batches)
-            window["wait"] += time.perf_counter() - t_wait
-            video = batch["video"].to(worker.device, non_blocking=True)  # (B, 3, T, H, W)
-            video, targets = mixup(video, labels_of(batch, heads, worker.device))
-            last_micro = (progress.batch_in_epoch + 1) % accum == 0
-            # Gradients are all-reduced only on the micro-batch that ends an accumulation group.
-            with (nullcontext() if last_micro or worker.world == 1 else ddp.no_sync()):
-                with autocast(worker.device, amp):
-                    logits = as_heads(ddp(video))
-                loss = total_loss(criterion, logits, targets)
-                scaler.scale(loss / accum).backward()
-            progress.batch_in_epoch += 1
-            progress.clips_seen += len(video) * worker.world
-            window["clips"] += len(video)
-            window["loss"] += float(loss.detach())
-            window["micro"] += 1
-            epoch_loss, epoch_micro, epoch_clips = epoch_loss + float(loss.detach()), epoch_micro + 1, epoch_clips + len(video)
-            if not last_micro:
-                continue
-            if cfg.clip_grad is not None:
-                scaler.unscale_(optimizer)
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad))
-            else:
-                grad_norm = float("nan")
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            progress.step += 1
-            scheduler.step_update(progress.step)
-            _maybe_fault(cfg, worker, progress.step)
+def log_run_start(run: WorkerRun) -> None:
+    """Rank 0: the run's params (config, precision path, sizes), config and label map as artifacts."""
+    cfg, worker, logger = run.cfg, run.worker, run.logger
+    path = describe(cfg.precision, worker.device, run.amp)
+    print(f"[train] {path}", flush=True)
+    logger.log_params(cfg.params() | {"precision_path": path, "steps_per_epoch": str(run.steps_in_epoch),
+                                      "total_steps": str(run.steps_in_epoch * cfg.epochs),
+                                      "world_size": str(worker.world), "device": worker.device.type,
+                                      "batches_per_epoch_per_rank": str(len(run.train))})
+    logger.log_json("config/train_config.json", cfg.to_dict())
+    logger.log_json("config/classes.json", cfg.labels)
+    if run.progress.step:
+        logger.client.set_tag(run.run_id, "cast.resumed_from_step", str(run.progress.step))
 
-            if progress.step % cfg.log_every == 0:
-                elapsed = time.perf_counter() - t_step
-                clips_all, loss_all = worker.sum([window["clips"], window["loss"] / window["micro"]])
-                if logger is not None:
-                    step_metrics = {
-                        "train_loss": loss_all / worker.world,
-                        "lr": max(g["lr"] for g in optimizer.param_groups),
-                        "clips_per_s_worker": window["clips"] / elapsed,
-                        "clips_per_s_total": clips_all / elapsed,
-                        "data_wait_s": window["wait"],
-                        "data_wait_frac": window["wait"] / elapsed,
-                        "epoch_float": progress.epoch + progress.batch_in_epoch / (steps_in_epoch * accum),
-                    }
-                    if not math.isnan(grad_norm):
-                        step_metrics["grad_norm"] = grad_norm
-                    logger.log_metrics(step_metrics, step=progress.step)
-                window = {"clips": 0, "loss": 0.0, "wait": 0.0, "micro": 0}
-                t_step = time.perf_counter()
 
-            epoch_done = progress.batch_in_epoch >= steps_in_epoch * accum
-            if cfg.checkpoint_every and progress.step % cfg.checkpoint_every == 0 and not epoch_done:
-                report({"val_top1": NOT_VALIDATED})
-        batches.close()
-        train_s = time.perf_counter() - t_epoch
+def final_validation(run: WorkerRun) -> None:
+    """Multi-view validation on the recipe's test views, then the final checkpoint with the model."""
+    cfg, worker = run.cfg, run.worker
+    final_val = eval_loader(cfg.val_shards, split=cfg.val_split,
+                            cfg=loader_config(cfg, worker, (cfg.test_clips, cfg.test_crops)),
+                            rank=worker.rank, world_size=worker.world)
+    scores, labels = validation_scores(run.model, final_val, cfg, worker)
+    summary = M.classification_summary(scores, labels)
+    final_metrics = {f"final_val_{k}": v for k, v in summary.items()}
+    if run.logger is not None:
+        run.logger.log_metrics(final_metrics, step=run.progress.step)
+        log_eval_artifacts(run.logger, cfg, scores, labels, "final_validation")
+    run.progress.finished = True
+    run.report({**final_metrics, "val_top1": summary["top1"]}, final_model=True)
 
-        # -- end of epoch: single-view validation, checkpoint ranked by it ---------------------------------
-        progress.epoch += 1
-        progress.batch_in_epoch = 0
-        scores, labels = evaluate(model, val, cfg, worker)
-        summary = M.classification_summary(scores, labels)
-        progress.best_val_top1 = max(progress.best_val_top1, summary["top1"])
-        epoch_metrics = {f"val_{k}": v for k, v in summary.items()}
-        if logger is not None:
-            logger.log_metrics({**epoch_metrics, "epoch": progress.epoch}, step=progress.step)
-            print(f"[train] epoch {progress.epoch}/{cfg.epochs} step {progress.step}: loss "
-                  f"{epoch_loss / max(epoch_micro, 1):.3f}, val top-1 {summary['top1']:.3f}, "
-                  f"{epoch_clips / train_s:.1f} clips/s on rank 0 ({train_s:.0f}s)", flush=True)
-        report(epoch_metrics)
+
+@dataclass
+class _Window:
+    """What a stretch of micro-batches did: for step metrics (since the last log) or an epoch's summary."""
+
+    clips: int = 0
+    loss: float = 0.0
+    wait: float = 0.0  # seconds spent waiting for the loader
+    micro: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, clips: int, loss: float) -> None:
+        self.clips, self.loss, self.micro = self.clips + clips, self.loss + loss, self.micro + 1
+
+
+def train_epochs(run: WorkerRun) -> None:
+    """The remaining epochs, each followed by its single-view validation and a checkpoint ranked by it."""
+    run.ddp.train()
+    while run.progress.epoch < run.cfg.epochs:
+        epoch = train_epoch(run)
+        validate_epoch(run, epoch, time.perf_counter() - epoch.started)
+
+
+def train_epoch(run: WorkerRun) -> _Window:
+    """One epoch's micro-batches (a resumed epoch continues where its checkpoint stopped): forward and
+    backward every one, an optimizer step at the end of each accumulation group. Returns the epoch's
+    totals."""
+    cfg, worker, progress, accum = run.cfg, run.worker, run.progress, run.cfg.update_freq
+    run.train.set_epoch(progress.epoch)
+    window = _Window()
+    run.train.skip(progress.batch_in_epoch)
+    batches = iter(run.train)
+    epoch = _Window()
+    while progress.batch_in_epoch < run.micro_batches_per_epoch:
+        t_wait = time.perf_counter()
+        batch = next(batches)
+        window.wait += time.perf_counter() - t_wait
+        video = batch["video"].to(worker.device, non_blocking=True)  # (B, 3, T, H, W)
+        video, targets = run.mixup(video, labels_of(batch, cfg.heads, worker.device))
+        last_micro = (progress.batch_in_epoch + 1) % accum == 0
+        # Gradients are all-reduced only on the micro-batch that ends an accumulation group.
+        with (nullcontext() if last_micro or worker.world == 1 else run.ddp.no_sync()):
+            with autocast(worker.device, run.amp):
+                logits = as_heads(run.ddp(video))
+            loss = total_loss(run.criterion, logits, targets)
+            run.scaler.scale(loss / accum).backward()
+        progress.batch_in_epoch += 1
+        progress.clips_seen += len(video) * worker.world
+        loss_value = float(loss.detach())
+        window.add(len(video), loss_value)
+        epoch.add(len(video), loss_value)
+        if not last_micro:
+            continue
+        grad_norm = optimizer_step(run)
+        if progress.step % cfg.log_every == 0:
+            log_step(run, window, grad_norm)
+            window = _Window()
+        epoch_done = progress.batch_in_epoch >= run.micro_batches_per_epoch
+        if cfg.checkpoint_every and progress.step % cfg.checkpoint_every == 0 and not epoch_done:
+            run.report({"val_top1": NOT_VALIDATED})
+    batches.close()
+    return epoch
+
+
+def optimizer_step(run: WorkerRun) -> float:
+    """The step that ends an accumulation group; returns the gradient norm before clipping (NaN: not
+    clipped, not measured)."""
+    if run.cfg.clip_grad is not None:
+        run.scaler.unscale_(run.optimizer)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.clip_grad))
+    else:
+        grad_norm = float("nan")
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.progress.step += 1
+    run.scheduler.step_update(run.progress.step)
+    _maybe_fault(run.cfg, run.worker, run.progress.step)
+    return grad_norm
+
+
+def log_step(run: WorkerRun, window: _Window, grad_norm: float) -> None:
+    """Step metrics over the window since the last log (every rank: the sums are collective)."""
+    elapsed = time.perf_counter() - window.started
+    clips_all, loss_all = run.worker.sum([window.clips, window.loss / window.micro])
+    if run.logger is None:
+        return
+    progress = run.progress
+    step_metrics = {
+        "train_loss": loss_all / run.worker.world,
+        "lr": max(g["lr"] for g in run.optimizer.param_groups),
+        "clips_per_s_worker": window.clips / elapsed,
+        "clips_per_s_total": clips_all / elapsed,
+        "data_wait_s": window.wait,
+        "data_wait_frac": window.wait / elapsed,
+        "epoch_float": progress.epoch + progress.batch_in_epoch / run.micro_batches_per_epoch,
+    }
+    if not math.isnan(grad_norm):
+        step_metrics["grad_norm"] = grad_norm
+    run.logger.log_metrics(step_metrics, step=progress.step)
+
+
+def validate_epoch(run: WorkerRun, epoch: _Window, train_s: float) -> None:
+    """End of an epoch: single-view validation, then a checkpoint ranked by it."""
+    progress = run.progress
+    progress.epoch += 1
+    progress.batch_in_epoch = 0
+    scores, labels = validation_scores(run.model, run.val, run.cfg, run.worker)
+    summary = M.classification_summary(scores, labels)
+    progress.best_val_top1 = max(progress.best_val_top1, summary["top1"])
+    epoch_metrics = {f"val_{k}": v for k, v in summary.items()}
+    if run.logger is not None:
+        run.logger.log_metrics({**epoch_metrics, "epoch": progress.epoch}, step=progress.step)
+        print(f"[train] epoch {progress.epoch}/{run.cfg.epochs} step {progress.step}: loss "
+              f"{epoch.loss / max(epoch.micro, 1):.3f}, val top-1 {summary['top1']:.3f}, "
+              f"{epoch.clips / train_s:.1f} clips/s on rank 0 ({train_s:.0f}s)", flush=True)
+    run.report(epoch_metrics)
 
 
 def log_eval_artifacts(logger: RunLogger, cfg: TrainConfig, scores: dict[str, np.ndarray],

@@ -96,11 +96,11 @@ def reconcile_stores(cfg: TrainConfig, log: Callable[[str], None]) -> None:
     without an MLflow run are moved aside (``<run name>.orphaned-<time>``), an MLflow run without
     checkpoints is superseded (FAILED, tagged, no longer resumed). With ``cfg.resume`` a disagreement is
     an error instead (exit 2), and so is a run that neither store holds."""
-    from . import tracker
+    from . import mlflow_run
 
     snapshot = ray_snapshot(cfg)
-    run = tracker.find_run(cfg.experiment, cfg.run_name)
-    if run is not None and run.data.tags.get(tracker.SUPERSEDED_TAG) is not None:
+    run = mlflow_run.find_run(cfg.experiment, cfg.run_name)
+    if run is not None and run.data.tags.get(mlflow_run.SUPERSEDED_TAG) is not None:
         run = None
     if run is not None and run.info.status == "FINISHED":
         return  # nothing to resume: launch reports it and stops
@@ -125,5 +125,5 @@ def reconcile_stores(cfg: TrainConfig, log: Callable[[str], None]) -> None:
         Path(snapshot).rename(aside)
         log(f"[train] {problem}: starting afresh; the old checkpoints are kept in {aside}")
     else:
-        tracker.supersede(run.info.run_id, f"no checkpoint of it in {cfg.storage_path}; restarted afresh")
+        mlflow_run.supersede(run.info.run_id, f"no checkpoint of it in {cfg.storage_path}; restarted afresh")
         log(f"[train] {problem}: starting afresh in a new MLflow run (the old one is marked superseded)")

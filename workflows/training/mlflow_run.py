@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import mlflow
 import mlflow.system_metrics
-from mlflow.entities import Metric, RunStatus
+from mlflow.entities import Metric
 from mlflow.environment_variables import MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
 
 from .. import tracking
@@ -66,11 +66,11 @@ def supersede(run_id: str, reason: str) -> None:
     client.set_tag(run_id, SUPERSEDED_TAG, reason[:4000])
     client.set_tag(run_id, RUN_NAME_TAG, f"{client.get_run(run_id).data.tags.get(RUN_NAME_TAG, '')} (superseded)")
     if client.get_run(run_id).info.status in ("RUNNING", "SCHEDULED"):
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        tracking.end_run(run_id, ok=False)
 
 
 def close_run(run_id: str, ok: bool) -> None:
-    tracking.client().set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
+    tracking.end_run(run_id, ok)
 
 
 def run_status(run_id: str) -> str:
@@ -88,6 +88,7 @@ class RunLogger:
         # log_system_metrics=True; its monitor stops when the run is ended in close().
         if MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL.get() is None:  # the documented variable wins
             mlflow.system_metrics.set_system_metrics_sampling_interval(system_metrics_interval_s)
+        tracking.use_store()  # this worker process's fluent MLflow (start_run, system metrics) logs there
         mlflow.start_run(run_id=run_id, log_system_metrics=True)
 
     def log_params(self, params: Mapping[str, str]) -> None:

@@ -6,6 +6,6 @@ fresh process that loads the model imports the same code.
 
 from mlflow.models import set_model
 
-from workflows.serving import CASTPyfunc
+from workflows.pyfunc import CASTPyfunc
 
 set_model(CASTPyfunc())

@@ -1,6 +1,6 @@
 """The MLflow pyfunc of a CAST checkpoint (our safetensors + cast.json folder): videos in, top-k classes out.
 
-Nothing is pickled: the model is logged "from code" (``serving_model.py`` names this class), the weights
+Nothing is pickled: the model is logged "from code" (``pyfunc_entry.py`` names this class), the weights
 travel as the checkpoint folder artifact and ``load_context`` reads them back with safetensors.
 
 Input: a DataFrame, one row per video, with either column
