@@ -105,3 +105,27 @@ def test_bf16_training_gradients_agree_with_fp32():
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad]))
     cos = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0).item()
     assert cos > 0.99, cos
+
+
+def test_bf16_predictor_stores_its_weights_once_and_gives_autocasts_numbers():
+    """Inference in bf16 keeps every matmul/conv weight in bf16 (no cast per batch) and predicts
+    exactly what autocast over the fp32 weights predicts."""
+    import functools
+
+    import numpy as np
+
+    from workflows.inference.predict import ViewsPredictor, video_probs
+
+    model, cfg = _tiny_pair(seed=13)
+    reference, _ = _tiny_pair(seed=13)
+    labels = {"label": {str(i): f"c{i}" for i in range(cfg.num_classes)}}
+    views = np.random.default_rng(0).integers(0, 256, (3, 2, cfg.num_frames, cfg.img_size, cfg.img_size, 3), np.uint8)
+    out = ViewsPredictor(model, labels, top_k=3, device=torch.device("cpu"), precision="bf16")(
+        {"views": views, "reason": np.array(["", "", ""])})
+    assert model.blocks[0].temporal.mlp.fc1.weight.dtype == torch.bfloat16 and model.head.weight.dtype == torch.bfloat16
+    assert model.blocks[0].temporal.norm1.weight.dtype == torch.float32
+    with torch.no_grad():
+        probs = video_probs(reference.eval(), torch.from_numpy(views), functools.partial(autocast, "cpu", torch.bfloat16))
+    top = probs["label"].float().topk(3)
+    assert out["top_ids"].tolist() == top.indices.tolist()
+    np.testing.assert_array_equal(out["top_probs"], top.values.numpy().astype(np.float32))

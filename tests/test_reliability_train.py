@@ -179,6 +179,6 @@ def test_an_init_checkpoint_that_does_not_fit_or_is_cut_fails_before_ray(root, s
         path = tmp_path / name
         assert launch.main("ssv2", argv(root, shards, "init", "--init-checkpoint", str(path))) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and err.startswith("error: init_checkpoint: ") and str(path) in err, err
+        assert err.count("\n") == 1 and err.startswith("train_ssv2: error: init_checkpoint: ") and str(path) in err, err
         assert re.search(message, err), err
     assert not ray.is_initialized()

@@ -79,8 +79,10 @@ def run_status(run_id: str) -> str:
 
 @pytest.fixture(scope="module")
 def trained(root, shards):
-    """A job that loses a worker process at step 3 and survives it (FailureConfig, one restart)."""
-    cfg = dataclasses.replace(tiny_config(root, shards, "e2e", "--max-failures", "1"), fault_kill_step=3)
+    """A job that loses a worker process at step 3 and survives it (FailureConfig, one restart). In bf16
+    autocast (the GPU path, frozen experts stored in bf16), so DDP and the resume run that path here too."""
+    cfg = dataclasses.replace(tiny_config(root, shards, "e2e", "--max-failures", "1", "--precision", "bf16"),
+                              fault_kill_step=3)
     result = launch.train(cfg)
     return {"cfg": cfg, "result": result}
 
@@ -111,6 +113,7 @@ def test_metrics_params_and_artifacts_logged(trained):
     assert {"val_top1", "final_val_top1", "final_val_top5"} <= linked
     params = run.data.params
     assert params["preset"] == "tiny" and params["update_freq"] == "1" and params["world_size"] == "2"
+    assert params["precision_path"].startswith("precision bf16 -> bf16 autocast on cpu")
     assert float(params["lr"]) == pytest.approx(float(params["base_lr"]) * 8 / 256)
     files = {a.path for d in ("config", "final_validation") for a in client.list_artifacts(run_id, d)}
     assert files == {"config/train_config.json", "config/classes.json", "final_validation/confusion_label.png",

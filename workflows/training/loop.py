@@ -23,7 +23,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 from cast_model import save_checkpoint
-from cast_model.precision import autocast, describe, resolve_precision
+from cast_model.precision import autocast, describe, resolve_precision, store_frozen_weights
 from cast_model.vocab import EVAL_VIEW_KEYS, as_heads, view_average
 
 from pipelines.loader import LoaderConfig, eval_loader, train_loader
@@ -225,6 +225,9 @@ def build_run(cfg: TrainConfig, worker: Worker, run_id: str) -> WorkerRun:
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer, total_steps, warmup_steps(cfg, steps_in_epoch))
     amp = resolve_precision(cfg.precision, worker.device)
+    # Frozen experts in the autocast dtype: half their memory, no per-step casts, the same numbers.
+    # Train states hold only the trainable weights, so a resume rebuilds and converts them alike.
+    store_frozen_weights(model, amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
     progress = Progress()
     checkpoint = ray.train.get_checkpoint()
