@@ -32,7 +32,7 @@ import torch.nn.functional as F  # noqa: E402
 from pipelines.decode import probe  # noqa: E402
 from pipelines.loader import MEAN, STD, LoaderConfig, train_loader  # noqa: E402
 from pipelines.manifest import read_manifest  # noqa: E402
-from pipelines.preprocess import PreprocessConfig, run_preprocess  # noqa: E402
+from pipelines.preprocess_job import PreprocessConfig, run_preprocess  # noqa: E402
 from pipelines.sampling import uniform_indices  # noqa: E402
 from pipelines.synthetic import SynthConfig, write_dataset  # noqa: E402
 

@@ -152,6 +152,8 @@ def segment_seconds(segment: tuple[int, int], segment_fps: float | None, video_f
     return segment[0] / fps, (segment[1] + 1) / fps
 
 
+# Seven parameters: the source, then keyword-only decoder options with defaults, one per knob a caller
+# sets (preprocessing: short_side, min_frames; inference: segment, device); a bundle would only move them.
 def decode_video(src: str | bytes, *, segment: tuple[int, int] | None = None, segment_fps: float | None = None,
                  short_side: int | None = None, backend: str = "auto", device: str = "cpu",
                  min_frames: int = 1) -> DecodedVideo:
@@ -333,6 +335,7 @@ def _decode_dali(source, info: Probe, window, short_side: int | None, device: st
 FramePicker = Callable[[int, float], np.ndarray]
 
 
+# decode_video's keyword-only options, plus the frame picker (see decode_video for why they stay apart).
 def decode_sampled(src: str | bytes, pick: FramePicker, *, segment: tuple[int, int] | None = None,
                    segment_fps: float | None = None, short_side: int | None = None, backend: str = "auto",
                    device: str = "cpu") -> DecodedVideo:

@@ -161,6 +161,8 @@ class _EvalIndices:
         return eval_indices(int(nf[0]), t, clips, sampling, stride)
 
 
+# Seven parameters: DALI's pipeline_def builds the graph from plain arguments, and rank/world_size/seed
+# pick this rank's shard of the data; the loaders above are the interface.
 def _build_pipeline(train: bool, shards: ShardSet, tars: list[str], cfg: LoaderConfig, rank: int,
                     world_size: int, seed: int):
     """The DALI graph; ``train`` switches sampling and augmentation, ``cfg.device`` the backend."""

@@ -140,6 +140,7 @@ class _Writer:
         self.enc = EncodeConfig(codec=self.codec, gop=12, crf=30)
         self.height, self.width = cfg.size, (cfg.size * 4 // 3) // 2 * 2
         self.broken: dict[str, str] = {}  # source id -> expected reject reason
+        self._missing_left = self._bad_left = cfg.bad  # listed samples still to leave out / to break
 
     def clip(self, c: int, frames: int | None = None) -> np.ndarray:
         a, d = class_parts(c)
@@ -153,6 +154,19 @@ class _Writer:
             data = _broken(kind, data)
             self.broken[source_id] = {"garbage": "undecodable"}.get(kind, kind)
         path.write_bytes(data)
+
+    def write_listed(self, path: Path, c: int, source_id: str, position: int, split: str) -> None:
+        """The video of the ``position``-th (from 1) listed sample of ``split``, of class ``c``. Until
+        ``cfg.bad`` of each: every 5th training sample's file is left out (``missing``), every 4th
+        other one is written broken."""
+        if self._missing_left and split == "train" and position % 5 == 0:
+            self._missing_left -= 1
+            self.broken[source_id] = "missing"
+            return
+        bad = None
+        if self._bad_left and position % 4 == 0:
+            bad, self._bad_left = self.cfg.bad - self._bad_left, self._bad_left - 1
+        self.write(path, self.clip(c), source_id, bad)
 
     def plan(self, split: str) -> list[int]:
         per = self.cfg.videos_per_class if split == "train" else max(1, self.cfg.videos_per_class // 4)
@@ -174,7 +188,7 @@ def write_ssv2(cfg: SynthConfig, out: Path) -> dict:
     labels_dir.mkdir(parents=True, exist_ok=True)
     names = {class_name(c): str(c) for c in range(cfg.num_classes)}
     (labels_dir / "labels.json").write_text(json.dumps(names, indent=1))
-    next_id, bad_left, missing_left = 1000, cfg.bad, cfg.bad
+    next_id = 1000
     for split in ("train", "validation"):
         entries = []
         for c in w.plan(split):
@@ -184,14 +198,7 @@ def write_ssv2(cfg: SynthConfig, out: Path) -> dict:
             template = f"Moving [{APPEARANCES[a][0]} {APPEARANCES[a][2]}] {DIRECTIONS[d][0]}"
             entries.append({"id": vid, "label": class_name(c).lower(), "template": template,
                             "placeholders": ["object"]})
-            if missing_left and split == "train" and len(entries) % 5 == 0:
-                missing_left -= 1
-                w.broken[vid] = "missing"
-                continue
-            bad = None
-            if bad_left and len(entries) % 4 == 0:
-                bad, bad_left = cfg.bad - bad_left, bad_left - 1
-            w.write(videos / f"{vid}.webm", w.clip(c), vid, bad)
+            w.write_listed(videos / f"{vid}.webm", c, vid, len(entries), split)
         (labels_dir / f"{split}.json").write_text(json.dumps(entries, indent=1))
     test = []
     for _ in range(2):
@@ -206,7 +213,7 @@ def write_ssv2(cfg: SynthConfig, out: Path) -> dict:
 def write_k400(cfg: SynthConfig, out: Path) -> dict:
     w = _Writer(cfg)
     (out / "annotations").mkdir(parents=True, exist_ok=True)
-    n, bad_left, missing_left = 0, cfg.bad, cfg.bad
+    n = 0
     for split, folder, csv_name in (("train", "train", "train.csv"), ("val", "val", "validate.csv")):
         rows = []
         for c in w.plan("train" if split == "train" else "validation"):
@@ -217,18 +224,8 @@ def write_k400(cfg: SynthConfig, out: Path) -> dict:
             rows.append({"label": class_name(c), "youtube_id": yid, "time_start": start, "time_end": end,
                          "split": split})
             sid = f"{yid}_{start:06d}_{end:06d}"
-            if missing_left and split == "train" and len(rows) % 5 == 0:
-                missing_left -= 1
-                w.broken[sid] = "missing"
-                continue
-            bad = None
-            if bad_left and len(rows) % 4 == 0:
-                bad, bad_left = cfg.bad - bad_left, bad_left - 1
-            w.write(out / folder / f"{sid}.mp4", w.clip(c), sid, bad)
-        with open(out / "annotations" / csv_name, "w", newline="") as f:
-            wr = csv.DictWriter(f, fieldnames=["label", "youtube_id", "time_start", "time_end", "split"])
-            wr.writeheader()
-            wr.writerows(rows)
+            w.write_listed(out / folder / f"{sid}.mp4", c, sid, len(rows), split)
+        _write_csv(out / "annotations" / csv_name, ["label", "youtube_id", "time_start", "time_end", "split"], rows)
     return {"videos": str(out / "train"), "val_videos": str(out / "val"),
             "annotations": str(out / "annotations" / "train.csv"),
             "val_annotations": str(out / "annotations" / "validate.csv"), "broken": w.broken}
@@ -238,6 +235,13 @@ EK_COLUMNS = ["narration_id", "participant_id", "video_id", "narration_timestamp
               "stop_timestamp", "start_frame", "stop_frame", "narration", "verb", "verb_class", "noun",
               "noun_class", "all_nouns", "all_noun_classes"]
 EK_RELEASED_FPS = 50.0  # annotation frame numbering (the released RGB frames), unlike the MP4s' own rate
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _ts(seconds: float) -> str:
@@ -305,14 +309,8 @@ def write_ek100(cfg: SynthConfig, out: Path) -> dict:
                 rows.append(dict(rows[0], narration_id=f"{vid}_0", participant_id="P03", video_id=vid,
                                  start_frame=0, stop_frame=int(cfg.frames * EK_RELEASED_FPS / cfg.fps) - 1))
                 w.broken[f"{vid}_0"] = reason
-        with open(ann / csv_name, "w", newline="") as f:
-            wr = csv.DictWriter(f, fieldnames=EK_COLUMNS)
-            wr.writeheader()
-            wr.writerows(rows)
-    with open(ann / "EPIC_100_video_info.csv", "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=["video_id", "duration", "fps", "resolution"])
-        wr.writeheader()
-        wr.writerows(info)
+        _write_csv(ann / csv_name, EK_COLUMNS, rows)
+    _write_csv(ann / "EPIC_100_video_info.csv", ["video_id", "duration", "fps", "resolution"], info)
     return {"videos": str(out), "annotations": str(ann / "EPIC_100_train.csv"),
             "val_annotations": str(ann / "EPIC_100_validation.csv"), "broken": w.broken}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from pipelines.datasets import read_dataset
 from pipelines.encode import EncodeConfig
 from pipelines.manifest import consolidate, write_label_map
-from pipelines.preprocess import _Work, process_row, write_shard
+from pipelines.preprocess_job import _Work, process_row, write_shard
 from pipelines.schema import CODECS, shard_name
 from pipelines.synthetic import SynthConfig, write_dataset
 

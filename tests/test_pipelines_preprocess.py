@@ -13,7 +13,7 @@ import pytest
 
 from pipelines.datasets import AnnotationError
 from pipelines.manifest import read_label_map, read_manifest, read_rejects
-from pipelines.preprocess import PreprocessConfig, run_preprocess
+from pipelines.preprocess_job import PreprocessConfig, run_preprocess
 from workflows.preprocess import main as preprocess_main
 
 from .pipelines_data import SMALL, make_dataset

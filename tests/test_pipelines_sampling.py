@@ -8,7 +8,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from pipelines.preprocess import resample_indices
+from pipelines.sampling import resample_indices
 from pipelines.sampling import (crop_boxes, dense_indices, eval_indices, short_side_size, train_indices,
                                 uniform_indices)
 from pipelines.schema import sample_key

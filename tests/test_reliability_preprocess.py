@@ -24,7 +24,7 @@ import pytest
 from pipelines.datasets import AnnotationError, read_dataset
 from pipelines.lease import LEASE_DIR, LeaseHeld, OutputLease
 from pipelines.manifest import read_manifest, read_rejects
-from pipelines.preprocess import PreprocessConfig, run_preprocess
+from pipelines.preprocess_job import PreprocessConfig, run_preprocess
 from pipelines.schema import MAX_KEY_LEN
 from tests.pipelines_data import make_dataset
 from workflows.preprocess import main as preprocess_main
@@ -346,7 +346,7 @@ _STOP_AFTER_LAST_COMMIT = """
 import os, signal, sys
 sys.path.insert(0, {repo!r})
 import ray
-from pipelines.preprocess import PreprocessConfig, run_preprocess
+from pipelines.preprocess_job import PreprocessConfig, run_preprocess
 ray.init(address={address!r}, log_to_driver=False)
 commits = []
 def on_commit(shard):
@@ -451,7 +451,7 @@ def test_racing_writers_never_hold_one_output_together(where, tmp_path, request)
 
 def test_an_unforeseen_error_is_a_reject_with_its_type_not_a_crash(hostile, monkeypatch):
     """A decoder bug nobody foresaw (simulated: no real input triggers one we know of) stops one input."""
-    import pipelines.preprocess as pp
+    import pipelines.preprocess_job as pp
     from pipelines.encode import EncodeConfig
 
     def broken(*args, **kwargs):

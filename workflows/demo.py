@@ -45,7 +45,7 @@ def make_videos(root: Path) -> dict:
 
 
 def make_shards(data: dict, out: Path) -> None:
-    from pipelines.preprocess import PreprocessConfig, run_preprocess
+    from pipelines.preprocess_job import PreprocessConfig, run_preprocess
 
     for split in ("train", "validation"):
         # Resumable: committed shards are kept, only what is missing is written.

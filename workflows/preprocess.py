@@ -1,4 +1,4 @@
-"""Preprocess a dataset in its native layout into WebDataset shards (see ``pipelines.preprocess``).
+"""Preprocess a dataset in its native layout into WebDataset shards (see ``pipelines.preprocess_job``).
 
 On a cluster:   ray job submit --working-dir . -- python workflows/preprocess.py --dataset ssv2 \\
                     --videos DIR --annotations LABELS_DIR --split train --out OUT
@@ -18,7 +18,7 @@ from dataclasses import asdict
 
 from pipelines.datasets import LAYOUTS, AnnotationError
 from pipelines.lease import LeaseHeld, hold
-from pipelines.preprocess import PreprocessConfig, prepare_listing, run_preprocess
+from pipelines.preprocess_job import PreprocessConfig, prepare_listing, run_preprocess
 from pipelines.schema import CODECS
 from workflows.cli import DeprecatedAlias, user_error
 from workflows.ray_connect import connect_ray

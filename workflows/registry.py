@@ -79,6 +79,8 @@ def stage_code(dst: Path) -> list[str]:
     return sorted(str(p) for p in dst.iterdir())
 
 
+# Seven parameters: what is registered (run, checkpoint, name) and what is logged with it (val_top1,
+# tags, metrics, step); the last three are optional keywords each caller sets on its own.
 def register(run_id: str, checkpoint_dir: str | Path, name: str, val_top1: float,
              tags: dict[str, str] | None = None, metrics: Mapping[str, float] | None = None,
              step: int = 0) -> Registered:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from cast_model import load_checkpoint
-from pipelines.preprocess import DEFAULT_MAX_FPS
+from pipelines.sampling import DEFAULT_MAX_FPS
 
 from .job import view_settings
 from .model import ModelSource

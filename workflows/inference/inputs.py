@@ -23,7 +23,7 @@ from pathlib import Path
 from cast_model.vocab import DATASETS, label_key
 from pipelines.datasets import read_dataset
 from pipelines.manifest import CLASSES_FILE, LabelMapError, read_label_map, shard_parts
-from pipelines.preprocess import DEFAULT_MAX_FPS
+from pipelines.sampling import DEFAULT_MAX_FPS
 from pipelines.schema import CODECS, META_EXT, sample_key
 from pipelines.shards import join, read_index, resolve_out
 
@@ -50,6 +50,7 @@ class InputListing:
         return self.heads is not None and any(r[label_key(h)] >= 0 for r in self.records for h in self.heads)
 
 
+# One row of the inputs table: the parameters are its columns (keyword-only past the first three).
 def record(source_id: str, path: str, labels: dict[str, int] | None = None, *, key: str | None = None,
            offset: int = -1, size: int = -1, segment: tuple[int, int] | None = None,
            segment_fps: float | None = None) -> dict:

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from pipelines.decode import VideoDecodeError, decode_sampled
-from pipelines.preprocess import resample_indices
+from pipelines.sampling import resample_indices
 from pipelines.sampling import crop_boxes, eval_indices, short_side_size
 
 

@@ -87,13 +87,30 @@ def train(cfg: TrainConfig) -> TrainResult:
         return _train(cfg)
 
 
-def _train(cfg: TrainConfig) -> TrainResult:
-    import ray
+def _trainer(cfg: TrainConfig, run_id: str) -> "ray.train.torch.TorchTrainer":
+    """Ray Train's trainer for ``cfg``: the workers, their resources, failures and checkpoints."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from .loop import train_loop_per_worker
 
+    resources_per_worker = {"CPU": cfg.cpus_per_worker}
+    if cfg.gpus_per_worker:
+        resources_per_worker["GPU"] = cfg.gpus_per_worker
+    return TorchTrainer(
+        train_loop_per_worker,
+        # The tracking URI resolved here, absolute: workers run elsewhere (another working dir/node).
+        train_loop_config={"train": cfg.to_dict(), "mlflow_run_id": run_id, "tracking_uri": tracking.tracking_uri()},
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker=resources_per_worker),
+        run_config=RunConfig(
+            name=cfg.run_name, storage_path=cfg.storage_path,
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints, checkpoint_score_attribute="val_top1",
+                                               checkpoint_score_order="max")))
+
+
+def _train(cfg: TrainConfig) -> TrainResult:
     problems = cluster_path_problems({"--storage-path": cfg.storage_path, "--shards": cfg.shards,
                                       "--val-shards": cfg.val_shards}, alive_nodes(),
                                      local_only=("--shards", "--val-shards"), tracking_uri=tracking.tracking_uri())
@@ -113,23 +130,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
           f"{' (resumed)' if previous else ''}", flush=True)
     ok = False
     try:
-        resources_per_worker = {"CPU": cfg.cpus_per_worker}
-        if cfg.gpus_per_worker:
-            resources_per_worker["GPU"] = cfg.gpus_per_worker
-        trainer = TorchTrainer(
-            train_loop_per_worker,
-            # The tracking URI resolved here, absolute: workers run elsewhere (another working dir/node).
-            train_loop_config={"train": cfg.to_dict(), "mlflow_run_id": run_id,
-                               "tracking_uri": tracking.tracking_uri()},
-            scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                         resources_per_worker=resources_per_worker),
-            run_config=RunConfig(
-                name=cfg.run_name, storage_path=cfg.storage_path,
-                failure_config=FailureConfig(max_failures=cfg.max_failures),
-                checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints,
-                                                   checkpoint_score_attribute="val_top1",
-                                                   checkpoint_score_order="max")))
-        result = trainer.fit()
+        result = _trainer(cfg, run_id).fit()
         if result.error is not None:
             raise result.error
         if result.checkpoint is None:

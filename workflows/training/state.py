@@ -72,6 +72,7 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
+# Seven parameters: the training state is these six objects and the folder; load_train_state mirrors it.
 def save_train_state(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                      scaler: torch.amp.GradScaler, progress: Progress, rng_states: list[dict[str, Any]]) -> Path:
     """Write a checkpoint folder; ``model`` is the unwrapped (non-DDP) module."""

@@ -32,6 +32,7 @@ from pipelines.manifest import (CLASSES_FILE, consolidate, read_label_map, shard
 from pipelines.progress import format_eta
 from pipelines.lease import OutputLease, hold
 from pipelines.reconcile import FINGERPRINT_COLUMN, Reconciled, fingerprint, reconcile
+from pipelines.sampling import DEFAULT_MAX_FPS, resample_indices
 from pipelines.schema import (CODECS, META_EXT, NUM_FRAMES_EXT, REJECT_REASONS, VideoRow, count_rejects,
                               label_column, label_members, sample_key, shard_name)
 from pipelines.shards import (PARTS_DIR, Member, commit_shard, join, list_names, resolve_out, write_atomic,
@@ -41,8 +42,6 @@ from pipelines.shards import (PARTS_DIR, Member, commit_shard, join, list_names,
 # on decode frames at 256 x 320 before the random resized crop to 224; storing at 256 keeps that input
 # and decodes ~1.6x fewer pixels than 320.
 DEFAULT_SHORT_SIDE = {"ssv2": 256, "k400": 256, "ek100": 256, "csv": 256}
-# EK100 videos run at 50/60 fps; 30 fps keeps every motion cue of a 16-segment clip at half the bytes.
-DEFAULT_MAX_FPS = {"ek100": 30.0}
 # Encoder quality ranges: MJPEG's qscale (ffmpeg: 2 best .. 31 smallest), VP9's and x264's CRF.
 QUALITY_RANGE = {"mjpeg": (2, 31), "vp9": (0, 63), "h264": (0, 51)}
 
@@ -142,14 +141,6 @@ class PreprocessResult:
     shards: list[str] = field(default_factory=list)
     reject_reasons: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
-
-
-def resample_indices(num_frames: int, fps: float, max_fps: float | None) -> np.ndarray:
-    """Frame indices that bring ``fps`` down to at most ``max_fps`` (evenly spaced, first frame kept)."""
-    if not max_fps or fps <= max_fps * 1.001:
-        return np.arange(num_frames)
-    step = fps / max_fps
-    return np.unique(np.floor(np.arange(0, num_frames, step)).astype(np.int64))
 
 
 @dataclass(frozen=True)
