@@ -79,7 +79,7 @@ def step_fns(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: torch.dtyp
     """(forward, training step) closures on one batch: forward under no_grad in eval mode; a step is
     forward + backward + AdamW over the trainable parameters. ``run`` replaces ``model`` as the
     callable (a compiled model)."""
-    run = run or model
+    run = model if run is None else run  # a compiled module has no truth value
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def forward() -> None:
