@@ -317,8 +317,9 @@ def _meta_state(path: Path) -> StateDict:
     if path.suffix == ".safetensors":
         try:
             with safe_open(str(path), framework="pt") as f:  # checks the header against the file size
-                return {k: torch.empty(f.get_slice(k).get_shape(), dtype=_SAFETENSORS_DTYPES[f.get_slice(k).get_dtype()],
-                                       device="meta") for k in f.keys()}
+                slices = {k: f.get_slice(k) for k in f.keys()}
+                return {k: torch.empty(s.get_shape(), dtype=_SAFETENSORS_DTYPES[s.get_dtype()], device="meta")
+                        for k, s in slices.items()}
         except (SafetensorError, OSError, KeyError) as err:
             raise ConversionError(f"{path} is not a complete safetensors file: {err}") from err
     if _is_torchscript(path):
