@@ -21,7 +21,7 @@ from dataclasses import asdict
 from cast_model.precision import PRECISIONS
 from cast_model.vocab import SAMPLINGS
 from pipelines.datasets import LAYOUTS
-from workflows.cli import DeprecatedAlias, bool_values_as_flags, user_error
+from workflows.cli import DeprecatedAlias, bool_values_as_flags, quiet_download_bars, user_error
 from workflows.ray_connect import connect_ray
 from workflows.inference.config import DEVICES, InferConfig
 
@@ -92,6 +92,7 @@ def config_from_args(a: argparse.Namespace) -> InferConfig:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
+    quiet_download_bars()
     from cast_model import CheckpointError
     from pipelines.lease import LeaseHeld, hold
     from workflows.inference.config import InferConfigError

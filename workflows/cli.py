@@ -4,6 +4,7 @@ report a user error."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any, Sequence
 
@@ -29,6 +30,14 @@ class DeprecatedAlias(argparse.Action):
             print(f"{parser.prog}: warning: {option_string} is deprecated, use {self.option_strings[0]}",
                   file=sys.stderr)
         setattr(namespace, self.dest, values)
+
+
+def quiet_download_bars() -> None:
+    """MLflow draws a progress bar per artifact download: useful on a terminal, noise in a log or a pipe,
+    where it lands before the command's own lines. Off unless stderr is a terminal; a value the user set
+    in ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` wins. Call from a command's ``main`` only."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def bool_values_as_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> list[str]:

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from cast_model.precision import PRECISIONS
 from workflows.tracking import DATA_DIR, tracking_uri, ui_command
 from workflows.ray_connect import connect_ray
 
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--fresh", action="store_true", help="train a new run even if the demo run finished")
     p.add_argument("--epochs", type=int, default=None, help="default: the tiny preset's")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="training arithmetic (auto: bf16 autocast where bf16 matmuls measure faster, else fp32)")
     a = p.parse_args(argv)
     started = time.perf_counter()
 
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         make_shards(data, shards)
         log(f"shards ready in {time.perf_counter() - t0:.0f}s")
         argv_train = ["--shards", str(shards), "--val-shards", str(shards), "--preset", "tiny",
-                      "--num-workers", "2", "--run-name", run_name]
+                      "--num-workers", "2", "--run-name", run_name, "--precision", a.precision]
         if a.epochs:
             argv_train += ["--epochs", str(a.epochs)]
         cfg = launch.with_defaults(config_from_args("ssv2", argv_train))

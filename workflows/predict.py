@@ -22,7 +22,7 @@ import sys
 
 from cast_model.precision import PRECISIONS
 from cast_model.vocab import SAMPLINGS, head_prefix, is_action
-from workflows.cli import DeprecatedAlias, user_error
+from workflows.cli import DeprecatedAlias, quiet_download_bars, user_error
 from workflows.inference.config import DEVICES
 
 
@@ -76,6 +76,7 @@ def format_table(results: list[dict], heads: tuple[str, ...]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
+    quiet_download_bars()
     from workflows.inference.classify import VideoClassifier, views_for
     from workflows.inference.config import InferConfigError
     from workflows.inference.model import resolve_model

@@ -292,7 +292,7 @@ FLAG_HELP: dict[str, str] = {
     "cutmix": "cutmix alpha (0: off)",
     "mixup_prob": "probability of mixing a batch, in [0, 1]",
     "mixup_switch_prob": "probability of cutmix instead of mixup when both are on, in [0, 1]",
-    "precision": "autocast dtype on GPU (CPU runs fp32)",
+    "precision": "arithmetic: auto (bf16 autocast on GPUs and on CPUs where bf16 matmuls measure faster, else fp32), bf16, fp16 (GPU), fp32",
     "sampling": "frame sampling: uniform (one frame per segment) or dense (a stride)",
     "sampling_rate": "dense sampling stride",
     "hflip": "random horizontal flips (never for SSV2: left/right are classes)",
