@@ -54,6 +54,23 @@ def test_table_lists_names_and_a_broken_video_exits_2(registered, videos, tmp_pa
     assert out[5] == str(junk) and out[6].startswith("  rejected: ")
 
 
+def test_the_registry_asked_is_the_projects_not_mlflows_process_wide_one(registered, videos, tmp_path):  # noqa: F811
+    """MLflow's models:/ download asks the process-wide registry (``mlflow.get_registry_uri()``) whatever
+    registry it is given; with no MLFLOW_TRACKING_URI that was a ``mlflow.db`` in the working directory,
+    so ``predict`` after ``make demo`` found no model. Here a fresh process's MLflow registry points
+    elsewhere: the project's store must still be the one asked, for an alias and for a version."""
+    import os
+
+    other = tmp_path / "elsewhere.db"
+    env = dict(os.environ, MLFLOW_REGISTRY_URI=f"sqlite:///{other}")  # MLFLOW_TRACKING_URI: the test store
+    for model in (URI, f"{URI[:-len('@champion')]}/{registered['version']}"):
+        proc = subprocess.run([sys.executable, "-m", "workflows.predict", videos[0], "--model", model, "--json"],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert json.loads(proc.stdout)["model_version"] == registered["version"]
+    assert not other.exists()
+
+
 @pytest.mark.parametrize("model, says", [
     ("models:/no-such-model@champion", "no-such-model"),
     (f"{URI[:-len('@champion')]}@no-such-alias", "no-such-alias"),

@@ -103,13 +103,28 @@ def _resolve(uri: str, download_dir: str | Path | None) -> ModelSource:
     from .. import tracking
 
     store = tracking.tracking_uri()  # the project's tracking/registry URI, for models:/ and runs:/ alike
-    root = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst), tracking_uri=store,
-                                                    registry_uri=store))
+    root = Path(mlflow.artifacts.download_artifacts(artifact_uri=_artifact_location(uri, name, version),
+                                                    dst_path=str(dst), tracking_uri=store, registry_uri=store))
     source = _from_folder(uri, find_checkpoint(root), name, version)
     if uri.startswith("models:/") and version.isdigit():
         registered = tracking.client().get_model_version(name, version)
         source = dataclasses.replace(source, model_id=version_model_id(registered))
     return source
+
+
+def _artifact_location(uri: str, name: str, version: str) -> str:
+    """Where the files of a ``models:/`` URI lie, looked up in the project's store. MLflow's own download
+    of a ``models:/`` URI asks the process-wide registry (``mlflow.get_registry_uri()``) whatever registry
+    URI it is given, so without ``MLFLOW_TRACKING_URI`` in the environment it looked for the model in a
+    ``mlflow.db`` in the working directory. Other URIs (``runs:/``, storage URIs) are returned as they are."""
+    from .. import tracking
+
+    if uri.startswith("models:/") and version.isdigit():
+        return tracking.client().get_model_version_download_uri(name, version)
+    m = _LOGGED_MODEL.match(uri)
+    if m:
+        return tracking.client().get_logged_model(m["id"]).artifact_location
+    return uri
 
 
 def registry_identity(uri: str) -> tuple[str, str]:
