@@ -120,6 +120,21 @@ def test_metrics_params_and_artifacts_logged(trained):
                      "final_validation/per_class_label.csv"}
 
 
+def test_progress_lines_are_written_once(trained):
+    """Each rank-0 progress line stands once in its worker's output (Ray forwards a worker's .out and .err
+    to the driver): Ray Train's patched print wrote every print to both."""
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    by_worker: dict[str, list[str]] = {}
+    for path in logs.glob("worker-*"):
+        if path.suffix in (".out", ".err"):
+            lines = [s for s in path.read_text(errors="replace").splitlines() if s.startswith("[train] ")]
+            by_worker.setdefault(path.stem, []).extend(lines)
+    epochs = [s for lines in by_worker.values() for s in lines if s.startswith("[train] epoch ")]
+    assert len(epochs) >= 2 and any("precision bf16" in s for lines in by_worker.values() for s in lines)
+    for worker, lines in by_worker.items():
+        assert len(lines) == len(set(lines)), (worker, lines)
+
+
 def test_checkpoints_hold_the_training_state(trained):
     result = trained["result"]
     final = Path(result.checkpoint_path)

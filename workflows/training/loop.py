@@ -8,6 +8,7 @@ barrier). Rank 0 alone writes checkpoints and logs to MLflow.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -37,6 +38,11 @@ from .mlflow_run import RunLogger
 # val_top1 of a mid-epoch checkpoint: below every real accuracy, so Ray keeps it only while it is the
 # latest. Finite on purpose: Ray's checkpoint snapshot (JSON) turns NaN into null and then fails to rank it.
 NOT_VALIDATED = -1.0
+# Progress lines go through logging: in a Ray Train worker the root logger writes them to the console
+# (forwarded to the driver) and to Train's structured log, once each. A print would reach the driver
+# twice: Ray Train's patched print tees to stdout whenever sys.stdout is not sys.__stdout__, and Ray
+# replaces sys.stdout in every worker.
+log = logging.getLogger("cast.train")
 
 
 @dataclass
@@ -247,7 +253,7 @@ def log_run_start(run: WorkerRun) -> None:
     """Rank 0: the run's params (config, precision path, sizes), config and label map as artifacts."""
     cfg, worker, logger = run.cfg, run.worker, run.logger
     path = describe(cfg.precision, worker.device, run.amp)
-    print(f"[train] {path}", flush=True)
+    log.info(f"[train] {path}")
     logger.log_params(cfg.params() | {"precision_path": path, "steps_per_epoch": str(run.steps_in_epoch),
                                       "total_steps": str(run.steps_in_epoch * cfg.epochs),
                                       "world_size": str(worker.world), "device": worker.device.type,
@@ -386,9 +392,9 @@ def validate_epoch(run: WorkerRun, epoch: _Window, train_s: float) -> None:
     epoch_metrics = {f"val_{k}": v for k, v in summary.items()}
     if run.logger is not None:
         run.logger.log_metrics({**epoch_metrics, "epoch": progress.epoch}, step=progress.step)
-        print(f"[train] epoch {progress.epoch}/{run.cfg.epochs} step {progress.step}: loss "
-              f"{epoch.loss / max(epoch.micro, 1):.3f}, val top-1 {summary['top1']:.3f}, "
-              f"{epoch.clips / train_s:.1f} clips/s on rank 0 ({train_s:.0f}s)", flush=True)
+        log.info(f"[train] epoch {progress.epoch}/{run.cfg.epochs} step {progress.step}: loss "
+                 f"{epoch.loss / max(epoch.micro, 1):.3f}, val top-1 {summary['top1']:.3f}, "
+                 f"{epoch.clips / train_s:.1f} clips/s on rank 0 ({train_s:.0f}s)")
     run.report(epoch_metrics)
 
 
