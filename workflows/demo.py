@@ -109,8 +109,11 @@ def report(result, cfg, seconds: float) -> int:
     try:
         champion = client.get_model_version_by_alias(cfg.registered_model, CHAMPION)
         candidate = client.get_model_version_by_alias(cfg.registered_model, CANDIDATE)
+        uri = f"models:/{cfg.registered_model}@{CHAMPION}"
         log(f"registry: {cfg.registered_model} candidate = version {candidate.version}, champion = version "
-            f"{champion.version} (load: mlflow.pyfunc.load_model('models:/{cfg.registered_model}@{CHAMPION}'))")
+            f"{champion.version}; predict with\n    .venv/bin/python -m workflows.predict VIDEO --model {uri}\n"
+            f"  or load it in Python (MLflow's own API needs the store named): mlflow.set_tracking_uri("
+            f"'{tracking_uri()}'); mlflow.pyfunc.load_model('{uri}')")
     except MlflowException as err:  # reporting only: the training itself succeeded
         log(f"registry lookup failed: {err}")
     log(f"MLflow: {tracking_uri()}; open the UI with\n    {ui_command()}")
