@@ -89,16 +89,16 @@ def models(cfg: CASTConfig, args: argparse.Namespace) -> dict[str, torch.nn.Modu
     """Ours, and the paper's with the same parameters when its file is given (kept on the CPU). Ours
     keeps its frozen weights in bf16, as training and inference under bf16 autocast do."""
     torch.manual_seed(0)
-    if not args.paper_code:
+    nets = {}
+    if args.paper_code:
+        module = load_paper_module(args.paper_code)
+        allow_paper_bf16(module)
+        nets["paper"] = build_paper_model(module, cfg)
+        ours = ours_from_paper(nets["paper"], cfg)
+    else:
         ours = freeze_experts(CAST(cfg))
-        store_frozen_weights(ours, torch.bfloat16)
-        return {"ours": ours}
-    module = load_paper_module(args.paper_code)
-    allow_paper_bf16(module)
-    paper = build_paper_model(module, cfg)
-    ours = ours_from_paper(paper, cfg)
     store_frozen_weights(ours, torch.bfloat16)
-    return {"paper": paper, "ours": ours}
+    return nets | {"ours": ours}
 
 
 def plan(args: argparse.Namespace, codes: list[str]) -> list[tuple[bool, int, str]]:
