@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
             out = work / f"shards_{codec}"
             cfg = PreprocessConfig(dataset="ssv2", videos=src["videos"], annotations=src["annotations"],
                                    split="train", out=str(out), codec=codec, max_samples_per_shard=8,
-                                   progress_every_s=1e9)
+                                   progress_every=1e9)
             t0 = time.perf_counter()
             r = run_preprocess(cfg, log=lambda msg: None)
             wall = time.perf_counter() - t0

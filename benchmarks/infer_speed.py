@@ -92,7 +92,7 @@ def ray_job(inbox: Path, ckpt: Path, out: Path, clips: int, crops: int, batch_si
     try:
         plan = plan_job(InferConfig(model=str(ckpt), input=str(inbox), out=str(out), test_clips=clips,
                                     test_crops=crops, batch_size=batch_size, num_replicas=replicas,
-                                    progress_every_s=1e9))
+                                    progress_every=1e9))
         r = run_job(plan, log=lambda _: None)
     finally:
         ray.shutdown()

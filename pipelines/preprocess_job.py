@@ -48,32 +48,53 @@ QUALITY_RANGE = {"mjpeg": (2, 31), "vp9": (0, 63), "h264": (0, 51)}
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    dataset: str
-    videos: str
-    annotations: str
-    split: str
-    out: str
-    short_side: int | None = None  # None: DEFAULT_SHORT_SIDE[dataset]
-    max_fps: float | None = None  # None: DEFAULT_MAX_FPS.get(dataset); 0: keep every frame
+    # Each field's ``metadata`` is its command-line help (``workflows/preprocess.py`` builds its flags from
+    # them with ``workflows.cli.flags``; written as plain dicts: pipelines imports nothing from workflows).
+    dataset: str = field(metadata={"help": "the annotations' layout", "choices": LAYOUTS, "group": "input"})
+    videos: str = field(metadata={"help": "folder of the videos (the split's folder for k400)", "group": "input"})
+    annotations: str = field(metadata={"help": "ssv2: the labels folder; others: the CSV/list file",
+                                       "group": "input"})
+    split: str = field(metadata={"help": "train / validation / test ... (names the shards)", "group": "input"})
+    out: str = field(metadata={"help": "output folder or URI (file://, s3://, gs://, hdfs://)", "group": "output"})
+    short_side: int | None = field(default=None, metadata={  # None: DEFAULT_SHORT_SIDE[dataset]
+        "help": "resize to this short side (never upscaled)", "none": "256", "group": "output"})
+    max_fps: float | None = field(default=None, metadata={  # None: DEFAULT_MAX_FPS.get(dataset); 0: keep all
+        "help": "drop frames above this rate (0: keep every frame)", "none": "30 for ek100, else every frame",
+        "group": "output"})
     # Shard encoding; the defaults are EncodeConfig's. Codec (README): mjpeg decodes fastest, vp9 is
     # smallest; h264 needs a GPU.
-    codec: str = EncodeConfig.codec
-    gop: int = EncodeConfig.gop
-    crf: int = EncodeConfig.crf  # vp9 / h264 quality
-    mjpeg_q: int = EncodeConfig.mjpeg_q  # mjpeg quantiser
-    shard_bytes: int = 1_000_000_000  # target tar size
-    max_samples_per_shard: int = 0  # 0: no limit besides shard_bytes
-    min_frames: int = 2
-    device: str = "cpu"  # decoding device: "gpu" uses DALI's mixed backend for every codec
-    seed: int = 0  # sample order across shards
-    progress_every_s: float = 10.0
-    max_pending_writes: int = 4
+    codec: str = field(default=EncodeConfig.codec, metadata={
+        "help": "shard codec: mjpeg (fastest to decode) or vp9 (smallest) train on CPU or GPU; h264 only on GPU "
+                "(DALI mixed)", "choices": sorted(CODECS), "group": "shard encoding"})
+    gop: int = field(default=EncodeConfig.gop, metadata={"help": "frames between keyframes in the shards",
+                                                          "group": "shard encoding"})
+    crf: int = field(default=EncodeConfig.crf, metadata={"help": "vp9 / h264 quality (lower: better, bigger)",
+                                                          "group": "shard encoding"})
+    mjpeg_q: int = field(default=EncodeConfig.mjpeg_q, metadata={
+        "help": "mjpeg quantiser (2: best .. 31: smallest)", "group": "shard encoding"})
+    shard_bytes: int = field(default=1_000_000_000, metadata={"help": "target shard size in bytes",
+                                                               "group": "shard encoding"})
+    max_samples_per_shard: int = field(default=0, metadata={"help": "samples per shard at most (0: no limit)",
+                                                             "group": "shard encoding"})
+    min_frames: int = field(default=2, metadata={"help": "fewer decoded frames: a reject", "cli": False})
+    # "gpu" uses DALI's mixed backend for every codec; the command line also takes "auto" (a GPU when the
+    # cluster has one) and resolves it before building this config.
+    decode_device: str = field(default="cpu", metadata={"help": "decoding device (auto: a GPU when the cluster "
+                                                         "has one)", "choices": ("auto", "cpu", "gpu"),
+                                                         "group": "job"})
+    seed: int = field(default=0, metadata={"help": "sample order across shards", "group": "job"})
+    progress_every: float = field(default=10.0, metadata={"help": "seconds between progress lines", "group": "job"})
+    max_pending_writes: int = field(default=4, metadata={"help": "shard writes in flight", "cli": False})
     # Reject reasons tried again on a rerun even though nothing changed ("all": every reason; () none),
     # e.g. after a wrong flag. ``missing`` by default: a listed video that has arrived since is tried
     # again. Inputs whose file or annotation changed since (a replaced file, a fixed label) are always
     # tried again: see pipelines.reconcile.
-    retry_rejects: tuple[str, ...] = ("missing",)
-    lease_wait_s: float = 0.0  # another job writing into OUT: wait this long for it, then exit 2
+    retry_rejects: tuple[str, ...] = field(default=("missing",), metadata={
+        "help": "comma-separated reject reasons to try again on a rerun, 'all' or 'none' (missing: once the "
+                "video exists); inputs whose file or annotation changed are always retried", "sep": ",",
+        "group": "job"})
+    lease_wait: float = field(default=0.0, metadata={  # another job writing into OUT: wait, then exit 2
+        "help": "seconds to wait for another job writing into --out before giving up (exit 2)", "group": "job"})
 
     def __post_init__(self):
         errors = []
@@ -94,8 +115,8 @@ class PreprocessConfig:
             errors.append(f"short_side must be >= 16, got {self.short_side}")
         if self.shard_bytes <= 0 or self.max_samples_per_shard < 0:
             errors.append("shard_bytes must be > 0 and max_samples_per_shard >= 0")
-        if self.device not in ("cpu", "gpu"):
-            errors.append(f"device must be 'cpu' or 'gpu', got {self.device!r}")
+        if self.decode_device not in ("cpu", "gpu"):
+            errors.append(f"decode_device must be 'cpu' or 'gpu', got {self.decode_device!r}")
         if self.gop < 1 or self.min_frames < 1:
             errors.append("gop and min_frames must be >= 1")
         if self.max_fps is not None and not (math.isfinite(self.max_fps) and self.max_fps >= 0):
@@ -109,8 +130,8 @@ class PreprocessConfig:
         unknown = set(self.retry_rejects) - set(REJECT_REASONS) - {"all"}
         if unknown:
             errors.append(f"retry_rejects: unknown reasons {sorted(unknown)}; choose from {REJECT_REASONS} or 'all'")
-        if not (self.progress_every_s >= 0 and self.max_pending_writes >= 1 and self.lease_wait_s >= 0):
-            errors.append("progress_every_s and lease_wait_s must be >= 0, max_pending_writes >= 1")
+        if not (self.progress_every >= 0 and self.max_pending_writes >= 1 and self.lease_wait >= 0):
+            errors.append("progress_every and lease_wait must be >= 0, max_pending_writes >= 1")
         if errors:
             raise ValueError("invalid preprocessing config:\n  " + "\n  ".join(errors))
 
@@ -254,7 +275,7 @@ def run_preprocess(cfg: PreprocessConfig, on_commit: Callable[[str], None] | Non
     ``on_commit(shard)`` is called on the driver after each shard is committed; ``listing`` is
     :func:`prepare_listing`'s, when the caller already checked the annotations."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    with hold(cfg.out, f"preprocess {cfg.split}", wait_s=cfg.lease_wait_s, log=log) as lease:
+    with hold(cfg.out, f"preprocess {cfg.split}", wait_s=cfg.lease_wait, log=log) as lease:
         return _run(cfg, listing or prepare_listing(cfg), lease, on_commit, log)
 
 
@@ -348,7 +369,7 @@ def _ordered_dataset(ray, todo: list[dict], cfg: PreprocessConfig, work: _Work):
     try:
         ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo), 256)))
         ds = ds.map(process_row, fn_kwargs={"work": work}, num_cpus=1,
-                    num_gpus=0.25 if cfg.device == "gpu" else 0)
+                    num_gpus=0.25 if cfg.decode_device == "gpu" else 0)
         ds.context.execution_options.preserve_order = True
     finally:
         ctx.execution_options.preserve_order = before
@@ -405,7 +426,7 @@ class _ShardCommitter:
 def _process(cfg: PreprocessConfig, todo: list[dict], shards: _ShardCommitter, rejects: _RejectWriter,
              log) -> None:
     work = _Work(cfg.resolved_short_side, cfg.resolved_max_fps,
-                 EncodeConfig(codec=cfg.codec, gop=cfg.gop, crf=cfg.crf, mjpeg_q=cfg.mjpeg_q), cfg.device,
+                 EncodeConfig(codec=cfg.codec, gop=cfg.gop, crf=cfg.crf, mjpeg_q=cfg.mjpeg_q), cfg.decode_device,
                  cfg.min_frames, shards.heads)
     t0 = last_log = time.time()
     processed = 0
@@ -419,7 +440,7 @@ def _process(cfg: PreprocessConfig, todo: list[dict], shards: _ShardCommitter, r
                 rejects.flush()
                 shards.drain(cfg.max_pending_writes)
             now = time.time()
-            if now - last_log >= cfg.progress_every_s or processed == len(todo):
+            if now - last_log >= cfg.progress_every or processed == len(todo):
                 rate = processed / max(now - t0, 1e-9)
                 rej = shards.result.rejected + len(rejects.pending)
                 log(f"[preprocess {cfg.split}] {processed}/{len(todo)} videos ({processed - rej} ok, "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,14 +41,18 @@ MAX_CLASSES = len(APPEARANCES) * len(DIRECTIONS)
 
 @dataclass(frozen=True)
 class SynthConfig:
-    dataset: str = "ssv2"
-    num_classes: int = 8
-    videos_per_class: int = 6  # training videos per class; validation gets a quarter (at least 1)
-    size: int = 64  # frame height; width is 4/3 of it
-    frames: int = 24
-    fps: float = 12.0
-    seed: int = 0
-    bad: int = 0  # broken files (truncated, empty, garbage bytes), cycled, plus as many missing entries
+    # Each field's ``metadata`` is its command-line help (``workflows/synthetic.py``, the cast-synthetic
+    # command, builds its flags from them with ``workflows.cli.flags``).
+    dataset: str = field(default="ssv2", metadata={"help": "the native layout to write", "choices": DATASETS})
+    num_classes: int = field(default=8, metadata={"help": f"classes, 2..{MAX_CLASSES}"})
+    videos_per_class: int = field(default=6, metadata={  # validation gets a quarter (at least 1)
+        "help": "training videos per class; validation gets a quarter (at least 1)"})
+    size: int = field(default=64, metadata={"help": "frame height in pixels (even, >= 32); width is 4/3 of it"})
+    frames: int = field(default=24, metadata={"help": "frames per video (>= 4)"})
+    fps: float = field(default=12.0, metadata={"help": "frame rate written into the files"})
+    seed: int = field(default=0, metadata={"help": "random seed (the same seed writes the same files)"})
+    bad: int = field(default=0, metadata={  # broken files (truncated, empty, garbage bytes), cycled
+        "help": "broken files (truncated, empty, garbage bytes) and as many missing entries"})
 
     def __post_init__(self):
         if self.dataset not in DATASETS:

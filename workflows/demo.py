@@ -52,7 +52,7 @@ def make_shards(data: dict, out: Path) -> None:
         # Resumable: committed shards are kept, only what is missing is written.
         result = run_preprocess(PreprocessConfig(dataset="ssv2", videos=data["videos"], annotations=data["annotations"],
                                                  split=split, out=str(out), short_side=64,
-                                                 max_samples_per_shard=16, progress_every_s=5.0))
+                                                 max_samples_per_shard=16, progress_every=5.0))
         log(f"shards {split}: {result.written} written, {result.already_done} already there, "
             f"{result.rejected} rejected")
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from workflows.training import launch
-    from workflows.training.config import config_from_args
+    from workflows.training.command import config_from_args
 
     shards = DEMO_DIR / "shards"
     run_name = "demo-ssv2-tiny" + (time.strftime("-%Y%m%d-%H%M%S") if a.fresh else "")
@@ -83,10 +83,11 @@ def main(argv: list[str] | None = None) -> int:
                       "--num-workers", "2", "--run-name", run_name, "--precision", a.precision]
         if a.epochs:
             argv_train += ["--epochs", str(a.epochs)]
-        cfg = launch.with_defaults(config_from_args("ssv2", argv_train))
-        launch.validate(cfg)
-        log(f"training the tiny CAST on 2 Ray workers (run {run_name!r}; progress lines come from rank 0)")
-        result = launch.train(cfg)
+        # The training commands' two steps: prepare (validate, label maps, lease, stores) and run.
+        with launch.prepare(config_from_args("ssv2", argv_train)) as job:
+            cfg = job.cfg
+            log(f"training the tiny CAST on 2 Ray workers (run {run_name!r}; progress lines come from rank 0)")
+            result = launch.run(job)
     finally:
         ray.shutdown()
     return report(result, cfg, time.perf_counter() - started)
@@ -97,11 +98,10 @@ def report(result, cfg, seconds: float) -> int:
 
     from workflows.tracking import store as tracking
     from workflows.tracking.registry import CANDIDATE, CHAMPION
-    from workflows.training.config import read_label_map
 
     client = tracking.client()
     m = client.get_run(result.run_id).data.metrics
-    chance = 1.0 / len(read_label_map(cfg.shards)["label"])
+    chance = 1.0 / len(cfg.labels["label"])  # the label maps the preparation read
     top1 = m.get("final_val_top1", float("nan"))
     speed = _mean_metric(client, result.run_id, "clips_per_s_total")
     log(f"validation top-1 {top1:.3f} vs chance {chance:.3f} ({cfg.test_clips} clips x {cfg.test_crops} crops per "
@@ -111,7 +111,7 @@ def report(result, cfg, seconds: float) -> int:
         candidate = client.get_model_version_by_alias(cfg.registered_model, CANDIDATE)
         uri = f"models:/{cfg.registered_model}@{CHAMPION}"
         log(f"registry: {cfg.registered_model} candidate = version {candidate.version}, champion = version "
-            f"{champion.version}; predict with\n    .venv/bin/python -m workflows.predict VIDEO --model {uri}\n"
+            f"{champion.version}; predict with\n    cast-predict VIDEO --model {uri}\n"
             f"  or load it in Python (MLflow's own API needs the store named): mlflow.set_tracking_uri("
             f"'{tracking_uri()}'); mlflow.pyfunc.load_model('{uri}')")
     except MlflowException as err:  # reporting only: the training itself succeeded

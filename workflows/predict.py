@@ -1,14 +1,16 @@
 """What is in these videos? Each video's top-5 classes from a registered model or a local checkpoint.
 
-    python -m workflows.predict clip.mp4 other.webm --model models:/cast-ssv2@champion
-    python -m workflows.predict clip.mp4 --model path/to/checkpoint --json
+    cast-predict clip.mp4 other.webm --model models:/cast-ssv2@champion
+    cast-predict clip.mp4 --model path/to/checkpoint --json
+    python workflows/predict.py ...          (the same, from a checkout)
 
 The same decode, multi-view sampling and softmax averaging as batch inference and the served model
 (``workflows.inference.classify``), in this process, without Ray.
 
-Errors have one style: one line on stderr per thing that could not be used, ``predict: WHAT: why``, and
-exit code 2. A video that cannot be used (missing, a directory or fifo named like a video, a symlink
-loop, zero bytes, garbage, an absurd header...) is ``predict: VIDEO: REASON: detail`` with the reject
+Errors have one style: one line on stderr per thing that could not be used, ``cast-predict: WHAT: why``
+(the program name as typed), and exit code 2. A video that cannot be used (missing, a directory or fifo
+named like a video, a symlink loop, zero bytes, garbage, an absurd header...) is
+``cast-predict: VIDEO: REASON: detail`` with the reject
 reason batch inference gives it (``pipelines.schema.REJECT_REASONS``); it is still listed in the output
 with that reason, and the other videos are predicted. A wrong flag or model is refused before any video
 is read. Exit code 0: every video was predicted.
@@ -16,40 +18,17 @@ is read. Exit code 0: every video was predicted.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-from cast_model.precision import PRECISIONS
-from cast_model.vocab import SAMPLINGS, head_prefix, is_action
+from cast_model.vocab import head_prefix, is_action
 from workflows.cli.common import quiet_download_bars, user_error
-from workflows.inference.config import DEVICES
+from workflows.cli.flags import CommandLine
+from workflows.inference.config import InferConfigError, PredictConfig
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m workflows.predict", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (any container PyAV or DALI reads)")
-    p.add_argument("--model", required=True,
-                   help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN/model, or a local checkpoint folder")
-    p.add_argument("--top-k", type=int, default=5, help="classes listed per video (per head)")
-    p.add_argument("--json", action="store_true", help="one JSON object per video on stdout instead of a table")
-    p.add_argument("--test-clips", type=int, default=None, metavar="N",
-                   help="temporal views (default: the checkpoint's)")
-    p.add_argument("--test-crops", type=int, choices=[1, 3], default=None,
-                   help="spatial views (default: the checkpoint's)")
-    p.add_argument("--sampling", choices=SAMPLINGS, default=None, help="default: the checkpoint's")
-    p.add_argument("--sampling-rate", type=int, default=None, help="dense sampling stride")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="model device; auto: a GPU if there is one")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto: bf16 autocast on GPUs and on CPUs where bf16 matmuls measure faster, else fp32")
-    a = p.parse_args(argv)
-    for flag in ("top_k", "test_clips", "sampling_rate"):
-        value = getattr(a, flag)
-        if value is not None and value < 1:
-            p.error(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
-    # Videos are not checked here: each bad one is a reject with its reason (see the module doc).
-    return a
+def command_line() -> CommandLine:
+    return CommandLine(PredictConfig, "cast-predict", __file__, description=__doc__)
 
 
 def format_table(results: list[dict], heads: tuple[str, ...]) -> str:
@@ -73,24 +52,28 @@ def format_table(results: list[dict], heads: tuple[str, ...]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = parse_args(argv)
+    command = command_line()
+    parsed = command.parse(argv)
+    if parsed.print_config:
+        print(command.format_config(parsed))
+        return 0
     quiet_download_bars()
     from workflows.inference.classify import VideoClassifier, views_for
-    from workflows.inference.config import InferConfigError
     from workflows.inference.model import resolve_model
     from workflows.inference.views import ViewFlags
 
     try:
-        source = resolve_model(a.model)
-        views = views_for(source, ViewFlags(a.test_clips, a.test_crops, a.sampling, a.sampling_rate))
-        classifier = VideoClassifier.load(source, a.top_k, views, a.device, a.precision)
+        cfg = PredictConfig(**parsed.values)
+        source = resolve_model(cfg.model)
+        views = views_for(source, ViewFlags(cfg.test_clips, cfg.test_crops, cfg.sampling, cfg.sampling_rate))
+        classifier = VideoClassifier.load(source, cfg.top_k, views, cfg.device, cfg.precision)
     except (InferConfigError, RuntimeError) as e:
-        return user_error("predict", e)
-    results = classifier.classify(a.videos)
+        return user_error(command.prog, e)
+    results = classifier.classify(list(cfg.videos))
     for r in results:
         if r["reason"]:
-            print(f"predict: {r['video']}: {r['reason']}: {r['detail']}".splitlines()[0], file=sys.stderr)
-    if a.json:
+            print(f"{command.prog}: {r['video']}: {r['reason']}: {r['detail']}".splitlines()[0], file=sys.stderr)
+    if cfg.json:
         for r in results:
             print(json.dumps(r | {"model": source.name, "model_version": source.version}))
     else:

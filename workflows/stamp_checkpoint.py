@@ -19,7 +19,7 @@ from workflows.cli.common import user_error
 def recipe_contract(dataset: str, heads: tuple[str, ...] | list[str], preset: str | None = None,
                     **views: Any) -> dict[str, Any]:
     """The contract training would write for ``dataset`` (its recipe's evaluation views, ``views`` on top)."""
-    from workflows.training.config import load_recipe
+    from workflows.training.recipe_yaml import load_recipe
 
     recipe = load_recipe(dataset, preset)
     values = {k: recipe[k] for k in EVAL_VIEW_KEYS} | {k: v for k, v in views.items() if v is not None}

@@ -1,7 +1,7 @@
 """Write a small synthetic dataset in a native layout (real codecs): for tests, the demo and trying the jobs.
 
     cast-synthetic --dataset ssv2 --out data/synth_ssv2 --num-classes 8 --bad 3
-    python workflows/synthetic.py ...   (the same)
+    python workflows/synthetic.py ...   (the same, from a checkout)
 
 The dataset itself is ``pipelines.synthetic``; this is its command line.
 """
@@ -12,36 +12,29 @@ import argparse
 import json
 import sys
 
-from cast_model.vocab import DATASETS
-from pipelines.synthetic import MAX_CLASSES, SynthConfig, write_dataset
+from pipelines.synthetic import SynthConfig, write_dataset
 from workflows.cli.common import user_error
+from workflows.cli.flags import CommandLine
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    D = SynthConfig  # the defaults live in the config
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", required=True, choices=DATASETS, help="the native layout to write")
-    p.add_argument("--out", required=True, help="output folder (videos, annotations, synthetic.json)")
-    p.add_argument("--num-classes", type=int, default=D.num_classes, help=f"classes, 2..{MAX_CLASSES}")
-    p.add_argument("--videos-per-class", type=int, default=D.videos_per_class,
-                   help="training videos per class; validation gets a quarter (at least 1)")
-    p.add_argument("--size", type=int, default=D.size, help="frame height in pixels (even, >= 32); width is 4/3 of it")
-    p.add_argument("--frames", type=int, default=D.frames, help="frames per video (>= 4)")
-    p.add_argument("--fps", type=float, default=D.fps, help="frame rate written into the files")
-    p.add_argument("--seed", type=int, default=D.seed, help="random seed (same seed, same files)")
-    p.add_argument("--bad", type=int, default=D.bad,
-                   help="broken files (truncated, empty, garbage bytes) and as many missing entries")
-    return p.parse_args(argv)
+def command_line() -> CommandLine:
+    command = CommandLine(SynthConfig, "cast-synthetic", __file__, description=__doc__)
+    command.parser.add_argument("--out", required=True, default=argparse.SUPPRESS,
+                                help="output folder (videos, annotations, synthetic.json)")
+    return command
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = parse_args(argv)
+    command = command_line()
+    parsed = command.parse(argv)
+    if parsed.print_config:
+        print(command.format_config(parsed))
+        return 0
     try:
-        cfg = SynthConfig(a.dataset, a.num_classes, a.videos_per_class, a.size, a.frames, a.fps, a.seed, a.bad)
+        cfg = SynthConfig(**parsed.values)
     except ValueError as e:
-        return user_error("cast-synthetic", e)
-    result = write_dataset(cfg, a.out)
+        return user_error(command.prog, e)
+    result = write_dataset(cfg, parsed.extra["out"])
     print(json.dumps({k: v for k, v in result.items() if k != "broken"} | {"broken": len(result["broken"])}))
     return 0
 

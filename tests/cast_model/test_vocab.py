@@ -14,8 +14,9 @@ from cast_model import CAST, CASTConfig, save_checkpoint
 from cast_model.vocab import (CONTRACT_KEYS, DATASETS, EK100_HEADS, HEADS, SINGLE_HEAD, as_heads, head_prefix,
                               is_action, label_key, view_average)
 from pipelines.manifest import LabelMapError, read_label_map
-from workflows.training.config import TrainConfig, TrainConfigError, load_recipe
-from workflows.training.config import read_label_map as train_label_map
+from workflows.training.config import TrainConfig, TrainConfigError
+from workflows.training.recipe_yaml import load_recipe
+from workflows.training.validation import read_label_map as train_label_map
 from workflows.training.loop import checkpoint_extra
 from workflows.stamp_checkpoint import main as stamp_main
 

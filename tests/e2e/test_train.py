@@ -29,7 +29,8 @@ from ray.train import TrainingFailedError
 from cast_model import load_checkpoint
 from workflows.tracking import registry
 from workflows.training import launch
-from workflows.training.config import config_from_args
+from workflows.training.command import config_from_args
+from workflows.training.validation import validate
 from workflows.inference.classify import VideoClassifier, views_for
 from workflows.inference.model import model_from_folder, version_model_id
 from workflows.training.state import MODEL_DIR, STATE_FILE, TRAINABLE_FILE
@@ -61,9 +62,7 @@ def tiny_config(root: Path, shards: Path, run_name: str, *extra: str):
             "--num-workers", "2", "--batch-size", "4", "--total-batch-size", "8", "--epochs", "2",
             "--checkpoint-every", "1", "--storage-path", str(root / "ray"), "--loader-threads", "1",
             "--mixup-prob", "1.0", "--freeze-experts", *extra]
-    cfg = launch.with_defaults(config_from_args("ssv2", argv))
-    launch.validate(cfg)
-    return cfg
+    return validate(launch.with_defaults(config_from_args("ssv2", argv)))
 
 
 def resumed_from(run_id: str) -> int:

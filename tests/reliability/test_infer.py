@@ -75,7 +75,7 @@ def outcome(out: Path) -> tuple[list[str], dict[str, str]]:
 
 def cfg(world, inp, out, **kw) -> InferConfig:
     return InferConfig(model=world["model"], input=str(inp), out=str(out), batch_size=4, flush_rows=4,
-                       test_clips=1, test_crops=1, evaluate=False, progress_every_s=0, **kw)
+                       test_clips=1, test_crops=1, eval=False, progress_every=0, **kw)
 
 
 @pytest.mark.ray
@@ -178,7 +178,7 @@ def test_kill_9_before_the_first_part_or_after_the_last_loses_and_duplicates_not
                "--batch-size", "2", "--flush-rows", "2"]
     else:
         config = {"model": world["model"], "input": str(world["folder"]), "out": str(out), "batch_size": 2,
-                  "flush_rows": 2, "test_clips": 1, "test_crops": 1, "evaluate": False, "progress_every_s": 0}
+                  "flush_rows": 2, "test_clips": 1, "test_crops": 1, "eval": False, "progress_every": 0}
         cmd = [sys.executable, "-c", _STOP_AFTER_LAST_PART.format(address=ray_address(),
                                                                   good=len(world["good_files"]), config=config)]
     log = open(tmp_path / "job.log", "w")

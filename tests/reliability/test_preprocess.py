@@ -222,12 +222,14 @@ def test_retry_rejects_after_a_wrong_flag(hostile, first_run, tmp_path):
 
 
 def test_retry_rejects_defaults_to_missing_and_none_turns_it_off(hostile, tmp_path):
-    from workflows.preprocess import config_from_args, parse_args
+    from workflows.preprocess import command_line, config_of
 
     args = ["--dataset", "ssv2", "--videos", hostile["videos"], "--annotations", hostile["annotations"],
             "--split", "train", "--out", str(tmp_path)]
-    assert config_from_args(parse_args(args), "cpu").retry == {"missing"} == config(hostile, tmp_path).retry
-    assert config_from_args(parse_args(args + ["--retry-rejects", "none"]), "cpu").retry == frozenset()
+    assert config_of(command_line().parse(args), "cpu").retry == {"missing"} == config(hostile, tmp_path).retry
+    assert config_of(command_line().parse(args + ["--retry-rejects", "none"]), "cpu").retry == frozenset()
+    both = config_of(command_line().parse(args + ["--retry-rejects", "missing,truncated"]), "cpu")
+    assert both.retry == {"missing", "truncated"}
 
 
 @pytest.mark.ray
@@ -355,7 +357,7 @@ def test_kill_9_before_the_first_commit_or_before_the_manifest_loses_and_duplica
     else:
         cfg = {"dataset": "ssv2", "videos": hostile["videos"], "annotations": hostile["annotations"],
                "split": "train", "out": str(tmp_path), "short_side": 40, "max_samples_per_shard": 2,
-               "progress_every_s": 0}
+               "progress_every": 0}
         cmd = [sys.executable, "-c", _STOP_AFTER_LAST_COMMIT.format(address=ray_address(),
                                                                     shards=shards, config=cfg)]
     job = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,

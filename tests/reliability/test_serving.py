@@ -82,7 +82,7 @@ def run_predict(*argv: str) -> tuple[int, list[str], str]:
                           text=True, timeout=300)
     lines = proc.stderr.strip().splitlines()
     errors = [s for s in lines if not s.startswith("[predict] ")]
-    assert "Traceback" not in proc.stderr and all(s.startswith("predict: ") for s in errors), proc.stderr
+    assert "Traceback" not in proc.stderr and all(s.startswith("predict.py: ") for s in errors), proc.stderr
     return proc.returncode, errors, proc.stdout
 
 
@@ -91,7 +91,7 @@ def test_predict_names_each_bad_file_and_its_reason_on_one_line_and_exits_2(regi
     code, errors, out = run_predict(*videos, "--model", str(registered["checkpoint"]), "--json", "--test-clips", "1")
     assert code == 2 and len(errors) == len(inbox["bad"]), errors
     for line, (path, reason) in zip(errors, inbox["bad"].items()):
-        assert line.startswith(f"predict: {path}: {reason}: "), line
+        assert line.startswith(f"predict.py: {path}: {reason}: "), line
     rows = [json.loads(s) for s in out.splitlines()]
     assert [r["video"] for r in rows] == videos
     assert rows[0]["reason"] == "" and len(rows[0]["top_ids"]) == 5
@@ -101,4 +101,4 @@ def test_predict_names_each_bad_file_and_its_reason_on_one_line_and_exits_2(regi
 def test_predict_of_one_fifo_is_one_line_and_exit_2(registered, inbox):  # noqa: F811
     fifo = next(p for p in inbox["bad"] if p.endswith("fifo.webm"))
     code, errors, _ = run_predict(fifo, "--model", str(registered["checkpoint"]))
-    assert code == 2 and errors == [f"predict: {fifo}: not_a_file: {fifo} is not a regular file"]
+    assert code == 2 and errors == [f"predict.py: {fifo}: not_a_file: {fifo} is not a regular file"]

@@ -20,7 +20,9 @@ from tests.support.pipelines_data import ssv2_train_val_shards
 from workflows.tracking import store as tracking
 from workflows.batch_infer import main as batch_infer_main
 from workflows.training import launch, mlflow_run, preflight
-from workflows.training.config import TrainConfigError, config_from_args, read_label_map
+from workflows.training.command import config_from_args
+from workflows.training.config import TrainConfigError
+from workflows.training.validation import read_label_map, validate
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +69,7 @@ def test_run_name_with_a_quote_is_found_and_one_with_both_quotes_refused(root):
     assert previous is None and mlflow_run.find_run("quotes", "it's").info.run_id == run_id
     assert mlflow_run.open_run("quotes", "it's", {}) == (run_id, "RUNNING")
     with pytest.raises(TrainConfigError, match="must not hold both"):
-        launch.validate(cfg_of(root, Path("/nonexistent"), "it's \"x\""))
+        validate(cfg_of(root, Path("/nonexistent"), "it's \"x\""))
 
 
 def test_a_live_job_holds_its_run_name(root, shards, capsys):
@@ -140,7 +142,7 @@ def test_checkpoint_problems_are_checkpoint_errors_naming_the_checkpoint(tmp_pat
         with pytest.raises(CheckpointError, match=r"^models:/m/3: weight shapes do not fit the config"):
             check()
     assert batch_infer_main(["--model", str(ckpt), "--input", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert f"batch_infer: error: {ckpt}: weight shapes do not fit" in capsys.readouterr().err
+    assert f"cast-batch-infer: error: {ckpt}: weight shapes do not fit" in capsys.readouterr().err
     ckpt2 = _checkpoint(tmp_path / "b")
     w = ckpt2 / "model.safetensors"
     w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])  # truncated weights
@@ -163,7 +165,7 @@ def test_an_init_checkpoint_that_does_not_fit_or_is_cut_fails_before_ray(root, s
     config = dataclasses.replace(cfg_of(root, shards, "init"), labels=read_label_map(shards)).model_config()
     state = random_official_state_dict(config, dtype=torch.float32)
     torch.save({"model": state, "epoch": 3}, fits)
-    preflight.check_weights(cfg_of(root, shards, "init", "--init-checkpoint", str(fits)))  # fits: no error
+    preflight.check_weights(validate(cfg_of(root, shards, "init", "--init-checkpoint", str(fits))))  # fits
     other = random_official_state_dict(config.replace(num_classes=config.num_classes + 3), dtype=torch.float32)
     torch.save(other, tmp_path / "other_classes.pth")
     save_file({k: v for k, v in state.items() if k != "blocks.0.cross_t_up.bias"}, str(tmp_path / "no_key.safetensors"))
@@ -179,6 +181,6 @@ def test_an_init_checkpoint_that_does_not_fit_or_is_cut_fails_before_ray(root, s
         path = tmp_path / name
         assert launch.main("ssv2", argv(root, shards, "init", "--init-checkpoint", str(path))) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and err.startswith("train_ssv2: error: init_checkpoint: ") and str(path) in err, err
+        assert err.count("\n") == 1 and err.startswith("cast-train-ssv2: error: init_checkpoint: ") and str(path) in err, err
         assert re.search(message, err), err
     assert not ray.is_initialized()

@@ -57,7 +57,7 @@ def registered(mlflow_store, data, tmp_path_factory) -> dict:
 def cfg(**kw) -> InferConfig:
     # fp32: the job's numbers are compared with the checkpoint run by hand in fp32 (``auto`` would be
     # bf16 on a CPU where bf16 is fast)
-    return InferConfig(**({"batch_size": 4, "flush_rows": 10, "progress_every_s": 1.0, "precision": "fp32"} | kw))
+    return InferConfig(**({"batch_size": 4, "flush_rows": 10, "progress_every": 1.0, "precision": "fp32"} | kw))
 
 
 def predictions(out: Path):
@@ -247,7 +247,7 @@ def test_wrong_config_fails_before_any_work(data, registered, tmp_path):
     assert batch_infer_main(args) == 2  # before Ray: the module's Ray is still the one running
     assert not (tmp_path / "o" / "rejects.parquet").exists()
     assert plan_job(cfg(model=str(registered["checkpoint"]), input=d["videos"], out=str(tmp_path / "o"),
-                        dataset="ssv2", annotations=str(other), split="validation", evaluate=False)).todo
+                        dataset="ssv2", annotations=str(other), split="validation", eval=False)).todo
     with pytest.raises(Exception, match="nope"):
         plan_job(cfg(model="models:/nope@champion", input=d["videos"], out=str(tmp_path / "o")))
     assert OutputStore(str(tmp_path / "o")).read_predictions() is None

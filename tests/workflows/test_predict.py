@@ -1,4 +1,4 @@
-"""``python -m workflows.predict``: top-5 per video from a registered model or a local checkpoint, as a table
+"""``cast-predict`` (``workflows/predict.py``): top-5 per video from a registered model or a local checkpoint, as a table
 or JSON; registry errors (unknown model, alias, version, unreachable server) are one line and exit 2."""
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def test_table_lists_names_and_a_broken_video_exits_2(registered, videos, tmp_pa
     junk.write_bytes(b"\x00" * 300)
     assert predict_main([videos[0], str(junk), "--model", URI, "--top-k", "3"]) == 2
     captured = capsys.readouterr()
-    errors = [s for s in captured.err.splitlines() if s.startswith("predict: ")]  # not notes
-    assert "Traceback" not in captured.err and len(errors) == 1 and errors[0].startswith(f"predict: {junk}: undecodable: "), captured.err
+    errors = [s for s in captured.err.splitlines() if s.startswith("cast-predict: ")]  # not notes
+    assert "Traceback" not in captured.err and len(errors) == 1 and errors[0].startswith(f"cast-predict: {junk}: undecodable: "), captured.err
     assert "Downloading artifacts" not in captured.err  # MLflow's bar is off where stderr is no terminal
     out = captured.out.splitlines()
     assert out[0].startswith("cast-ssv2 v1: 2 clip(s) x 3 crop(s)")
@@ -80,10 +80,10 @@ def test_unknown_model_alias_or_version_is_one_line_and_exit_2(registered, video
                                                                model, says):
     assert predict_main([videos[0], "--model", model]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and err.startswith(f"predict: error: --model {model}: ") and says in err
+    assert "\n" not in err and err.startswith(f"cast-predict: error: --model {model}: ") and says in err
     assert batch_infer_main(["--model", model, "--input", videos[0], "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and err.startswith(f"batch_infer: error: --model {model}: ") and says in err
+    assert "\n" not in err and err.startswith(f"cast-batch-infer: error: --model {model}: ") and says in err
 
 
 def test_an_unreachable_tracking_server_is_one_line_and_exit_2(videos, tmp_path):
@@ -95,14 +95,17 @@ def test_an_unreachable_tracking_server_is_one_line_and_exit_2(videos, tmp_path)
                           env=dict(os.environ, **env), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"predict: error: --model {URI}: "), proc.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"predict.py: error: --model {URI}: "), proc.stderr
 
 
 def test_bad_flags_exit_2_before_loading_anything(videos, capsys):
-    for argv in ([videos[0], "--model", URI, "--top-k", "0"], [videos[0], "--model", URI, "--test-crops", "2"]):
-        with pytest.raises(SystemExit) as e:
-            predict_main(argv)
-        assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:  # argparse: not one of the choices
+        predict_main([videos[0], "--model", URI, "--test-crops", "2"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.startswith("cast-predict: error: argument --test-crops: invalid choice")
+    # the config's own check, before the model is resolved (no such model here: it is never looked up)
+    assert predict_main([videos[0], "--model", "models:/no-such-model@x", "--top-k", "0"]) == 2
+    assert capsys.readouterr().err == "cast-predict: error: --top-k must be >= 1, got 0\n"
 
 
 def test_ek100_checkpoint_lists_verb_noun_and_action(tmp_path, capsys):
@@ -159,4 +162,4 @@ def test_refused_credentials_are_one_line_and_exit_2(videos, capsys, monkeypatch
         server.shutdown()
         server.server_close()
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and err.startswith(f"predict: error: --model {URI}: ") and "MLFLOW_TRACKING_PASSWORD" in err
+    assert "\n" not in err and err.startswith(f"cast-predict: error: --model {URI}: ") and "MLFLOW_TRACKING_PASSWORD" in err

@@ -1,15 +1,30 @@
-"""The batch-inference job's configuration: one dataclass, checked before Ray or a model is touched."""
+"""The configurations of inference: the batch job's (:class:`InferConfig`, checked before Ray or a model is
+touched) and a few videos' in one process (:class:`PredictConfig`). Each field carries its command-line
+help: ``workflows/batch_infer.py`` and ``workflows/predict.py`` build their flags from them
+(``workflows.cli.flags``)."""
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, fields
-from types import SimpleNamespace
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cast_model.precision import PRECISIONS
 from cast_model.vocab import SAMPLINGS
 from pipelines.datasets import LAYOUTS
+
+from ..cli.flags import flag
+
 DEVICES = ("auto", "cpu", "gpu")
+_MODEL_HELP = ("models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN/model, any MLflow model URI, or a local "
+               "checkpoint folder")
+_PRECISION_HELP = "auto: bf16 autocast on GPUs and on CPUs where bf16 matmuls measure faster, else fp32"
+_IN, _VIEWS, _RUN, _POOL, _OUT = "input", "views per video", "model run", "actor pool", "output"
+
+
+def _view(help: str, **kw) -> Any:
+    """A view override of both inference configs: ``None``, the checkpoint's (its training contract)."""
+    return field(default=None, metadata=flag(help, group=_VIEWS, none="the checkpoint's", **kw))
 
 
 class InferConfigError(ValueError):
@@ -18,38 +33,48 @@ class InferConfigError(ValueError):
 
 @dataclass(frozen=True)
 class InferConfig:
-    model: str  # models:/name@alias, models:/name/version, runs:/..., any MLflow model URI, or a folder
-    input: str  # shard folder, folder of videos, file list, or a native layout's video folder
-    out: str  # output folder or URI (predictions/ and rejects.parquet live here)
-    dataset: str | None = None  # native layout of --input (with annotations/split), see pipelines.datasets
-    annotations: str | None = None
-    split: str | None = None  # native layout: the split to read; shards: only this split (None: all)
+    model: str = field(metadata=flag(_MODEL_HELP, group=_IN))
+    input: str = field(metadata=flag("shard folder, folder of videos, file list, or a native layout's video folder",
+                                     group=_IN))
+    out: str = field(metadata=flag("output folder or URI (predictions/ and rejects.parquet live here)", group=_OUT))
+    dataset: str | None = field(default=None, metadata=flag(
+        "read --input in this native layout (with --annotations, --split)", choices=LAYOUTS, group=_IN,
+        none="shards, a folder or a file list"))
+    annotations: str | None = field(default=None, metadata=flag(
+        "with --dataset: the ssv2 labels folder, else the CSV/list file", group=_IN, none="none"))
+    split: str | None = field(default=None, metadata=flag(
+        "native layout: the split to read; shards: only this split", group=_IN, none="every split"))
     # Views per video; None: the checkpoint's (its contract, written by training).
-    test_clips: int | None = None
-    test_crops: int | None = None
-    sampling: str | None = None
-    sampling_rate: int | None = None
-    batch_size: int = 8  # videos per model forward (x views clips)
-    top_k: int = 5
-    num_replicas: int | None = None  # a fixed pool of model actors; None: min_replicas..max_replicas
-    device: str = "auto"  # model device; "auto": GPU when the cluster has one now, "gpu": wait for one
-    gpus_per_replica: float = 1.0  # GPUs each model actor asks Ray for (on GPU)
-    min_replicas: int = 1  # actor pool lower bound (None num_replicas)
-    max_replicas: int | None = None  # actor pool upper bound; None: the GPUs the cluster has now (>= 1)
-    decode_device: str = "cpu"  # "gpu": DALI mixed decoding in the decode tasks
-    precision: str = "auto"  # auto|bf16|fp16|fp32, resolved by cast_model.precision (auto: bf16 on GPUs and bf16-fast CPUs)
-    retry_rejects: bool = False  # try inputs that are in rejects.parquet again
-    evaluate: bool = True  # evaluation when labels are present
-    experiment: str = "cast-evaluation"  # MLflow experiment of the evaluation runs
-    flush_rows: int = 256  # predictions per Parquet part (also flushed every flush_s)
-    flush_s: float = 60.0
-    progress_every_s: float = 10.0
-    lease_wait_s: float = 0.0  # another job writing into --out: wait this long for it, then exit 2
-
-    @classmethod
-    def defaults(cls) -> "SimpleNamespace":
-        """The field defaults, for the CLI (one home for each default)."""
-        return SimpleNamespace(**{f.name: f.default for f in fields(cls) if f.default is not MISSING})
+    test_clips: int | None = _view("temporal views per video", metavar="N")
+    test_crops: int | None = _view("spatial views per clip (1: centre, 3: left/centre/right)", choices=(1, 3))
+    sampling: str | None = _view("frame sampling", choices=SAMPLINGS)
+    sampling_rate: int | None = _view("dense sampling stride")
+    decode_device: str = field(default="cpu", metadata=flag(
+        "where the views are decoded (gpu: DALI's NVDEC decoder)", choices=("cpu", "gpu"), group=_VIEWS))
+    batch_size: int = field(default=8, metadata=flag("videos per model forward (x views clips)", group=_RUN))
+    top_k: int = field(default=5, metadata=flag("classes kept per video (per head)", group=_OUT))
+    device: str = field(default="auto", metadata=flag(
+        "model device: auto = GPU when the cluster has one now; gpu = ask Ray for GPUs and wait for them (an "
+        "autoscaler adds GPU nodes)", choices=DEVICES, group=_RUN))
+    precision: str = field(default="auto", metadata=flag(_PRECISION_HELP, choices=PRECISIONS, group=_RUN))
+    num_replicas: int | None = field(default=None, metadata=flag(
+        "a fixed number of model actors", group=_POOL, none="--min-replicas..--max-replicas"))
+    gpus_per_replica: float = field(default=1.0, metadata=flag("GPUs each model actor asks Ray for (on GPU)",
+                                                               group=_POOL))
+    min_replicas: int = field(default=1, metadata=flag("model actor pool: at least this many", group=_POOL))
+    max_replicas: int | None = field(default=None, metadata=flag(
+        "model actor pool: at most this many", group=_POOL, none="the GPUs the cluster has now, >= 1"))
+    retry_rejects: bool = field(default=False, metadata=flag("try the videos in rejects.parquet again", group=_IN))
+    eval: bool = field(default=True, metadata=flag(
+        "evaluate when the input has labels (--no-eval: predict only)", group=_OUT))
+    experiment: str = field(default="cast-evaluation", metadata=flag("MLflow experiment of the evaluation runs",
+                                                                     group=_OUT))
+    flush_rows: int = field(default=256, metadata=flag("predictions per Parquet part (also flushed every flush_s)",
+                                                       group=_OUT))
+    flush_s: float = field(default=60.0, metadata=flag("seconds between flushes of a part", cli=False))
+    progress_every: float = field(default=10.0, metadata=flag("seconds between progress lines", group=_RUN))
+    lease_wait: float = field(default=0.0, metadata=flag(
+        "seconds to wait for another job writing into --out before giving up (exit 2)", group=_OUT))
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -100,7 +125,31 @@ class InferConfig:
             problems.append(f"decode_device must be 'cpu' or 'gpu', got {self.decode_device!r}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if not (self.lease_wait_s >= 0 and self.flush_s > 0 and self.progress_every_s >= 0):
-            problems.append("lease_wait_s and progress_every_s must be >= 0, flush_s > 0")
+        if not (self.lease_wait >= 0 and self.flush_s > 0 and self.progress_every >= 0):
+            problems.append("lease_wait and progress_every must be >= 0, flush_s > 0")
         if problems:
             raise InferConfigError("invalid batch-inference config:\n  " + "\n  ".join(problems))
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """A few videos classified in this process (``cast-predict``): no Ray, no output folder."""
+
+    videos: tuple[str, ...] = field(metadata=flag("video files (any container PyAV or DALI reads)", positional=True,
+                                                  metavar="VIDEO"))
+    model: str = field(metadata=flag(_MODEL_HELP))
+    top_k: int = field(default=5, metadata=flag("classes listed per video (per head)"))
+    json: bool = field(default=False, metadata=flag("one JSON object per video on stdout instead of a table"))
+    test_clips: int | None = _view("temporal views per video", metavar="N")
+    test_crops: int | None = _view("spatial views per clip (1: centre, 3: left/centre/right)", choices=(1, 3))
+    sampling: str | None = _view("frame sampling", choices=SAMPLINGS)
+    sampling_rate: int | None = _view("dense sampling stride")
+    device: str = field(default="auto", metadata=flag("model device; auto: a GPU if there is one", choices=DEVICES))
+    precision: str = field(default="auto", metadata=flag(_PRECISION_HELP, choices=PRECISIONS))
+
+    def __post_init__(self) -> None:
+        # Videos are not checked here: each bad one is a reject with its reason (workflows.predict).
+        for name in ("top_k", "test_clips", "sampling_rate"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InferConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")

@@ -68,7 +68,7 @@ def plan_job(cfg: InferConfig, model: ModelSource | None = None) -> JobPlan:
     """Resolve the model, list the input, check labels and views, subtract what OUT already holds."""
     model = model or resolve_model(cfg.model)
     listing = list_inputs(cfg)
-    if cfg.evaluate:
+    if cfg.eval:
         check_labels(listing, model.labels)
     dataset = dataset_of(listing, model)
     views = view_settings(cfg, model, listing.max_fps)
@@ -113,7 +113,7 @@ def run_job(plan: JobPlan, log: Callable[[str], None] | None = None) -> JobResul
     from pipelines.lease import hold
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    with hold(plan.cfg.out, "batch_infer", wait_s=plan.cfg.lease_wait_s, log=log):
+    with hold(plan.cfg.out, "batch_infer", wait_s=plan.cfg.lease_wait, log=log):
         store = OutputStore(plan.cfg.out)
         done = store.predicted_ids(plan.stamp) | (set() if plan.cfg.retry_rejects else store.rejected_ids())
         if done:
@@ -143,7 +143,7 @@ def _run_job(plan: JobPlan, log: Callable[[str], None]) -> JobResult:
                 result.first_output_s = time.time() - t0
             processed += writer.add(batch)
             now = time.time()
-            if now - last_log >= cfg.progress_every_s or processed == total:
+            if now - last_log >= cfg.progress_every or processed == total:
                 rate = processed / max(now - t0, 1e-9)
                 log(f"[batch_infer {job_id}] {processed}/{total} videos ({result.predicted} predicted, "
                     f"{processed - result.predicted} rejected), {rate:.2f} videos/s, "

@@ -1,8 +1,15 @@
-"""The driver of a training job: validate, connect to Ray, run ``TorchTrainer``, register the model.
+"""The driver of a training job, in two steps that every caller takes once, in this order:
+
+* :func:`prepare` (before Ray): derive the run's names, validate the config (each shard folder's
+  ``classes.json`` read once, the label maps kept in the config), check the shards' labels and the
+  weights, reach the tracking store, take the run name's lease and reconcile the two stores;
+* :func:`run` (on the connected Ray cluster): check the cluster's view of the paths and its resources,
+  open the MLflow run, run ``TorchTrainer``, register the model.
 
     python workflows/train_ssv2.py --shards OUT/train --val-shards OUT/validation --preset tiny
     ray job submit --working-dir . -- python workflows/train_ssv2.py --shards ... --num-workers 8
 
+The three ``train_<dataset>`` commands (:func:`main`) and ``workflows/demo.py`` use the same two steps.
 The driver owns the job's MLflow run: it opens it (a rerun under the same ``--run-name`` reopens it and
 Ray resumes from the run's latest checkpoint), hands its id to the workers, logs and registers the
 final model, and closes the run FINISHED, or FAILED on any error.
@@ -11,20 +18,26 @@ final model, and closes the run FINISHED, or FAILED on any error.
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-from ..tracking import store as tracking
+from pipelines.lease import LeaseHeld, hold
+
 from ..cli.common import user_error
+from ..cli.flags import program_name
 from ..cluster.ray_connect import connect_ray
 from ..cluster.shared_storage import alive_nodes, cluster_path_problems
+from ..tracking import store as tracking
 from . import mlflow_run
-from .config import TrainConfig, TrainConfigError, format_config, parse_config, resolve, validate
+from .command import format_train_config, parse_config
+from .config import TrainConfig, TrainConfigError
+from .preflight import check_shard_labels, check_weights, reconcile_stores
 from .state import MODEL_DIR, read_progress
+from .validation import fit_cluster, validate
 
 
 @dataclass(frozen=True)
@@ -74,17 +87,34 @@ def wait_for_resources(cfg: TrainConfig, poll_s: float = 2.0, report_s: float = 
         time.sleep(poll_s)
 
 
+@dataclass(frozen=True)
+class PreparedRun:
+    """A training job past :func:`prepare`: ``cfg`` validated, with its names derived and the shards' label
+    maps; the run name's lease is held while the ``prepare`` block lasts."""
+
+    cfg: TrainConfig
+
+
+@contextmanager
+def prepare(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> Iterator[PreparedRun]:
+    """Every step before Ray, each once (see the module doc). Raises :class:`TrainConfigError` (a wrong
+    config, a store disagreement under ``--resume``), ``tracking.TrackingUnavailable`` or ``LeaseHeld``
+    before anything starts; the lease is released when the block ends."""
+    log = log or _log
+    cfg = validate(with_defaults(cfg))  # the label maps: read here, once
+    check_shard_labels(cfg)
+    check_weights(cfg)
+    tracking.preflight()  # a stopped server or a wrong password: one line now, not minutes of retries
+    # One live job per run name: a second one would log every step twice and fight over the run.
+    with hold(run_lease_uri(cfg), f"training run {cfg.run_name!r}", log=log):
+        reconcile_stores(cfg, log)
+        yield PreparedRun(cfg)
+
+
 def train(cfg: TrainConfig) -> TrainResult:
-    """Run one training job on the connected Ray cluster. ``cfg`` must have passed :func:`validate`.
-    Holds the run name's lease (re-entrant: :func:`main` took it before Ray) and resumes only what both
-    the checkpoint and the tracking store hold (:func:`preflight.reconcile_stores`)."""
-    from pipelines.lease import hold
-
-    from .preflight import reconcile_stores
-
-    with hold(run_lease_uri(cfg), f"training run {cfg.run_name!r}", log=_log):
-        reconcile_stores(cfg, _log)
-        return _train(cfg)
+    """:func:`prepare` then :func:`run`, for a caller already connected to Ray (tests, notebooks)."""
+    with prepare(cfg) as job:
+        return run(job)
 
 
 def _trainer(cfg: TrainConfig, run_id: str) -> "ray.train.torch.TorchTrainer":
@@ -110,14 +140,16 @@ def _trainer(cfg: TrainConfig, run_id: str) -> "ray.train.torch.TorchTrainer":
                                                checkpoint_score_order="max")))
 
 
-def _train(cfg: TrainConfig) -> TrainResult:
+def run(job: PreparedRun) -> TrainResult:
+    """Run a prepared job on the connected Ray cluster (see the module doc)."""
+    cfg = job.cfg
     problems = cluster_path_problems({"--storage-path": cfg.storage_path, "--shards": cfg.shards,
                                       "--val-shards": cfg.val_shards}, alive_nodes(),
                                      local_only=("--shards", "--val-shards"), tracking_uri=tracking.tracking_uri())
     if problems:
         raise TrainConfigError("; ".join(problems))
     resources = wait_for_resources(cfg)
-    cfg = resolve(cfg, resources.get("GPU", 0.0), resources.get("CPU", 0.0))
+    cfg = fit_cluster(cfg, resources.get("GPU", 0.0), resources.get("CPU", 0.0))
     run_id, previous = mlflow_run.open_run(cfg.experiment, cfg.run_name,
                                         {tracking.DATASET_TAG: cfg.dataset, "cast.preset": cfg.preset})
     started = time.perf_counter()
@@ -179,40 +211,31 @@ def _register(cfg: TrainConfig, run_id: str, model_dir: Path, metrics: dict[str,
 
 
 def main(dataset: str, argv: Sequence[str] | None = None) -> int:
-    from pipelines.lease import LeaseHeld, hold
-
-    from .preflight import check_shard_labels, check_weights, reconcile_stores
-
+    """The ``cast-train-<dataset>`` command: parse, :func:`prepare`, connect to Ray, :func:`run`."""
     try:
         parsed = parse_config(dataset, argv)
-        cfg = with_defaults(parsed.config)
         if parsed.print_config:
+            cfg = with_defaults(parsed.config)
             derived = {k: "derived" for k in DERIVED if getattr(parsed.config, k) != getattr(cfg, k)}
-            print(format_config(cfg, parsed.sources | derived))
+            print(format_train_config(cfg, parsed.sources | derived))
             return 0
-        validate(cfg)  # before Ray starts: a wrong config fails in a second
-        check_shard_labels(cfg)
-        check_weights(cfg)
-    except TrainConfigError as err:
-        return user_error(f"train_{dataset}", err)
-    try:
-        tracking.preflight()  # a stopped server or a wrong password: one line now, not minutes of retries
-    except tracking.TrackingUnavailable as err:
-        return user_error(f"train_{dataset}", err)
-    try:
-        # One live job per run name: a second one would log every step twice and fight over the run.
-        with hold(run_lease_uri(cfg), f"training run {cfg.run_name!r}", log=_log):
-            reconcile_stores(cfg, _log)
+        with prepare(parsed.config) as job:
             try:
                 connect_ray(dashboard=True)
             except ValueError as err:  # RAY_ADDRESS names something a driver cannot join
                 raise TrainConfigError(str(err)) from err
-            result = train(cfg)
-    except (TrainConfigError, LeaseHeld) as err:  # also: the cluster cannot host the request (GPUs, CPUs)
-        return user_error(f"train_{dataset}", err)
+            result = run(job)
+    except (TrainConfigError, tracking.TrackingUnavailable, LeaseHeld) as err:
+        # also: the cluster cannot host the request (GPUs, CPUs)
+        return user_error(command_prog(dataset), err)
     final = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("final_val_")}
     print(f"[train] done in {result.seconds:.0f}s: {final}", flush=True)
     return 0
+
+
+def command_prog(dataset: str) -> str:
+    """The program name of ``train_<dataset>`` as the user typed it (errors begin with it)."""
+    return program_name(f"cast-train-{dataset}", f"train_{dataset}.py")
 
 
 def run_lease_uri(cfg: TrainConfig) -> str:

@@ -11,19 +11,19 @@ each a one-line :class:`TrainConfigError` (exit 2) naming the thing.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Callable
 
-from .config import TrainConfig, TrainConfigError, read_label_map
+from .config import TrainConfig, TrainConfigError
 
 _CHECKPOINT_PREFIXES = ("checkpoint_", "final_")
 
 
 def check_shard_labels(cfg: TrainConfig) -> None:
     """Labels of every sample of the train and validation splits, from the manifests (cheap: no tar is
-    opened), against the class list."""
+    opened), against the class list (``cfg.labels``: the label maps validation read, the same in both
+    folders)."""
     import pyarrow.compute as pc
 
     from pipelines.manifest import MANIFEST_FILE, read_manifest
@@ -33,9 +33,8 @@ def check_shard_labels(cfg: TrainConfig) -> None:
         if not (Path(folder) / MANIFEST_FILE).is_file():
             raise TrainConfigError(f"{folder}: {MANIFEST_FILE} is missing: cannot check the shards' labels "
                                    "(rerun preprocessing into this folder to rebuild it)")
-        labels = read_label_map(folder)
         table = read_manifest(str(folder), split)
-        for head, names in labels.items():
+        for head, names in cfg.labels.items():
             column = label_column(head)
             if column not in table.column_names:
                 raise TrainConfigError(f"{folder}/{MANIFEST_FILE}: no {column!r} column for head {head!r}")
@@ -69,9 +68,8 @@ def check_init_checkpoint(cfg: TrainConfig) -> None:
     after Ray started."""
     from cast_model.convert import ConversionError, verify_official_cast
 
-    labels = cfg.labels or read_label_map(cfg.shards)  # before Ray, the class counts come from the shards
-    try:
-        verify_official_cast(cfg.init_checkpoint, dataclasses.replace(cfg, labels=labels).model_config())
+    try:  # the class counts: the shards' label maps, read by validation
+        verify_official_cast(cfg.init_checkpoint, cfg.model_config())
     except (ConversionError, OSError) as err:
         text = " ".join(str(err).split())  # one line, whatever the library's message held
         raise TrainConfigError(f"init_checkpoint: {text}") from err

@@ -106,7 +106,9 @@ def test_device_and_actor_pool(tmp_path):
 
 
 def test_training_storage_path_may_be_a_uri():
-    from workflows.training.config import TrainConfig, TrainConfigError, load_recipe, validate
+    from workflows.training.config import TrainConfig, TrainConfigError
+    from workflows.training.recipe_yaml import load_recipe
+    from workflows.training.validation import validate
 
     base = load_recipe("ssv2", None) | dict(dataset="ssv2", shards="/nonexistent", val_shards="/nonexistent",
                                            run_name="r")

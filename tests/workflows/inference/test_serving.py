@@ -43,7 +43,7 @@ def videos(data, tmp_path_factory) -> list[Path]:
 def batch(registered, videos, tmp_path_factory, local_ray) -> dict[str, dict]:
     """Batch inference (the Ray Data job) on the same videos: source path -> its prediction row."""
     out = tmp_path_factory.mktemp("batch")
-    run_job(plan_job(InferConfig(model=URI, input=str(videos[0].parent), out=str(out), evaluate=False)))
+    run_job(plan_job(InferConfig(model=URI, input=str(videos[0].parent), out=str(out), eval=False)))
     rows = pq.read_table(out / "predictions").to_pylist()
     return {r["path"]: r for r in rows}
 

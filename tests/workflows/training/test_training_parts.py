@@ -16,8 +16,10 @@ import torch
 from cast_model import CAST
 from workflows.evaluation import metrics as M
 from workflows.training import launch
-from workflows.training.config import (TrainConfig, TrainConfigError, config_from_args, load_recipe, resolve,
-                                       validate)
+from workflows.training.command import config_from_args
+from workflows.training.config import TrainConfig, TrainConfigError
+from workflows.training.recipe_yaml import load_recipe
+from workflows.training.validation import fit_cluster, validate
 from workflows.training.recipe import (VideoMixup, build_criterion, build_model, build_optimizer, build_scheduler,
                                        total_loss)
 from workflows.training.state import STATE_FILE, Progress, load_train_state, rng_state, save_train_state
@@ -107,13 +109,15 @@ def test_shard_folder_errors(tmp_path, shards):
 
 def test_cluster_fit_is_checked(shards):
     cfg = config_from_args("ssv2", args(shards, "--num-workers", "2", "--gpus-per-worker", "1"))
+    cfg = validate(cfg)  # the label maps come from the shards, read by validation
+    assert cfg.labels == LABELS
     with pytest.raises(TrainConfigError, match="2 workers x 1 GPUs requested, the Ray cluster has 0 GPUs"):
-        resolve(cfg, cluster_gpus=0, cluster_cpus=8)
+        fit_cluster(cfg, cluster_gpus=0, cluster_cpus=8)
     with pytest.raises(TrainConfigError, match="CPUs requested"):
-        resolve(dataclasses.replace(cfg, gpus_per_worker=0.0), cluster_gpus=0, cluster_cpus=1)
-    auto = resolve(dataclasses.replace(cfg, gpus_per_worker=None), cluster_gpus=2, cluster_cpus=8)
+        fit_cluster(dataclasses.replace(cfg, gpus_per_worker=0.0), cluster_gpus=0, cluster_cpus=1)
+    auto = fit_cluster(dataclasses.replace(cfg, gpus_per_worker=None), cluster_gpus=2, cluster_cpus=8)
     assert auto.gpus_per_worker == 1.0 and auto.labels == LABELS  # GPUs used when the cluster has them
-    assert resolve(dataclasses.replace(cfg, gpus_per_worker=None), 0, 8).gpus_per_worker == 0.0
+    assert fit_cluster(dataclasses.replace(cfg, gpus_per_worker=None), 0, 8).gpus_per_worker == 0.0
 
 
 def test_entry_point_fails_before_ray(shards, capsys):

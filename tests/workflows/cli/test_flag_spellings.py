@@ -3,20 +3,28 @@ booleans are gone (no shims)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 
 def test_one_spelling_per_flag_the_old_ones_are_errors(tmp_path, capsys):
     """No shims: the renamed flags' old spellings and the old typed booleans (``--x true``) are flag
     errors (exit 2), not warnings; the new spellings parse silently."""
-    from workflows.batch_infer import parse_args as infer_args
-    from workflows.preprocess import parse_args as preprocess_args
-    from workflows.training.config import parse_config
+    from workflows.batch_infer import command_line as infer_command
+    from workflows.preprocess import command_line as preprocess_command
+    from workflows.training.command import parse_config
+
+    def infer_args(argv):
+        return SimpleNamespace(**infer_command().parse(argv).values)
+
+    def preprocess_args(argv):
+        return SimpleNamespace(**preprocess_command().parse(argv).values)
 
     base = ["--model", "m", "--input", "i", "--out", "o"]
     new = infer_args(base + ["--test-clips", "2", "--test-crops", "1", "--no-eval"])
-    assert (new.test_clips, new.test_crops, new.evaluate) == (2, 1, False)
-    assert infer_args(base + ["--eval"]).evaluate and capsys.readouterr().err == ""
+    assert (new.test_clips, new.test_crops, new.eval) == (2, 1, False)
+    assert infer_args(base + ["--eval"]).eval and capsys.readouterr().err == ""
     pre = ["--dataset", "csv", "--videos", "v", "--annotations", "a", "--split", "train", "--out", "o"]
     assert preprocess_args(pre + ["--decode-device", "gpu"]).decode_device == "gpu"
     train = ["--shards", str(tmp_path), "--val-shards", str(tmp_path)]
