@@ -181,7 +181,7 @@ def _register(cfg: TrainConfig, run_id: str, model_dir: Path, metrics: dict[str,
 def main(dataset: str, argv: Sequence[str] | None = None) -> int:
     from pipelines.lease import LeaseHeld, hold
 
-    from .preflight import check_shard_labels, check_weights, reconcile_stores
+    from .preflight import check_batch_arithmetic, check_shard_labels, check_weights, reconcile_stores
 
     try:
         parsed = parse_config(dataset, argv)
@@ -191,7 +191,8 @@ def main(dataset: str, argv: Sequence[str] | None = None) -> int:
             print(format_config(cfg, parsed.sources | derived))
             return 0
         validate(cfg)  # before Ray starts: a wrong config fails in a second
-        check_shard_labels(cfg)
+        samples = check_shard_labels(cfg)
+        check_batch_arithmetic(cfg, samples[cfg.train_split])
         check_weights(cfg)
     except TrainConfigError as err:
         return user_error(f"train_{dataset}", err)
