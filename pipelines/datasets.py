@@ -149,6 +149,7 @@ def read_ssv2(videos: str, labels_dir: str, split: str) -> Listing:
     template all (train/validation) or none (test)."""
     labels_dir_p = Path(labels_dir)
     label_map = ssv2_label_map(labels_dir_p / "labels.json")
+    names = {template: int(i) for i, template in label_map["label"].items()}
     split_path = labels_dir_p / f"{split}.json"
     entries = _load_json(split_path)
     if not isinstance(entries, list):

@@ -112,7 +112,7 @@ def server(registered, store):
 def test_cast_serve_refuses_an_unknown_alias_before_starting(registered, capsys):
     from workflows import serve
 
-    assert serve.main([f"models:/{NAME}@nosuchalias", "--port", str(PORT + 1)]) == 2  # no server: no exec
+    assert serve.main([f"models:/{NAME}@nosuchalias", "--port", str(PORT + 1)]) == 2  # refused before serving
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("cast-serve")]
     assert len(err) == 1 and err[0].startswith("cast-serve: error:") and "nosuchalias" in err[0], err
 

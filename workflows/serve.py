@@ -4,16 +4,16 @@
     cast-request clip.webm > request.json
     curl -s localhost:5001/invocations -H 'Content-Type: application/json' -d @request.json
 
-Works without an activated venv (this environment's ``bin`` goes first on the server's ``PATH``) and with
-the project's tracking store (``MLFLOW_TRACKING_URI``, else the embedded one under ``data/mlflow``). An
-unknown model, alias or version, or an unreachable registry, is one line and exit 2 before the server
-starts. The request format is in ``workflows.inference.pyfunc``'s doc and the docs' Serving page.
+MLflow's scoring app (the one ``mlflow models serve`` runs: same routes and formats) run by uvicorn in
+this process, so it works without an activated venv, from the project's tracking store
+(``MLFLOW_TRACKING_URI``, else the embedded one under ``data/mlflow``); see ``workflows.inference.server``.
+An unknown model, alias or version, or an unreachable registry, is one line and exit 2 before the server
+starts. The request format is in ``workflows.pyfunc``'s doc and the docs' Serving page.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from workflows.cli import user_error
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     from workflows.inference.config import InferConfigError
     from workflows.inference.model import lookup_model
-    from workflows.inference.server import server_command
+    from workflows.inference.server import serve
 
     if ":/" not in a.model:
         return user_error("cast-serve", f"MODEL {a.model}: not an MLflow model URI (models:/NAME@ALIAS); "
@@ -48,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         name, version = lookup_model(a.model)
     except InferConfigError as e:
         return user_error("cast-serve", e)
-    cmd, env = server_command(a.model, a.host, a.port, a.workers)
     print(f"cast-serve: {name} v{version} on http://{a.host}:{a.port}/invocations", file=sys.stderr, flush=True)
-    os.execve(cmd[0], cmd, env)  # the server replaces this process: signals reach it directly
+    serve(a.model, a.host, a.port, a.workers)
+    return 0
 
 
 if __name__ == "__main__":

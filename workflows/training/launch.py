@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .. import tracking
+from .. import lineage, tracking
 from ..cli import user_error
 from ..ray_connect import connect_ray
 from ..shared_storage import alive_nodes, cluster_path_problems
@@ -120,6 +120,9 @@ def _train(cfg: TrainConfig) -> TrainResult:
     cfg = resolve(cfg, resources.get("GPU", 0.0), resources.get("CPU", 0.0))
     run_id, previous = mlflow_run.open_run(cfg.experiment, cfg.run_name,
                                         {tracking.DATASET_TAG: cfg.dataset, "cast.preset": cfg.preset})
+    lineage.record(run_id, f"workflows/train_{cfg.dataset}.py",
+                   {"training": lineage.manifest_dataset(cfg.shards, cfg.train_split),
+                    "validation": lineage.manifest_dataset(cfg.val_shards, cfg.val_split)}, log=_log)
     started = time.perf_counter()
     if previous == "FINISHED":
         print(f"[train] run {cfg.run_name!r} already finished (MLflow run {run_id}); nothing to do", flush=True)
