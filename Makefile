@@ -36,9 +36,9 @@ serve: setup
 	$(BIN)/python workflows/serve.py $(MODEL) --port $(PORT)
 
 bench: setup
-	$(BIN)/python benchmarks/model_speed.py
-	$(BIN)/python benchmarks/data_speed.py
-	$(BIN)/python benchmarks/infer_speed.py
+	$(BIN)/python -m benchmarks.model_speed
+	$(BIN)/python -m benchmarks.data_speed
+	$(BIN)/python -m benchmarks.infer_speed
 
 clean-data:
 	rm -rf data/demo

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cast_model.config import PRESETS
 from cast_model.vocab import DATASETS
-from workflows.cli import user_error
+from workflows.cli.common import user_error
 
 EXPERIMENT = "cast-register"
 
@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     from cast_model import CheckpointError
     from cast_model.convert import ConversionError
     from pipelines.datasets import AnnotationError
-    from workflows import registry, tracking
+    from workflows.tracking import registry
+    from workflows.tracking import store as tracking
     from workflows.inference.released import prepare_release
 
     name = a.name or f"cast-{a.dataset}"

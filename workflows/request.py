@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from workflows.cli import user_error
+from workflows.cli.common import user_error
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,7 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    from workflows.pyfunc import request_body
+    from workflows.inference.pyfunc import request_body
 
     try:
         text = json.dumps(request_body(a.videos, by_path=a.path))

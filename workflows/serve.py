@@ -8,7 +8,7 @@ MLflow's scoring app (the one ``mlflow models serve`` runs: same routes and form
 this process, so it works without an activated venv, from the project's tracking store
 (``MLFLOW_TRACKING_URI``, else the embedded one under ``data/mlflow``); see ``workflows.inference.server``.
 An unknown model, alias or version, or an unreachable registry, is one line and exit 2 before the server
-starts. The request format is in ``workflows.pyfunc``'s doc and the docs' Serving page.
+starts. The request format is in ``workflows.inference.pyfunc``'s doc and the docs' Serving page.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from workflows.cli import user_error
+from workflows.cli.common import user_error
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -75,3 +75,31 @@ def test_every_make_target_named_exists():
         for block in blocks(text, "bash"):
             named |= set(re.findall(r"^\s*make ([a-z][\w-]*)", block, re.M))
         assert named <= targets, f"{page.relative_to(ROOT)} names make targets that do not exist: {named - targets}"
+
+
+DOTTED = re.compile(r"`((?:cast_model|pipelines|workflows)(?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
+
+
+def _resolves(dotted: str) -> bool:
+    """``a.b.c`` is a module, or an attribute chain of the longest module prefix."""
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[cut:]:
+            if not hasattr(obj, name):
+                return False
+            obj = getattr(obj, name)
+        return True
+    return False
+
+
+@pytest.mark.parametrize("page", pages(), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_module_named_exists(page: Path):
+    named = sorted(set(DOTTED.findall(page.read_text())))
+    missing = [n for n in named if not _resolves(n)]
+    assert not missing, f"{page.relative_to(ROOT)} names modules or objects that do not exist: {missing}"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipelines_data import make_dataset, shards_without_ray
+from tests.support.pipelines_data import make_dataset, shards_without_ray
 
 from .markdown import DOCS
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
 
-from tests.pipelines_data import ssv2_train_val_shards
-from tests.test_batch_infer import tiny_checkpoint
-from workflows import lineage, registry, tracking
+from tests.support.pipelines_data import ssv2_train_val_shards
+from tests.support.models import tiny_checkpoint
+from workflows.tracking import lineage, registry
+from workflows.tracking import store as tracking
 
 REPO = Path(__file__).resolve().parents[2]
 

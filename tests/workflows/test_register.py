@@ -14,9 +14,10 @@ from safetensors.torch import load_file
 
 from cast_model import CASTConfig, load_official_cast
 from pipelines.datasets import read_label_file
-from tests.cast_reference import random_official_state_dict
-from tests.pipelines_data import make_dataset
-from workflows import register, tracking
+from tests.support.cast_reference import random_official_state_dict
+from tests.support.pipelines_data import make_dataset
+from workflows import register
+from workflows.tracking import store as tracking
 from workflows.inference.model import resolve_model
 
 

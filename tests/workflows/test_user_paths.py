@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipelines_data import ssv2_train_val_shards
+from tests.support.pipelines_data import ssv2_train_val_shards
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -19,10 +19,21 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 from cast_model import CASTConfig, CheckpointError, load_official_cast
 from cast_model.checkpoint import META_FILE, LabelMap, read_checkpoint_meta, save_checkpoint, update_extra
-from cast_model.vocab import CONTRACT_KEYS, EK100_HEADS
+from cast_model.vocab import CONTRACT_KEYS, EK100_HEADS, EVAL_VIEW_KEYS
+
+
+def recipe_contract(dataset: str, heads: tuple[str, ...] | list[str], preset: str | None = None,
+                    **views: Any) -> dict[str, Any]:
+    """The contract training would write for ``dataset`` (its recipe's evaluation views, ``views`` on top)."""
+    from workflows.training.config import load_recipe
+
+    recipe = load_recipe(dataset, preset)
+    values = {k: recipe[k] for k in EVAL_VIEW_KEYS} | {k: v for k, v in views.items() if v is not None}
+    return {"dataset": dataset, "heads": list(heads), **values}
 
 
 def model_config(preset: str, labels: LabelMap) -> CASTConfig:
@@ -38,8 +49,6 @@ def prepare_release(checkpoint: Path, dataset: str, dst: Path, preset: str = "ba
     """Write ``dst`` (a checkpoint folder with label map and contract) from ``checkpoint``: a folder of
     ours or a file in the paper's layout. Raises ``CheckpointError`` (or ``AnnotationError`` for the label
     file, ``ConversionError`` for weights that do not fit) with a one-line message."""
-    from workflows.stamp_checkpoint import recipe_contract
-
     if checkpoint.is_dir():
         if not (checkpoint / META_FILE).is_file():
             raise CheckpointError(f"{checkpoint}: no {META_FILE}: not a checkpoint folder of ours")

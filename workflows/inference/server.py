@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 import os
 
-from .. import tracking
-from ..pyfunc import PATH_COLUMN, VIDEO_COLUMN
+from ..tracking import store as tracking
+from .pyfunc import PATH_COLUMN, VIDEO_COLUMN
 
 MODEL_ENV = "CAST_SERVE_MODEL"  # the model URI, for the app factory of each uvicorn worker
 
