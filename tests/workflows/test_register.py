@@ -4,6 +4,7 @@ paper's code numbers its head, and which `cast-predict` answers with. The label 
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 from pathlib import Path
@@ -65,12 +66,13 @@ def data(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def released(data, tmp_path_factory) -> tuple[Path, CASTConfig]:
-    """A tiny CAST saved the way the paper's code saves it: torch.save({"model": state_dict}), its keys in
-    the release naming."""
+    """A tiny CAST saved the way the paper's code (VideoMAE's save_model) saves it: torch.save of the
+    state dict under "model", beside the epoch and the argparse Namespace, keys in the release naming."""
     n = len(json.loads((Path(data["annotations"]) / "labels.json").read_text()))
     cfg = CASTConfig.preset("tiny", num_classes=n)
     path = tmp_path_factory.mktemp("release") / "cast_ssv2.pth"
-    torch.save({"model": random_official_state_dict(cfg, seed=11, dtype=torch.float32)}, path)
+    torch.save({"model": random_official_state_dict(cfg, seed=11, dtype=torch.float32), "epoch": 29,
+                "args": argparse.Namespace(data_set="SSV2", nb_classes=n, batch_size=6)}, path)
     return path, cfg
 
 
@@ -118,3 +120,16 @@ def test_a_pth_without_a_label_file_is_refused(mlflow_store, released, capsys):
     code = register.main([str(released[0]), "--dataset", "ssv2", "--preset", "tiny"])
     err = capsys.readouterr().err
     assert code == 2 and "--labels" in err
+
+
+def test_a_registered_version_is_registered_again_from_its_checkpoint(mlflow_store, released, capsys):
+    """What a model logged with older code paths needs: its checkpoint artifact, registered with the
+    current code, same names and weights."""
+    assert register.main(["models:/cast-ssv2/1", "--dataset", "ssv2"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "models:/cast-ssv2/1 -> models:/cast-ssv2/2 (candidate)" in out  # version 1 stays champion
+    old, new = resolve_model("models:/cast-ssv2/1"), resolve_model("models:/cast-ssv2/2")
+    assert new.labels == old.labels and new.extra == old.extra
+    a, b = load_file(str(old.checkpoint / "model.safetensors")), load_file(str(new.checkpoint / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert tracking.client().get_model_version("cast-ssv2", "2").tags["cast.source"] == "models:/cast-ssv2/1"
