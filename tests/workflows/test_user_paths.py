@@ -51,11 +51,12 @@ def test_enough_samples_pass_the_arithmetic(shards):
     check_batch_arithmetic(cfg, 8)  # 2 batches per rank, 2 per step: one step per epoch
 
 
-def test_a_local_model_path_that_is_no_folder(tmp_path):
+def test_a_local_model_path_that_is_no_folder(tmp_path, capsys):
+    from workflows import predict
+
     video = tmp_path / "clip.webm"
     video.write_bytes(b"not read")
-    out = run("-m", "workflows.predict", str(video), "--model", str(tmp_path / "no" / "such" / "ckpt"))
-    assert out.returncode == 2
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "no such checkpoint folder" in lines[0], out.stderr
+    assert predict.main([str(video), "--model", str(tmp_path / "no" / "such" / "ckpt")]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("predict")]
+    assert len(lines) == 1 and "no such checkpoint folder" in lines[0], lines
     assert "artifact" not in lines[0].lower()
