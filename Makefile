@@ -4,24 +4,36 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast demo bench clean-data cluster-up cluster-down cluster-status
+.PHONY: setup docs test test-fast demo serve bench clean-data cluster-up cluster-down cluster-status
+
+MODEL ?= models:/cast-ssv2@champion
+PORT ?= 5001
 
 setup: $(STAMP)
 
 # Idempotent: re-runs pip only when pyproject.toml changes. Registries only, nothing else downloaded.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[test]'
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[test,docs]'
 	touch $(STAMP)
 
-test: setup
+# The docs site (docs/, mkdocs.yml) into build/site. --strict: a broken link, anchor or a page missing
+# from the docs folder fails the build. Offline: pinned packages, no remote inventories.
+docs: setup
+	$(BIN)/mkdocs build --strict --quiet -d build/site
+
+test: docs
 	$(BIN)/python -m pytest -q
 
-test-fast: setup
+test-fast: docs
 	$(BIN)/python -m pytest -q -m "not slow"
 
 demo: setup
 	$(BIN)/python workflows/demo.py
+
+# MLflow's scoring server on a registered model (make demo registers models:/cast-ssv2@champion).
+serve: setup
+	$(BIN)/python workflows/serve.py $(MODEL) --port $(PORT)
 
 bench: setup
 	$(BIN)/python -m benchmarks.model_speed

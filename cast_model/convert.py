@@ -8,6 +8,7 @@ config, and load with every missing or unexpected key named.
 
 from __future__ import annotations
 
+import argparse
 import re
 import zipfile
 from pathlib import Path
@@ -255,12 +256,20 @@ def read_state_dict(path: str | Path, allow_torchscript: bool = False) -> StateD
                                   "allow_torchscript=True) and save the state dict with torch.save")
         return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = _torch_load(path)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, ... by file kind
         raise ConversionError(f"{path} is not a weights-only torch checkpoint or safetensors file: {err}") from err
     if not isinstance(checkpoint, Mapping):
         raise ConversionError(f"{path} does not hold a state dict (got {type(checkpoint).__name__})")
     return unwrap_state_dict(checkpoint)
+
+
+def _torch_load(path: Path, mmap: bool = False) -> object:
+    """``torch.load(weights_only=True)``. Training scripts derived from VideoMAE's (the paper's among
+    them) save their ``argparse.Namespace`` beside the weights: a plain attribute bag, allowed; anything
+    else that is not tensors and containers is still refused."""
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def _as_state(checkpoint: str | Path | Mapping[str, object], allow_torchscript: bool = False) -> StateDict:
@@ -329,7 +338,7 @@ def _meta_state(path: Path) -> StateDict:
         return {k: v.to("meta") for k, v in read_state_dict(path).items()}
     try:
         # mmap: the archive's index is read and checked; tensor data stays on disk
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        checkpoint = _torch_load(path, mmap=True)
     except Exception as err:  # torch raises RuntimeError, UnpicklingError, ... by how the file is broken
         raise ConversionError(f"{path} is not a complete weights-only torch checkpoint: {err}") from err
     if not isinstance(checkpoint, Mapping):

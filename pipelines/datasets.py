@@ -100,6 +100,22 @@ def read_dataset(dataset: str, videos: str, annotations: str, split: str,
     raise AnnotationError(f"unknown dataset {dataset!r}; expected one of {LAYOUTS}")
 
 
+def read_label_file(dataset: str, path: str) -> dict[str, dict[str, str]]:
+    """The class names of ``dataset`` from its own label file, numbered as its readers (and the paper's
+    code) number them: SSV2 ``labels.json`` (or its folder) by its ids; K400 an annotation CSV
+    (``label,youtube_id,...``) by sorted class name; EK100 ``EPIC_100_<split>.csv`` by the ``id`` of
+    ``EPIC_100_{verb,noun}_classes.csv`` beside it (else the annotations' ``verb_class``/``noun_class``)."""
+    if dataset == "ssv2":
+        p = Path(path)
+        return ssv2_label_map(p / "labels.json" if p.is_dir() else p)
+    if dataset == "k400":
+        return _k400_label_map(_read_csv(path, ("label",)))
+    if dataset == "ek100":
+        table = _read_csv(path, ())
+        return {h: _ek100_names(path, h, table) for h in EK100_HEADS}
+    raise AnnotationError(f"no label file for dataset {dataset!r}; expected one of {DATASETS}")
+
+
 def _load_json(path: Path):
     try:
         with open(path) as f:
@@ -121,13 +137,19 @@ def _ssv2_names(path: Path) -> dict[str, int]:
     return {t: int(v) for t, v in names.items()}
 
 
+def ssv2_label_map(labels_json: Path) -> dict[str, dict[str, str]]:
+    """SSV2's classes: class id ``i`` is the template ``labels.json`` maps to ``i``."""
+    names = _ssv2_names(labels_json)
+    return {"label": {str(v): k for k, v in sorted(names.items(), key=lambda kv: kv[1])}}
+
+
 def read_ssv2(videos: str, labels_dir: str, split: str) -> Listing:
     """Something-Something-V2: ``labels.json`` maps the template *without* brackets to a class id
     string; ``<split>.json`` entries carry the template *with* ``[something]`` brackets. Entries carry a
     template all (train/validation) or none (test)."""
     labels_dir_p = Path(labels_dir)
-    names = _ssv2_names(labels_dir_p / "labels.json")
-    label_map = {"label": {str(v): k for k, v in sorted(names.items(), key=lambda kv: kv[1])}}
+    label_map = ssv2_label_map(labels_dir_p / "labels.json")
+    names = {template: int(i) for i, template in label_map["label"].items()}
     split_path = labels_dir_p / f"{split}.json"
     entries = _load_json(split_path)
     if not isinstance(entries, list):
@@ -170,14 +192,20 @@ def _read_csv(path: str, required: tuple[str, ...]) -> list[dict[str, str]]:
         raise AnnotationError(f"cannot read {path}: {e}") from e
 
 
+def _k400_label_map(table: list[dict[str, str]]) -> dict[str, dict[str, str]]:
+    """Kinetics' classes: class id ``i`` is the ``i``-th class name in sorted order (the numbering of the
+    Kinetics lists the paper's code and VideoMAE train on)."""
+    names = sorted({r["label"] for r in table if r["label"]})
+    return {"label": {str(i): n for i, n in enumerate(names)}}
+
+
 def read_k400(videos: str, csv_path: str, label_map: dict[str, dict[str, str]] | None = None) -> Listing:
     """Kinetics-400 CSV ``label,youtube_id,time_start,time_end,split``. Class ids are the sorted class
     names unless ``label_map`` pins them (then an unknown name is an error). Videos live in the split's
     folder, flat or in per-class sub-folders."""
     table = _read_csv(csv_path, ("label", "youtube_id", "time_start", "time_end"))
     if label_map is None:
-        names = sorted({r["label"] for r in table if r["label"]})
-        label_map = {"label": {str(i): n for i, n in enumerate(names)}}
+        label_map = _k400_label_map(table)
     ids = {n: int(i) for i, n in label_map["label"].items()}
     rows, labelled, where = [], [], []
     for n, r in enumerate(table):

@@ -10,20 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
-
-from cast_model.vocab import DATASETS, EVAL_VIEW_KEYS, SAMPLINGS
+from cast_model.vocab import DATASETS, SAMPLINGS
 from workflows.cli.common import user_error
-
-
-def recipe_contract(dataset: str, heads: tuple[str, ...] | list[str], preset: str | None = None,
-                    **views: Any) -> dict[str, Any]:
-    """The contract training would write for ``dataset`` (its recipe's evaluation views, ``views`` on top)."""
-    from workflows.training.recipe_yaml import load_recipe
-
-    recipe = load_recipe(dataset, preset)
-    values = {k: recipe[k] for k in EVAL_VIEW_KEYS} | {k: v for k, v in views.items() if v is not None}
-    return {"dataset": dataset, "heads": list(heads), **values}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     from cast_model import CheckpointError
     from cast_model.checkpoint import read_checkpoint_meta, update_extra
+    from workflows.inference.released import recipe_contract
     from workflows.training.config import TrainConfigError
 
     try:

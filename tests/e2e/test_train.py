@@ -114,6 +114,10 @@ def test_metrics_params_and_artifacts_logged(trained):
     assert params["preset"] == "tiny" and params["update_freq"] == "1" and params["world_size"] == "2"
     assert params["precision_path"].startswith("precision bf16 -> bf16 autocast on cpu")
     assert float(params["lr"]) == pytest.approx(float(params["base_lr"]) * 8 / 256)
+    # Lineage: the code version and the shards' manifests, one dataset per context.
+    assert run.data.tags["mlflow.source.name"] == "workflows/train_ssv2.py"
+    assert len(run.data.tags["mlflow.source.git.commit"]) == 40
+    assert sorted(t.value for d in run.inputs.dataset_inputs for t in d.tags) == ["training", "validation"]
     files = {a.path for d in ("config", "final_validation") for a in client.list_artifacts(run_id, d)}
     assert files == {"config/train_config.json", "config/classes.json", "final_validation/confusion_label.png",
                      "final_validation/per_class_label.csv"}

@@ -24,7 +24,7 @@ from workflows.batch_infer import main as batch_infer_main
 from workflows.inference.config import InferConfig
 from workflows.inference.job import plan_job, run_job
 from workflows.inference.store import OutputStore
-from workflows.stamp_checkpoint import recipe_contract
+from workflows.inference.released import recipe_contract
 
 REPO = Path(__file__).resolve().parents[2]
 

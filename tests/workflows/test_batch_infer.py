@@ -17,7 +17,7 @@ from cast_model import load_checkpoint
 from pipelines.datasets import read_dataset
 from pipelines.decode import decode_video
 from pipelines.loader import LoaderConfig, eval_loader
-from workflows.tracking import registry, store as tracking
+from workflows.tracking import lineage, registry, store as tracking
 from workflows.batch_infer import main as batch_infer_main
 from workflows.evaluation.report import MODEL_NAME_TAG, MODEL_VERSION_TAG, evaluate_job, evaluate_table, has_evaluation
 from workflows.inference.config import InferConfig, InferConfigError
@@ -161,6 +161,11 @@ def test_native_layout_with_labels_rejects_missing_and_logs_an_evaluation_run(da
     assert [r.info.run_id for r in found] == [summary["run_id"]]
     artifacts = {a.path for a in client.list_artifacts(summary["run_id"], "evaluation")}
     assert {"evaluation/metrics.json", "evaluation/confusion_label.png", "evaluation/per_class_label.csv"} <= artifacts
+    # Lineage: the code that ran and what it evaluated (no manifest here: the evaluated rows themselves).
+    assert run.data.tags["mlflow.source.name"] == "workflows/batch_infer.py"
+    (evaluated,) = run.inputs.dataset_inputs
+    assert [(t.key, t.value) for t in evaluated.tags] == [("mlflow.data.context", "evaluation")]
+    assert Path(d["videos"]).name in evaluated.dataset.name and d["videos"] in evaluated.dataset.source
 
 
 def test_shards_are_served_with_their_labels(data, registered, tmp_path):
@@ -178,6 +183,11 @@ def test_shards_are_served_with_their_labels(data, registered, tmp_path):
     assert not (out / "rejects.parquet").exists()
     report = evaluate_table(pq.read_table(out / "predictions"), registered["labels"])
     assert report.samples == len(truth)
+    # The evaluation run records the shards' manifest as its input, with the manifest's digest.
+    summary = evaluate_job(plan, log=lambda _: None)
+    (evaluated,) = tracking.client().get_run(summary["run_id"]).inputs.dataset_inputs
+    assert evaluated.dataset.digest == lineage.manifest_dataset(str(shards), None).digest
+    assert [t.value for t in evaluated.tags] == ["evaluation"] and "manifest.parquet" in evaluated.dataset.source
 
     # The views equal the DALI evaluation loader's on the same shard (up to resampling differences).
     views = ViewSpec(num_frames=8, img_size=64, clips=1, crops=3)

@@ -156,6 +156,20 @@ def log_evaluation_run(report: EvalReport, files: Mapping[str, bytes], experimen
     return run_id
 
 
+def evaluated_dataset(plan, table: pa.Table):
+    """What an evaluation run evaluated, as an MLflow dataset: the input's manifest for a shard folder
+    (its split, when the job read one), else the evaluated rows themselves (ids, paths, labels)."""
+    import mlflow.data
+
+    from ..tracking import lineage
+
+    if lineage.has_manifest(plan.cfg.input):
+        return lineage.manifest_dataset(plan.cfg.input, plan.cfg.split)
+    keep = [c for c in table.column_names if c in ("source_id", "path") or c.endswith("label")]
+    return mlflow.data.from_pandas(table.select(keep).to_pandas(), source=plan.cfg.input,
+                                   name=f"{Path(plan.cfg.input.rstrip('/')).name}/evaluated")
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "model"
 
@@ -194,13 +208,15 @@ def evaluate_job(plan, log=print) -> dict[str, Any]:
     for name, data in files.items():
         if name != "metrics.json":
             write_atomic(store.fs, join(folder, name), data)
-    from ..tracking import store as tracking  # MLflow only where a run is logged
+    from ..tracking import lineage  # MLflow only where a run is logged
+    from ..tracking import store as tracking
 
     tags = {MODEL_NAME_TAG: model.name, MODEL_VERSION_TAG: model.version, MODEL_URI_TAG: model.uri,
             tracking.DATASET_TAG: plan.dataset or "", "cast.input": plan.cfg.input}
     run_id = log_evaluation_run(report, files, plan.cfg.experiment, tags,
                                 run_name=f"eval-{_slug(model.name)}-v{model.version}-{plan.dataset or 'data'}",
                                 model_id=model.model_id)
+    lineage.record(run_id, "workflows/batch_infer.py", {"evaluation": evaluated_dataset(plan, table)}, log=log)
     if model.model_id is not None:  # a registry version: link it back to the run that evaluated it
         tracking.client().set_model_version_tag(model.name, model.version, EVAL_RUN_TAG, run_id)
     if "metrics.json" in files:

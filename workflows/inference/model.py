@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 import re
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -66,15 +67,37 @@ class ModelLookupError(InferConfigError):
 def resolve_model(uri: str, download_dir: str | Path | None = None) -> ModelSource:
     """Resolve and fetch ``uri`` (see the module doc). Every way it can fail is a :class:`ModelLookupError`
     with a one-line message."""
+    with _lookup_errors(uri):
+        return _resolve(uri, download_dir)
+
+
+def lookup_model(uri: str) -> tuple[str, str]:
+    """(name, version) of ``uri`` without downloading it: the check a server runs before it starts.
+    Fails as :func:`resolve_model` does."""
+    with _lookup_errors(uri):
+        _check_local(uri)
+        return registry_identity(uri)
+
+
+@contextmanager
+def _lookup_errors(uri: str) -> Iterator[None]:
     from mlflow.exceptions import MlflowException
 
     try:
-        return _resolve(uri, download_dir)
+        yield
     except MlflowException as e:
         raise ModelLookupError(f"--model {uri}: {_one_line(e.message)}{_hint(e)}") from e
     except (CheckpointError, OSError) as e:
         text = _one_line(str(e))  # a checkpoint error names the model already (verify_checkpoint's name=)
         raise ModelLookupError(text if text.startswith(uri) else f"--model {uri}: {text}") from e
+
+
+def _check_local(uri: str) -> None:
+    """A ``--model`` without a scheme is a local checkpoint folder: say so when there is none, rather than
+    let MLflow try it as an artifact URI."""
+    if ":/" not in uri and not Path(uri).is_dir():
+        raise CheckpointError(f"no such checkpoint folder (a local model is a folder with "
+                              f"{META_FILE} and {WEIGHTS_FILE}; a registered one is models:/NAME@ALIAS)")
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -94,8 +117,9 @@ def _hint(e) -> str:
 
 
 def _resolve(uri: str, download_dir: str | Path | None) -> ModelSource:
+    _check_local(uri)
     local = Path(uri)
-    if ":/" not in uri and local.is_dir():
+    if ":/" not in uri:
         return _from_folder(uri, local, local.resolve().name, "local")
     name, version = registry_identity(uri)
     dst = Path(download_dir) if download_dir is not None else Path(tempfile.mkdtemp(prefix="cast-model-"))

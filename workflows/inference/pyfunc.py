@@ -81,6 +81,16 @@ def read_videos(frame: pd.DataFrame) -> tuple[list[bytes | str], list[str]]:
     return videos, names
 
 
+def request_body(videos: list[str], by_path: bool = False) -> dict:
+    """The JSON body of a request for ``videos`` (MLflow's ``dataframe_split``): each file's bytes as
+    base64 in column ``video``, or with ``by_path`` the paths/URIs themselves in column ``path`` (read by
+    the server). Sent as a file (``curl -d @request.json``): a base64 video does not fit a command line."""
+    if by_path:
+        return {"dataframe_split": {"columns": [PATH_COLUMN], "data": [[v] for v in videos]}}
+    rows = [[base64.b64encode(Path(v).read_bytes()).decode("ascii")] for v in videos]
+    return {"dataframe_split": {"columns": [VIDEO_COLUMN], "data": rows}}
+
+
 def _as_bytes(data, row: int) -> bytes:
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)

@@ -1,2 +1,2 @@
 """MLflow: where the tracking store lives and its run helpers (``store``), logging and registering models
-with their aliases (``registry``)."""
+with their aliases (``registry``), and what made a run: code version and input datasets (``lineage``)."""

@@ -38,7 +38,7 @@ class Registered:
     name: str
     version: str
     model_uri: str
-    val_top1: float
+    val_top1: float | None
     champion: bool  # this version holds the champion alias now
     previous_champion: str | None  # the version that held it before (None: there was none)
 
@@ -75,27 +75,33 @@ def stage_code(dst: Path) -> list[str]:
 
 # Seven parameters: what is registered (run, checkpoint, name) and what is logged with it (val_top1,
 # tags, metrics, step); the last three are optional keywords each caller sets on its own.
-def register(run_id: str, checkpoint_dir: str | Path, name: str, val_top1: float,
+def register(run_id: str, checkpoint_dir: str | Path, name: str, val_top1: float | None,
              tags: dict[str, str] | None = None, metrics: Mapping[str, float] | None = None,
              step: int = 0) -> Registered:
     """Log, register as a new version of ``name``, tag it, point ``candidate`` at it and maybe ``champion``.
     ``val_top1`` and ``metrics`` (e.g. the final validation figures) are logged into the run at ``step``
     (the step they were measured at: no extra point in the run's history) attached to the logged model
-    (its ``model_id``), so the model's page shows them."""
+    (its ``model_id``), so the model's page shows them. ``val_top1`` None (a model not validated here,
+    e.g. released weights): no figure is logged, and the version takes ``champion`` only when there is
+    none (any validated version beats it later)."""
     info = log_model(run_id, checkpoint_dir, name)
     version = str(info.registered_model_version)
     client = tracking.client()
     now = int(time.time() * 1000)
-    linked = {"val_top1": float(val_top1), **{k: float(v) for k, v in (metrics or {}).items()}}
-    client.log_batch(run_id, metrics=[Metric(k, v, now, step, model_id=info.model_id) for k, v in linked.items()])
-    for key, value in {VAL_TAG: repr(float(val_top1)), "run_id": run_id, **(tags or {})}.items():
+    linked = {} if val_top1 is None else {"val_top1": float(val_top1)}
+    linked |= {k: float(v) for k, v in (metrics or {}).items()}
+    if linked:
+        client.log_batch(run_id, metrics=[Metric(k, v, now, step, model_id=info.model_id) for k, v in linked.items()])
+    version_tags = {} if val_top1 is None else {VAL_TAG: repr(float(val_top1))}
+    for key, value in {**version_tags, "run_id": run_id, **(tags or {})}.items():
         client.set_model_version_tag(name, version, key, str(value))
     client.set_registered_model_alias(name, CANDIDATE, version)
     previous = champion_version(name)
-    wins = previous is None or float(val_top1) > float(previous.tags.get(VAL_TAG, "-inf"))
+    wins = previous is None or (val_top1 is not None
+                                and float(val_top1) > float(previous.tags.get(VAL_TAG, "-inf")))
     if wins:
         client.set_registered_model_alias(name, CHAMPION, version)
-    return Registered(name, version, f"models:/{name}/{version}", float(val_top1), wins,
+    return Registered(name, version, f"models:/{name}/{version}", val_top1, wins,
                       None if previous is None else str(previous.version))
 
 

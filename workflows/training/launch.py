@@ -31,11 +31,12 @@ from ..cli.common import user_error
 from ..cli.flags import program_name
 from ..cluster.ray_connect import connect_ray
 from ..cluster.shared_storage import alive_nodes, cluster_path_problems
+from ..tracking import lineage
 from ..tracking import store as tracking
 from . import mlflow_run
 from .command import format_train_config, parse_config
 from .config import TrainConfig, TrainConfigError
-from .preflight import check_shard_labels, check_weights, reconcile_stores
+from .preflight import check_batch_arithmetic, check_shard_labels, check_weights, reconcile_stores
 from .state import MODEL_DIR, read_progress
 from .validation import fit_cluster, validate
 
@@ -102,7 +103,8 @@ def prepare(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> Itera
     before anything starts; the lease is released when the block ends."""
     log = log or _log
     cfg = validate(with_defaults(cfg))  # the label maps: read here, once
-    check_shard_labels(cfg)
+    samples = check_shard_labels(cfg)
+    check_batch_arithmetic(cfg, samples[cfg.train_split])
     check_weights(cfg)
     tracking.preflight()  # a stopped server or a wrong password: one line now, not minutes of retries
     # One live job per run name: a second one would log every step twice and fight over the run.
@@ -152,6 +154,9 @@ def run(job: PreparedRun) -> TrainResult:
     cfg = fit_cluster(cfg, resources.get("GPU", 0.0), resources.get("CPU", 0.0))
     run_id, previous = mlflow_run.open_run(cfg.experiment, cfg.run_name,
                                         {tracking.DATASET_TAG: cfg.dataset, "cast.preset": cfg.preset})
+    lineage.record(run_id, f"workflows/train_{cfg.dataset}.py",
+                   {"training": lineage.manifest_dataset(cfg.shards, cfg.train_split),
+                    "validation": lineage.manifest_dataset(cfg.val_shards, cfg.val_split)}, log=_log)
     started = time.perf_counter()
     if previous == "FINISHED":
         print(f"[train] run {cfg.run_name!r} already finished (MLflow run {run_id}); nothing to do", flush=True)

@@ -20,15 +20,17 @@ from .config import TrainConfig, TrainConfigError
 _CHECKPOINT_PREFIXES = ("checkpoint_", "final_")
 
 
-def check_shard_labels(cfg: TrainConfig) -> None:
+def check_shard_labels(cfg: TrainConfig) -> dict[str, int]:
     """Labels of every sample of the train and validation splits, from the manifests (cheap: no tar is
     opened), against the class list (``cfg.labels``: the label maps validation read, the same in both
-    folders)."""
+    folders). Returns the number of samples of each split (``train_split``,
+    ``val_split``), read from the same manifests."""
     import pyarrow.compute as pc
 
     from pipelines.manifest import MANIFEST_FILE, read_manifest
     from pipelines.schema import label_column
 
+    counts: dict[str, int] = {}
     for folder, split in ((cfg.shards, cfg.train_split), (cfg.val_shards, cfg.val_split)):
         if not (Path(folder) / MANIFEST_FILE).is_file():
             raise TrainConfigError(f"{folder}: {MANIFEST_FILE} is missing: cannot check the shards' labels "
@@ -46,6 +48,24 @@ def check_shard_labels(cfg: TrainConfig) -> None:
                 raise TrainConfigError(
                     f"{folder}: {n_bad} {split} sample(s) have a {column} value outside the {len(names)} classes "
                     f"of classes.json, e.g. {first['source_id']!r} with {first[column]} (in {first['shard']})")
+        counts[split] = table.num_rows
+    return counts
+
+
+def check_batch_arithmetic(cfg: TrainConfig, train_samples: int) -> None:
+    """An epoch must hold at least one optimizer step on every rank: ``train_samples`` split over the
+    workers, in batches of ``batch_size``, then ``update_freq`` batches per step (the loader's and the
+    loop's arithmetic, ``pipelines.loader`` and :func:`steps_per_epoch`). Otherwise every worker would
+    fail after Ray started, and be retried."""
+    from .config import steps_per_epoch
+
+    batches = (train_samples // cfg.num_workers) // cfg.batch_size
+    if steps_per_epoch(batches, cfg.update_freq) == 0:
+        raise TrainConfigError(
+            f"{cfg.shards}: {train_samples} {cfg.train_split} samples over {cfg.num_workers} worker(s) in batches "
+            f"of {cfg.batch_size} make {batches} batch(es) per rank per epoch, fewer than the {cfg.update_freq} "
+            f"accumulated per optimizer step (total_batch_size {cfg.total_batch_size}): lower --total-batch-size "
+            f"or --batch-size, use fewer --num-workers, or give more samples")
 
 
 def check_weights(cfg: TrainConfig) -> None:

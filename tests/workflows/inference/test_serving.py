@@ -28,6 +28,8 @@ from workflows.inference.pyfunc import read_videos
 from tests.support.registered import NAME, URI, data, registered, store  # noqa: F401 (module fixtures)
 
 PORT = 5217
+REPO = Path(__file__).resolve().parents[3]
+
 
 @pytest.fixture(scope="module")
 def videos(data, tmp_path_factory) -> list[Path]:
@@ -50,18 +52,19 @@ def batch(registered, videos, tmp_path_factory, local_ray) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def server(registered, store):
-    # The server runs `uvicorn` from PATH: the venv of this interpreter first.
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[3]),
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", URI, "--env-manager", "local",
-           "-p", str(PORT), "-h", "127.0.0.1"]
+    """`cast-serve` as a user types it: without an activated venv (the venv's bin is not on PATH, so a
+    bare `mlflow models serve` would fail with `exec: uvicorn: not found`)."""
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin)
+    env = dict(os.environ, PYTHONPATH=str(REPO), PATH=path or "/usr/bin:/bin")
+    cmd = [sys.executable, str(REPO / "workflows" / "serve.py"), URI, "--port", str(PORT)]
     log = open(store / "server.log", "wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 150
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"mlflow models serve exited {proc.returncode}: "
+                raise RuntimeError(f"cast-serve exited {proc.returncode}: "
                                    f"{(store / 'server.log').read_text()[-3000:]}")
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{PORT}/ping", timeout=2)
@@ -79,6 +82,42 @@ def server(registered, store):
             proc.kill()
             proc.wait()
         log.close()
+
+
+def test_cast_serve_refuses_an_unknown_alias_before_starting(registered, capsys):
+    from workflows import serve
+
+    assert serve.main([f"models:/{NAME}@nosuchalias", "--port", str(PORT + 1)]) == 2  # refused before serving
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("cast-serve")]
+    assert len(err) == 1 and err[0].startswith("cast-serve: error:") and "nosuchalias" in err[0], err
+
+
+def test_a_request_file_sent_with_curl_as_documented(server, videos, batch, tmp_path):
+    """The docs' commands as typed: `cast-request VIDEO > request.json`, then `curl ... -d @request.json`,
+    with a clip well over the ~96 KB a command-line argument can carry."""
+    big = tmp_path / "big.webm"
+    big.write_bytes(videos[0].read_bytes())
+    request = tmp_path / "request.json"
+    with open(request, "w") as f:
+        subprocess.run([sys.executable, str(REPO / "workflows" / "request.py"), str(videos[0]), str(videos[1])],
+                       stdout=f, check=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    out = subprocess.run(["curl", "-s", f"{server}/invocations", "-H", "Content-Type: application/json",
+                          "-d", f"@{request}"], capture_output=True, text=True, check=True, timeout=120)
+    rows = json.loads(out.stdout)["predictions"]
+    assert_same(rows[0], batch[str(videos[0].resolve())])
+    assert_same(rows[1], batch[str(videos[1].resolve())])
+    # The same video padded past 96 KB (trailing bytes after the stream): still one file, still answered.
+    big.write_bytes(videos[0].read_bytes() + b"\0" * 200_000)
+    with open(request, "w") as f:
+        subprocess.run([sys.executable, str(REPO / "workflows" / "request.py"), str(big)],
+                       stdout=f, check=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert request.stat().st_size > 200_000
+    out = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", f"{server}/invocations",
+                          "-H", "Content-Type: application/json", "-d", f"@{request}"],
+                         capture_output=True, text=True, check=True, timeout=120)
+    body, code = out.stdout.rsplit("\n", 1)
+    assert code == "200", body
+    assert len(json.loads(body)["predictions"]) == 1
 
 
 def post(url: str, payload: dict) -> tuple[int, dict]:
@@ -123,6 +162,9 @@ def test_a_path_the_server_can_read_and_a_broken_video(server, videos, batch, tm
     assert status == 200 and answer["predictions"][0]["reason"] == "missing", answer
     status, answer = post(server, {"dataframe_split": {"columns": ["frames"], "data": [[1.0]]}})
     assert status == 400, answer
+    # The message says what the model takes and what it was given.
+    assert "'video'" in answer["message"] and "'path'" in answer["message"], answer
+    assert "frames" in answer["message"], answer
 
 
 def test_a_mixed_batch_over_http_answers_each_video_in_its_place(server, videos, batch, tmp_path):
