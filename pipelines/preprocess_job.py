@@ -25,8 +25,10 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.datasets import LAYOUTS, AnnotationError, Listing, read_dataset
-from pipelines.decode import VideoDecodeError, decode_video
-from pipelines.encode import EncodeConfig, encode_video
+from pipelines.decode import VideoDecodeError, check_count, plan_decode, stream_frames
+from pipelines.encode import EncodeConfig, StreamEncoder
+from pipelines.memory import DEFAULT_BUDGET_BYTES
+from pipelines.probe import MIN_VIDEO_FRAMES
 from pipelines.manifest import (CLASSES_FILE, consolidate, read_label_map, shard_parts,
                                 write_label_map)
 from pipelines.progress import format_eta
@@ -63,7 +65,12 @@ class PreprocessConfig:
     mjpeg_q: int = EncodeConfig.mjpeg_q  # mjpeg quantiser
     shard_bytes: int = 1_000_000_000  # target tar size
     max_samples_per_shard: int = 0  # 0: no limit besides shard_bytes
-    min_frames: int = 2
+    min_frames: int = MIN_VIDEO_FRAMES  # never below it: the one rule of preprocessing and inference
+    # Per-video decode memory budget (MiB): a video whose decode would need more, by the estimate from
+    # its probe or by the watchdog, is a ``too_large`` reject (pipelines.memory); also the memory each
+    # decode task asks Ray for, so a node is never packed with more decodes than it holds.
+    decode_memory_mb: int = DEFAULT_BUDGET_BYTES >> 20
+    allow_outside_links: bool = False  # follow symlinks that leave --videos (refused by default)
     device: str = "cpu"  # decoding device: "gpu" uses DALI's mixed backend for every codec
     seed: int = 0  # sample order across shards
     progress_every_s: float = 10.0
@@ -96,8 +103,10 @@ class PreprocessConfig:
             errors.append("shard_bytes must be > 0 and max_samples_per_shard >= 0")
         if self.device not in ("cpu", "gpu"):
             errors.append(f"device must be 'cpu' or 'gpu', got {self.device!r}")
-        if self.gop < 1 or self.min_frames < 1:
-            errors.append("gop and min_frames must be >= 1")
+        if self.gop < 1 or self.min_frames < MIN_VIDEO_FRAMES:
+            errors.append(f"gop must be >= 1 and min_frames >= {MIN_VIDEO_FRAMES}")
+        if self.decode_memory_mb < 64:
+            errors.append(f"decode_memory_mb must be >= 64, got {self.decode_memory_mb}")
         if self.max_fps is not None and not (math.isfinite(self.max_fps) and self.max_fps >= 0):
             errors.append(f"max_fps must be > 0 (0: keep every frame), got {self.max_fps}")
         lo, hi = QUALITY_RANGE["mjpeg"]
@@ -153,6 +162,7 @@ class _Work:
     device: str
     min_frames: int
     heads: tuple[str, ...]
+    memory_budget: int | None = DEFAULT_BUDGET_BYTES
 
 
 def process_row(record: dict, work: _Work) -> dict:
@@ -169,20 +179,29 @@ def process_row(record: dict, work: _Work) -> dict:
 
 
 def _sample(row: VideoRow, key: str, work: _Work) -> dict:
-    dec = decode_video(row.path, segment=row.segment, segment_fps=row.segment_fps,
-                       short_side=work.short_side, device=work.device, min_frames=work.min_frames)
-    keep = resample_indices(dec.frames.shape[0], dec.fps, work.max_fps)
-    frames = dec.frames[keep]  # (F, H, W, 3)
-    fps = dec.fps * len(keep) / dec.frames.shape[0]
+    """Decode, resize and encode frame by frame: memory does not grow with the video's length."""
+    plan = plan_decode(row.path, segment=row.segment, segment_fps=row.segment_fps, short_side=work.short_side,
+                       device=work.device)
+    keep = resample_indices(plan.num_frames, plan.info.fps, work.max_fps)
+    fps = plan.info.fps * len(keep) / plan.num_frames
+    h, w = plan.out_size
     try:
-        video = encode_video(frames, fps, work.encode)
+        enc = StreamEncoder(fps, h, w, work.encode)
     except (ValueError, OSError) as e:  # av's errors derive from OSError/ValueError
         raise VideoDecodeError("encode_failed", str(e)) from e
-    f, h, w, _ = frames.shape
-    meta = {"key": key, "source_id": row.source_id, "labels": row.labels, "num_frames": int(f),
-            "fps": round(float(fps), 4), "height": int(h) - int(h) % 2, "width": int(w) - int(w) % 2,
-            "segment": list(row.segment) if row.segment else None, "clamped": dec.clamped,
-            "source_codec": dec.codec, "codec": work.encode.codec}
+    try:
+        for _, frame in stream_frames(plan, keep, budget=work.memory_budget):
+            enc.add(frame)
+        check_count(enc.frames, len(keep), work.min_frames)
+        video = enc.finish()
+    except (ValueError, OSError) as e:
+        raise VideoDecodeError("encode_failed", str(e)) from e
+    finally:
+        enc.close()
+    meta = {"key": key, "source_id": row.source_id, "labels": row.labels, "num_frames": enc.frames,
+            "fps": round(float(fps), 4), "height": enc.height, "width": enc.width,
+            "segment": list(row.segment) if row.segment else None, "clamped": plan.clamped,
+            "source_codec": plan.info.codec, "codec": work.encode.codec}
     return {"video": video, "meta": json.dumps(meta)}
 
 
@@ -339,6 +358,15 @@ class _RejectWriter:
         self.pending.clear()
 
 
+# A decode task's own memory besides its video: the interpreter, PyAV, numpy, the encoded sample.
+_TASK_BASE_BYTES = 384 << 20
+
+
+def task_memory(cfg: PreprocessConfig) -> int:
+    """Bytes a decode task asks Ray for: its base plus the per-video budget it enforces itself."""
+    return _TASK_BASE_BYTES + (cfg.decode_memory_mb << 20)
+
+
 def _ordered_dataset(ray, todo: list[dict], cfg: PreprocessConfig, work: _Work):
     """Ray Data map over ``todo`` that yields rows in ``todo``'s order (not task completion order), so
     the same input gives the same shards byte for byte."""
@@ -348,7 +376,7 @@ def _ordered_dataset(ray, todo: list[dict], cfg: PreprocessConfig, work: _Work):
     try:
         ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo), 256)))
         ds = ds.map(process_row, fn_kwargs={"work": work}, num_cpus=1,
-                    num_gpus=0.25 if cfg.device == "gpu" else 0)
+                    num_gpus=0.25 if cfg.device == "gpu" else 0, memory=task_memory(cfg))
         ds.context.execution_options.preserve_order = True
     finally:
         ctx.execution_options.preserve_order = before
@@ -406,7 +434,7 @@ def _process(cfg: PreprocessConfig, todo: list[dict], shards: _ShardCommitter, r
              log) -> None:
     work = _Work(cfg.resolved_short_side, cfg.resolved_max_fps,
                  EncodeConfig(codec=cfg.codec, gop=cfg.gop, crf=cfg.crf, mjpeg_q=cfg.mjpeg_q), cfg.device,
-                 cfg.min_frames, shards.heads)
+                 cfg.min_frames, shards.heads, cfg.decode_memory_mb << 20)
     t0 = last_log = time.time()
     processed = 0
     try:

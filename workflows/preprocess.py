@@ -52,6 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--retry-rejects", default="missing",
                    help="comma-separated reject reasons to try again on a rerun, 'all' or 'none' (missing: "
                         "once the video exists); inputs whose file or annotation changed are always retried")
+    p.add_argument("--decode-memory-mb", type=int, default=D.decode_memory_mb,
+                   help="per-video decode memory budget; a video that needs more is a too_large reject")
+    p.add_argument("--allow-outside-links", action="store_true",
+                   help="follow symlinks that lead out of --videos (refused as outside_root by default)")
     p.add_argument("--lease-wait", type=float, default=0.0,
                    help="seconds to wait for another job writing into --out before giving up (exit 2)")
     return p.parse_args(argv)
@@ -64,7 +68,8 @@ def config_from_args(a: argparse.Namespace, device: str) -> PreprocessConfig:
                             max_samples_per_shard=a.max_samples_per_shard, device=device, seed=a.seed,
                             progress_every_s=a.progress_every,
                             retry_rejects=tuple(r for r in a.retry_rejects.split(",") if r and r != "none"),
-                            lease_wait_s=a.lease_wait)
+                            lease_wait_s=a.lease_wait, decode_memory_mb=a.decode_memory_mb,
+                            allow_outside_links=a.allow_outside_links)
 
 
 def main(argv: list[str] | None = None) -> int:
