@@ -135,11 +135,12 @@ def plan_decode(src: str | bytes, *, segment: tuple[int, int] | None = None, seg
     return VideoPlan(source, info, start, stop, size, used, clamped)
 
 
-def stream_frames(plan: VideoPlan, wanted: np.ndarray | None = None, budget: int | None = None
-                  ) -> Iterator[tuple[int, np.ndarray]]:
+def stream_frames(plan: VideoPlan, wanted: np.ndarray | None = None, budget: int | None = None,
+                  seek: bool = True) -> Iterator[tuple[int, np.ndarray]]:
     """``(index, frame)`` for the frames of ``plan`` (indices from the window's start; ``wanted``: only
     those, sorted and unique), in order, each (H, W, 3) uint8 RGB as displayed. Frames the decoder does
     not output are missing from the stream, never filled in. ``budget`` bytes: see ``pipelines.memory``.
+    ``seek=False``: PyAV decodes forward from the start (containers whose seeks land off their index).
     """
     if wanted is None:
         wanted = np.arange(plan.num_frames)
@@ -153,7 +154,7 @@ def stream_frames(plan: VideoPlan, wanted: np.ndarray | None = None, budget: int
         frames = dali_frames(plan, wanted, DALI_CHUNK)
     else:
         check_budget(plan.info, budget)
-        frames = _pyav_frames(plan, wanted)
+        frames = _pyav_frames(plan, wanted, seek)
     with MemoryWatch(budget) as watch:
         for i, frame in frames:
             watch.check()
@@ -170,12 +171,13 @@ def _to_rgb(frame, size: tuple[int, int] | None) -> np.ndarray:
     return frame.to_ndarray(format="rgb24", width=size[1], height=size[0])
 
 
-def _pyav_frames(plan: VideoPlan, wanted: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+def _pyav_frames(plan: VideoPlan, wanted: np.ndarray, seek: bool = True) -> Iterator[tuple[int, np.ndarray]]:
     """PyAV: seek to the keyframe before the next wanted frame whenever a whole GOP lies between it and
     the last decoded one, else keep decoding forward; frames are matched to the table by timestamp."""
     info = plan.info
     pts = info.pts[plan.start:plan.stop]
     index = {int(t): i for i, t in enumerate(pts)}
+    tolerance = 0.5 / info.fps / info.time_base  # half a frame, in time-base units
     keys = info.keyframes.tolist()
     source = plan.source
     if not isinstance(source, str):
@@ -189,7 +191,10 @@ def _pyav_frames(plan: VideoPlan, wanted: np.ndarray) -> Iterator[tuple[int, np.
             while pos < wanted.size:
                 target = int(pts[wanted[pos]])
                 k = bisect.bisect_right(keys, target) - 1  # the keyframe at or before the target
-                if k >= 0 and keys[k] > (last if last is not None else keys[0]):
+                # seek only over a gap: a keyframe past the frame that follows the last decoded one
+                after = pts[min(int(np.searchsorted(pts, last, side="right")), len(pts) - 1)] if last is not None \
+                    else keys[0] if keys else 0
+                if seek and k >= 0 and keys[k] > after:
                     c.seek(keys[k], stream=stream, backward=True, any_frame=False)
                     frames = c.decode(stream)
                 elif frames is None:
@@ -198,7 +203,7 @@ def _pyav_frames(plan: VideoPlan, wanted: np.ndarray) -> Iterator[tuple[int, np.
                 for frame in frames:
                     t = frame.pts if frame.pts is not None else frame.dts
                     last = t
-                    i = index.get(t) if t is not None else None
+                    i = _match(index, pts, t, tolerance)
                     if i is None or i < wanted[pos]:
                         continue
                     while pos < wanted.size and wanted[pos] < i:
@@ -215,6 +220,18 @@ def _pyav_frames(plan: VideoPlan, wanted: np.ndarray) -> Iterator[tuple[int, np.
         if not n_out:
             raise VideoDecodeError("undecodable", str(e)) from e
         raise VideoDecodeError("truncated", f"decoding stopped after {n_out} frames: {e}") from e
+
+
+def _match(index: dict[int, int], pts: np.ndarray, t: int | None, tolerance: float) -> int | None:
+    """The window index of a decoded frame's timestamp: exact, else the nearest table entry within half a
+    frame (containers such as MPEG-PS give some packets no timestamp: the table has their dts)."""
+    if t is None:
+        return None
+    if t in index:
+        return index[t]
+    k = int(np.searchsorted(pts, t))
+    near = [j for j in (k - 1, k) if 0 <= j < len(pts) and abs(int(pts[j]) - t) <= tolerance]
+    return min(near, key=lambda j: abs(int(pts[j]) - t)) if near else None
 
 
 def decode_video(src: str | bytes, *, segment: tuple[int, int] | None = None, segment_fps: float | None = None,
@@ -257,6 +274,9 @@ def decode_sampled(src: str | bytes, pick: FramePicker, *, segment: tuple[int, i
     idx = np.asarray(pick(plan.num_frames, plan.info.fps), dtype=np.int64)
     unique = np.unique(idx)
     got = dict(stream_frames(plan, unique))
+    if len(got) < unique.size and plan.backend == "pyav":
+        # A seek that landed past its keyframe (MPEG-PS indexes loosely): decode forward instead.
+        got = dict(stream_frames(plan, unique, seek=False))
     missing = [int(i) for i in unique if int(i) not in got]
     if missing:
         raise VideoDecodeError("truncated", f"frames {missing[:5]} of {plan.num_frames} did not decode "

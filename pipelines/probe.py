@@ -205,8 +205,7 @@ def _frame_table(c, s, duration: float | None, fps: float | None) -> dict:
         if not pts:
             raise VideoDecodeError("undecodable", str(e)) from e
         raise VideoDecodeError("truncated", f"the data stops after {len(pts)} frames: {e}") from e
-    start = c.start_time / av.time_base if c.start_time is not None else 0.0
-    end = max(ends.values(), default=0.0) - start
+    end = max(ends.values(), default=0.0)  # absolute, as container durations are (Matroska counts from 0)
     if duration and pts and end < 0.9 * duration - 1.0 / (fps or 25.0):
         # The container's duration spans all streams; every stream's data ends far before it.
         raise VideoDecodeError("truncated", f"the streams end at {end:.2f}s of the {duration:.2f}s the "

@@ -4,9 +4,9 @@ Phones store portrait video as landscape frames plus a display matrix; ffmpeg ap
 and so does every decode path here, so shards hold frames as displayed. Mirrored matrices are honoured
 too: SSV2's "left" and "right" are different classes, so a mirrored clip must stay mirrored.
 
-ffmpeg's matrix ``[a b u; c d v; x y w]`` maps a point ``(p, q)`` (y pointing up) to
-``(a p + c q, b p + d q)``. In image coordinates (y pointing down) that is the map
-``[[a, -c], [-b, d]]``, which for the eight axis-aligned matrices is a transpose or not, then flips.
+ffmpeg's matrix ``[a b u; c d v; x y w]`` maps a pixel ``(x, y)`` (image coordinates, y pointing down)
+to ``(a x + c y, b x + d y)`` (checked against ffmpeg's autorotate by tests/pipelines/test_real_video.py);
+for the eight axis-aligned matrices that is a transpose or not, then flips.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class Orientation:
     def describe(self) -> str:
         if self.upright:
             return "upright"
-        turn = {(False, True, True): 180, (True, False, True): 90, (True, True, False): 270}
+        turn = {(False, True, True): 180, (True, False, True): 270, (True, True, False): 90}  # counter-clockwise
         key = (self.transpose, self.flip_rows, self.flip_cols)
         return f"rotated {turn[key]}" if key in turn else f"mirrored ({key})"
 
@@ -56,7 +56,7 @@ def from_matrix(matrix: np.ndarray) -> Orientation:
     if a and d and not b and not c:
         return Orientation(False, d < 0, a < 0)
     if b and c and not a and not d:
-        return Orientation(True, b > 0, c > 0)
+        return Orientation(True, b < 0, c < 0)
     raise RotationError(f"display matrix {m[[0, 1, 3, 4]].tolist()} is not a turn by a multiple of 90 degrees")
 
 
