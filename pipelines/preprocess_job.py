@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 import uuid
@@ -28,7 +29,7 @@ from pipelines.datasets import LAYOUTS, AnnotationError, Listing, read_dataset
 from pipelines.decode import VideoDecodeError, check_count, plan_decode, stream_frames
 from pipelines.encode import EncodeConfig, StreamEncoder
 from pipelines.memory import DEFAULT_BUDGET_BYTES
-from pipelines.probe import MIN_VIDEO_FRAMES
+from pipelines.probe import MIN_VIDEO_FRAMES, check_inside
 from pipelines.manifest import (CLASSES_FILE, consolidate, read_label_map, shard_parts,
                                 write_label_map)
 from pipelines.progress import format_eta
@@ -163,6 +164,7 @@ class _Work:
     min_frames: int
     heads: tuple[str, ...]
     memory_budget: int | None = DEFAULT_BUDGET_BYTES
+    videos_root: str | None = None  # refuse paths that lead out of it (None: follow every link)
 
 
 def process_row(record: dict, work: _Work) -> dict:
@@ -180,6 +182,8 @@ def process_row(record: dict, work: _Work) -> dict:
 
 def _sample(row: VideoRow, key: str, work: _Work) -> dict:
     """Decode, resize and encode frame by frame: memory does not grow with the video's length."""
+    if work.videos_root is not None and os.path.lexists(row.path):
+        check_inside(row.path, work.videos_root)
     plan = plan_decode(row.path, segment=row.segment, segment_fps=row.segment_fps, short_side=work.short_side,
                        device=work.device)
     keep = resample_indices(plan.num_frames, plan.info.fps, work.max_fps)
@@ -296,11 +300,21 @@ def _plan(cfg: PreprocessConfig, fs, base: str, listing: Listing, log) -> tuple[
     # Sorted by id, then a seeded permutation: the same input always gives the same shards.
     todo = [firsts[sid].to_record() | {"fingerprint": prints[sid]} for sid in sorted(firsts) if sid not in state.done]
     todo = [todo[i] for i in np.random.default_rng(cfg.seed).permutation(len(todo))]
-    dup_rejects = [{"split": cfg.split, "source_id": r.source_id, "path": r.path, "reason": "duplicate",
-                    "detail": "listed more than once", FINGERPRINT_COLUMN: prints[r.source_id]}
-                   for r in dups if (r.source_id, "duplicate") not in state.rejected]
+    dup_rejects = [{"split": cfg.split, "source_id": r.source_id, "path": r.path, FINGERPRINT_COLUMN: prints[r.source_id]}
+                   | duplicate_reason(r, firsts[r.source_id]) for r in dups]
+    dup_rejects = [d for d in dup_rejects if (d["source_id"], d["reason"]) not in state.rejected]
     dup_rejects = list({d["source_id"]: d for d in dup_rejects}.values())  # one row per id
     return todo, dup_rejects, state
+
+
+def duplicate_reason(again: VideoRow, first: VideoRow) -> dict[str, str]:
+    """The reject of a source id listed again: ``duplicate`` when it says the same as the first listing
+    (kept), ``conflicting_labels`` when its labels or segment differ (the first is kept; both named)."""
+    if (again.labels, again.segment) == (first.labels, first.segment):
+        return {"reason": "duplicate", "detail": "listed more than once"}
+    return {"reason": "conflicting_labels",
+            "detail": f"listed again with labels {again.labels} segment {again.segment}; kept the first: "
+                      f"labels {first.labels} segment {first.segment}"}
 
 
 def _run(cfg: PreprocessConfig, listing: Listing, lease: OutputLease, on_commit, log) -> PreprocessResult:
@@ -434,7 +448,8 @@ def _process(cfg: PreprocessConfig, todo: list[dict], shards: _ShardCommitter, r
              log) -> None:
     work = _Work(cfg.resolved_short_side, cfg.resolved_max_fps,
                  EncodeConfig(codec=cfg.codec, gop=cfg.gop, crf=cfg.crf, mjpeg_q=cfg.mjpeg_q), cfg.device,
-                 cfg.min_frames, shards.heads, cfg.decode_memory_mb << 20)
+                 cfg.min_frames, shards.heads, cfg.decode_memory_mb << 20,
+                 None if cfg.allow_outside_links else cfg.videos)
     t0 = last_log = time.time()
     processed = 0
     try:

@@ -104,6 +104,15 @@ def check_source(src: str | bytes):
     return src
 
 
+def check_inside(path: str, root: str) -> None:
+    """Refuse a path that leads out of ``root`` (a symlink to elsewhere): ``outside_root``. A dataset's
+    folder is what the job was told to read; a link out of it reads whatever it points at."""
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    if os.path.commonpath([real, base]) != base:
+        raise VideoDecodeError("outside_root", f"{path} leads to {real}, outside {root} "
+                                               "(--allow-outside-links follows such links)")
+
+
 def _looks_like_video(head: bytes) -> bool:
     return any(head[o:o + len(m)] == m for o, m in _MAGIC)
 

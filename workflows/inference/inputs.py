@@ -83,15 +83,24 @@ def list_inputs(cfg: InferConfig) -> InputListing:
     return _dedupe(listing)
 
 
+_SAYS = ("seg_start", "seg_stop")  # besides the labels, what a listing says about a video
+
+
 def _dedupe(listing: InputListing) -> InputListing:
-    seen: set[str] = set()
+    """Keep each source id's first record; a repeat is a ``duplicate`` reject when it says the same,
+    ``conflicting_labels`` when its labels or segment differ (both named in the detail)."""
+    first: dict[str, dict] = {}
     kept = []
     for r in listing.records:
-        if r["source_id"] in seen:
-            listing.duplicates.append(r)
-        else:
-            seen.add(r["source_id"])
+        says = {k: v for k, v in r.items() if k.startswith("label_") or k in _SAYS}
+        if r["source_id"] not in first:
+            first[r["source_id"]] = says
             kept.append(r)
+        elif says == first[r["source_id"]]:
+            listing.duplicates.append(dict(r, reason="duplicate", detail="listed more than once"))
+        else:
+            listing.duplicates.append(dict(r, reason="conflicting_labels", detail=(
+                f"listed again with {says}; kept the first: {first[r['source_id']]}")))
     listing.records = kept
     return listing
 

@@ -148,7 +148,7 @@ def _run_job(plan: JobPlan, log: Callable[[str], None]) -> JobResult:
         f"({plan.listing.kind}), {plan.skipped} already done, {total} to predict; views {plan.views.clips} clip(s) "
         f"x {plan.views.crops} crop(s), {plan.views.sampling} sampling")
     writer = _OutputWriter(plan, job_id, result)
-    writer.rejects += [dict(r, reason="duplicate", detail="listed more than once") for r in plan.duplicates]
+    writer.rejects += [dict(r) for r in plan.duplicates]  # reason: duplicate or conflicting_labels
     writer.rejects += [dict(r) for r in plan.unlisted]
     t0 = time.time()
     if total:
