@@ -78,7 +78,7 @@ def segment_seconds(segment: tuple[int, int], segment_fps: float | None, video_f
     return segment[0] / fps, (segment[1] + 1) / fps
 
 
-def _window(info: Probe, segment: tuple[int, int] | None, segment_fps: float | None) -> tuple[int, int, bool]:
+def segment_window(info: Probe, segment: tuple[int, int] | None, segment_fps: float | None) -> tuple[int, int, bool]:
     """(start, stop, clamped) frame-table indices of ``segment`` (all frames without one)."""
     if segment is None:
         return 0, info.num_frames, False
@@ -128,7 +128,7 @@ def plan_decode(src: str | bytes, *, segment: tuple[int, int] | None = None, seg
         raise VideoDecodeError("too_short", f"{info.num_frames} frame: a still picture, not a video "
                                             f"(at least {MIN_VIDEO_FRAMES} frames)")
     used = _pick_backend(info, backend, device)
-    start, stop, clamped = _window(info, segment, segment_fps)
+    start, stop, clamped = segment_window(info, segment, segment_fps)
     size = None
     if short_side is not None and short_side < min(info.height, info.width):
         size = short_side_size(info.height, info.width, short_side)

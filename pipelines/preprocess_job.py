@@ -26,8 +26,9 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.datasets import LAYOUTS, AnnotationError, Listing, read_dataset
-from pipelines.decode import VideoDecodeError, check_count, plan_decode, stream_frames
-from pipelines.encode import EncodeConfig, StreamEncoder
+from pipelines.clips import Clip, ClipRequest, ClipSettings, encode_clips
+from pipelines.decode import VideoDecodeError
+from pipelines.encode import EncodeConfig
 from pipelines.memory import DEFAULT_BUDGET_BYTES
 from pipelines.probe import MIN_VIDEO_FRAMES, check_inside
 from pipelines.manifest import (CLASSES_FILE, consolidate, read_label_map, shard_parts,
@@ -35,7 +36,7 @@ from pipelines.manifest import (CLASSES_FILE, consolidate, read_label_map, shard
 from pipelines.progress import format_eta
 from pipelines.lease import OutputLease, hold
 from pipelines.reconcile import FINGERPRINT_COLUMN, Reconciled, fingerprint, reconcile
-from pipelines.sampling import DEFAULT_MAX_FPS, resample_indices
+from pipelines.sampling import DEFAULT_MAX_FPS
 from pipelines.schema import (CODECS, META_EXT, NUM_FRAMES_EXT, REJECT_REASONS, VideoRow, count_rejects,
                               label_column, label_members, sample_key, shard_name)
 from pipelines.shards import (PARTS_DIR, Member, commit_shard, join, list_names, resolve_out, write_atomic,
@@ -169,44 +170,51 @@ class _Work:
 
 def process_row(record: dict, work: _Work) -> dict:
     """Decode, resize, re-encode one row. Never raises for a bad video: returns a reject row instead."""
-    row = VideoRow.from_record(record)
-    out = {"source_id": row.source_id, "path": row.path, "key": sample_key(row.source_id), "reason": "",
-           "detail": "", "video": b"", "meta": "", "fingerprint": record.get("fingerprint")}
+    return process_group([record], work)[0]
+
+
+def process_group(records: list[dict], work: _Work) -> list[dict]:
+    """The rows of one video file (an EK100 recording's segments, else one row): the video is decoded
+    once and its frames routed to each row's clip (``pipelines.clips``). One output row per record, in
+    order, each a sample or a reject; never raises for a bad video."""
+    rows = [VideoRow.from_record(r) for r in records]
+    outs = [{"source_id": row.source_id, "path": row.path, "key": sample_key(row.source_id), "reason": "",
+             "detail": "", "video": b"", "meta": "", "fingerprint": rec.get("fingerprint")}
+            for row, rec in zip(rows, records)]
     try:
-        return out | _sample(row, out["key"], work)
+        if work.videos_root is not None and os.path.lexists(rows[0].path):
+            check_inside(rows[0].path, work.videos_root)
+        settings = ClipSettings(work.short_side, work.max_fps, work.encode, work.device, work.min_frames,
+                                work.memory_budget)
+        clips = encode_clips(rows[0].path, [ClipRequest(r.segment, r.segment_fps) for r in rows], settings)
     except VideoDecodeError as e:
-        return out | {"reason": e.reason, "detail": e.detail[:500]}
+        return [out | {"reason": e.reason, "detail": e.detail[:500]} for out in outs]
     except Exception as e:  # noqa: BLE001 - one input must never stop a job; recorded with its type
-        return out | {"reason": "unexpected_error", "detail": f"{type(e).__name__}: {e}"[:500]}
+        return [out | {"reason": "unexpected_error", "detail": f"{type(e).__name__}: {e}"[:500]} for out in outs]
+    return [out | _sample(row, out["key"], clip, work) for row, out, clip in zip(rows, outs, clips)]
 
 
-def _sample(row: VideoRow, key: str, work: _Work) -> dict:
-    """Decode, resize and encode frame by frame: memory does not grow with the video's length."""
-    if work.videos_root is not None and os.path.lexists(row.path):
-        check_inside(row.path, work.videos_root)
-    plan = plan_decode(row.path, segment=row.segment, segment_fps=row.segment_fps, short_side=work.short_side,
-                       device=work.device)
-    keep = resample_indices(plan.num_frames, plan.info.fps, work.max_fps)
-    fps = plan.info.fps * len(keep) / plan.num_frames
-    h, w = plan.out_size
-    try:
-        enc = StreamEncoder(fps, h, w, work.encode)
-    except (ValueError, OSError) as e:  # av's errors derive from OSError/ValueError
-        raise VideoDecodeError("encode_failed", str(e)) from e
-    try:
-        for _, frame in stream_frames(plan, keep, budget=work.memory_budget):
-            enc.add(frame)
-        check_count(enc.frames, len(keep), work.min_frames)
-        video = enc.finish()
-    except (ValueError, OSError) as e:
-        raise VideoDecodeError("encode_failed", str(e)) from e
-    finally:
-        enc.close()
-    meta = {"key": key, "source_id": row.source_id, "labels": row.labels, "num_frames": enc.frames,
-            "fps": round(float(fps), 4), "height": enc.height, "width": enc.width,
-            "segment": list(row.segment) if row.segment else None, "clamped": plan.clamped,
-            "source_codec": plan.info.codec, "codec": work.encode.codec}
-    return {"video": video, "meta": json.dumps(meta)}
+def _sample(row: VideoRow, key: str, clip: Clip | VideoDecodeError, work: _Work) -> dict:
+    if isinstance(clip, VideoDecodeError):
+        return {"reason": clip.reason, "detail": clip.detail[:500]}
+    meta = {"key": key, "source_id": row.source_id, "labels": row.labels, "num_frames": clip.frames,
+            "fps": round(float(clip.fps), 4), "height": clip.height, "width": clip.width,
+            "segment": list(row.segment) if row.segment else None, "clamped": clip.clamped,
+            "source_codec": clip.source_codec, "codec": work.encode.codec}
+    return {"video": clip.video, "meta": json.dumps(meta)}
+
+
+def group_by_video(todo: list[dict]) -> list[list[dict]]:
+    """``todo``'s records grouped by file, groups in order of first appearance, records in order: each
+    group is one decode task (a video read once for all its segments)."""
+    groups: dict[str, list[dict]] = {}
+    for r in todo:
+        groups.setdefault(r["path"], []).append(r)
+    return list(groups.values())
+
+
+def _process_group_row(item: dict, work: _Work) -> list[dict]:
+    return process_group(json.loads(item["group"]), work)
 
 
 def write_shard(out: str, split: str, tar_name: str, samples: list[dict], heads: tuple[str, ...],
@@ -388,9 +396,10 @@ def _ordered_dataset(ray, todo: list[dict], cfg: PreprocessConfig, work: _Work):
     before = ctx.execution_options.preserve_order
     ctx.execution_options.preserve_order = True
     try:
-        ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo), 256)))
-        ds = ds.map(process_row, fn_kwargs={"work": work}, num_cpus=1,
-                    num_gpus=0.25 if cfg.device == "gpu" else 0, memory=task_memory(cfg))
+        groups = [{"group": json.dumps(g)} for g in group_by_video(todo)]
+        ds = ray.data.from_items(groups, override_num_blocks=max(1, min(len(groups), 256)))
+        ds = ds.flat_map(_process_group_row, fn_kwargs={"work": work}, num_cpus=1,
+                         num_gpus=0.25 if cfg.device == "gpu" else 0, memory=task_memory(cfg))
         ds.context.execution_options.preserve_order = True
     finally:
         ctx.execution_options.preserve_order = before

@@ -9,12 +9,13 @@ picture is read back) and within the case's mean absolute difference (``Case.bou
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pipelines.decode import VideoDecodeError, decode_sampled, decode_video
+from pipelines.decode import VideoDecodeError, decode_sampled, decode_video, plan_decode
 from tests.pipelines.real_video_cases import CASES, FPS, N, docs_rows, docs_table, frame_number
 from tests.pipelines.real_videos import reference
 
@@ -105,3 +106,26 @@ def test_an_edit_list_never_reaches_dali_and_never_leaks_a_frame(real_videos):
     assert [frame_number(f) for f in got.frames] == [frame_number(f) for f in ref]
     sampled = decode_sampled(path, lambda n, fps: np.arange(n), backend="dali").frames
     assert [frame_number(f) for f in sampled] == [frame_number(f) for f in ref]
+
+
+def test_a_recording_is_decoded_once_for_all_its_segments(real_videos, monkeypatch):
+    """EK100: the segments of one video (here one that starts at 0.5 s) come out of one decode pass,
+    each clip holding exactly its source frames, counted from the first frame."""
+    import pipelines.clips as clips
+    from pipelines.encode import EncodeConfig
+    from pipelines.preprocess_job import _Work, process_group
+    from pipelines.schema import VideoRow
+
+    plans = []
+    monkeypatch.setattr(clips, "plan_decode", lambda *a, **k: plans.append(a) or plan_decode(*a, **k))
+    path = str(real_videos["start_offset"])
+    segments = [(2, 7), (5, 9), (20, 40), (30, 31)]  # overlapping; one ends past the video; one starts past it
+    records = [VideoRow(f"s{i}", path, {"verb": 0, "noun": 0}, seg, float(FPS)).to_record()
+               for i, seg in enumerate(segments)]
+    out = process_group(records, _Work(None, None, EncodeConfig(codec="mjpeg", mjpeg_q=2), "cpu", 2, ("verb", "noun")))
+    assert len(plans) == 1
+    assert [o["reason"] for o in out] == ["", "", "", "segment_out_of_range"]
+    for o, (a, b) in zip(out[:3], segments):
+        got = [frame_number(f) for f in decode_video(o["video"]).frames]
+        assert got == list(range(a, min(b, N - 1) + 1)), (a, b, got)
+    assert json.loads(out[2]["meta"])["clamped"] is True
