@@ -262,9 +262,10 @@ def check_count(decoded: int, expected: int, min_frames: int = MIN_VIDEO_FRAMES)
 FramePicker = Callable[[int, float], np.ndarray]
 
 
+# Seven parameters: decode_video's keyword-only options, the frame picker and the memory budget.
 def decode_sampled(src: str | bytes, pick: FramePicker, *, segment: tuple[int, int] | None = None,
                    segment_fps: float | None = None, short_side: int | None = None, backend: str = "auto",
-                   device: str = "cpu") -> DecodedVideo:
+                   device: str = "cpu", budget: int | None = None) -> DecodedVideo:
     """The frames ``pick(n, fps)`` chooses out of the ``n`` frames of ``src`` (or of ``segment``), in
     ``pick``'s order, repeats allowed: the same pixels as ``decode_video(...).frames[pick(n, fps)]``
     without decoding the rest (PyAV decodes only the GOPs that hold picked frames; DALI only the picked
@@ -273,10 +274,10 @@ def decode_sampled(src: str | bytes, pick: FramePicker, *, segment: tuple[int, i
                        backend=backend, device=device)
     idx = np.asarray(pick(plan.num_frames, plan.info.fps), dtype=np.int64)
     unique = np.unique(idx)
-    got = dict(stream_frames(plan, unique))
+    got = dict(stream_frames(plan, unique, budget))
     if len(got) < unique.size and plan.backend == "pyav":
         # A seek that landed past its keyframe (MPEG-PS indexes loosely): decode forward instead.
-        got = dict(stream_frames(plan, unique, seek=False))
+        got = dict(stream_frames(plan, unique, budget, seek=False))
     missing = [int(i) for i in unique if int(i) not in got]
     if missing:
         raise VideoDecodeError("truncated", f"frames {missing[:5]} of {plan.num_frames} did not decode "

@@ -86,3 +86,28 @@ def test_the_ssv2_reader_finds_mp4_and_mkv_too(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     paths = [Path(r.path).name for r in read_ssv2(str(tmp_path), str(tmp_path), "train").rows]
     assert paths == ["1.webm", "2.mp4", "3.mkv", "4.webm"]  # 4: missing, under the name SSV2 ships
+
+
+def test_a_video_over_the_memory_budget_is_a_reject_not_an_oom_kill(small_video, tmp_path):
+    (tmp_path / "v.mp4").write_bytes(small_video)
+    row = VideoRow("v", str(tmp_path / "v.mp4"), {"label": 0}).to_record()
+    out = process_row(row, _Work(32, None, EncodeConfig(codec="mjpeg"), "cpu", 2, ("label",), memory_budget=100_000))
+    assert out["reason"] == "too_large" and "over the budget" in out["detail"]
+
+
+def test_the_watchdog_stops_a_decode_whose_memory_grows_past_the_budget():
+    import time
+
+    import numpy as np
+
+    from pipelines.decode import VideoDecodeError
+    from pipelines.memory import MemoryWatch
+
+    with MemoryWatch(budget=64 << 20, interval_s=0.01) as watch:
+        watch.check()
+        hog = np.ones(256 << 20, dtype=np.uint8)  # touched: resident
+        time.sleep(0.1)
+        with pytest.raises(VideoDecodeError) as e:
+            watch.check()
+        del hog
+    assert e.value.reason == "too_large"

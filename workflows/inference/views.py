@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from pipelines.decode import VideoDecodeError, decode_sampled
+from pipelines.memory import DEFAULT_BUDGET_BYTES
 from pipelines.sampling import resample_indices
 from pipelines.sampling import crop_boxes, eval_indices, short_side_size
 
@@ -114,7 +115,7 @@ def video_views(src: str | bytes, spec: ViewSpec, segment: tuple[int, int] | Non
 
     # Only the sampled frames are decoded (see benchmarks/infer_speed.py for what that saves).
     dec = decode_sampled(src, pick, segment=segment, segment_fps=segment_fps, short_side=spec.img_size,
-                         device=spec.decode_device)
+                         device=spec.decode_device, budget=DEFAULT_BUDGET_BYTES)
     return crop_views(dec.frames, spec)
 
 
