@@ -16,7 +16,7 @@ import time
 from pipelines.probe import Probe, VideoDecodeError
 
 # Per-video budget of a decode task by default: resident memory beyond what the task held before it.
-DEFAULT_BUDGET_BYTES = 2 << 30
+DEFAULT_BUDGET_BYTES = 1 << 30  # a 4K frame needs ~0.6 GiB by the estimate below
 # Decoders keep reference frames and per-thread frames in flight: at most this many coded frames.
 _FRAMES_IN_FLIGHT = 24
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096

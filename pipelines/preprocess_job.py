@@ -381,7 +381,7 @@ class _RejectWriter:
 
 
 # A decode task's own memory besides its video: the interpreter, PyAV, numpy, the encoded sample.
-_TASK_BASE_BYTES = 384 << 20
+_TASK_BASE_BYTES = 256 << 20
 
 
 def task_memory(cfg: PreprocessConfig) -> int:

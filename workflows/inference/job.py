@@ -196,7 +196,7 @@ def _prediction_stream(plan: JobPlan, job_id: str, log: Callable[[str], None]):
     # base, so Ray never packs a node with more decodes than it holds.
     ds = ds.map(decode_views, fn_kwargs={"spec": plan.views}, num_cpus=1,
                 num_gpus=0.25 if cfg.decode_device == "gpu" else 0,
-                memory=DEFAULT_BUDGET_BYTES + (384 << 20) + int(np.prod(plan.views.shape)))
+                memory=DEFAULT_BUDGET_BYTES + (256 << 20) + int(np.prod(plan.views.shape)))
     ds = ds.map_batches(Predictor, batch_size=cfg.batch_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
                         fn_constructor_kwargs={"checkpoint": [checkpoint], "top_k": cfg.top_k,
