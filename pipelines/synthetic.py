@@ -5,12 +5,11 @@ any single frame is distributed the same way for every direction (it wraps aroun
 uniform random start), so one frame is not enough: a model must compare frames. Objects are big and high-contrast and cross about half the frame per clip, so
 motion stays visible between sparsely sampled frames.
 
-    python -m pipelines.synthetic --dataset ssv2 --out data/synth_ssv2 --num-classes 8 --bad 3
+    cast-synthetic --dataset ssv2 --out data/synth_ssv2 --num-classes 8 --bad 3   (workflows/synthetic.py)
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import string
@@ -322,24 +321,3 @@ def write_dataset(cfg: SynthConfig, out: str | Path) -> dict:
     result = writer(cfg, out)
     (out / "synthetic.json").write_text(json.dumps({"config": cfg.__dict__, **result}, indent=1))
     return result
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", required=True, choices=DATASETS)
-    p.add_argument("--out", required=True)
-    p.add_argument("--num-classes", type=int, default=8)
-    p.add_argument("--videos-per-class", type=int, default=6)
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--frames", type=int, default=24)
-    p.add_argument("--fps", type=float, default=12.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bad", type=int, default=0, help="broken files and as many missing entries")
-    a = p.parse_args(argv)
-    cfg = SynthConfig(a.dataset, a.num_classes, a.videos_per_class, a.size, a.frames, a.fps, a.seed, a.bad)
-    result = write_dataset(cfg, a.out)
-    print(json.dumps({k: v for k, v in result.items() if k != "broken"} | {"broken": len(result["broken"])}))
-
-
-if __name__ == "__main__":
-    main()

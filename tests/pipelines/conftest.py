@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipelines.real_videos import make_all
+from tests.support.real_videos import make_all
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from pipelines.encode import EncodeConfig
 from pipelines.memory import resident_bytes
 from pipelines.preprocess_job import _Work, process_row
 from pipelines.schema import VideoRow
-from tests.pipelines.real_videos import ffmpeg, require_ffmpeg
+from tests.support.real_videos import ffmpeg, require_ffmpeg
 
 pytestmark = pytest.mark.ray
 

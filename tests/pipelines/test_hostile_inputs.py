@@ -15,8 +15,8 @@ from pipelines.encode import EncodeConfig
 from pipelines.preprocess_job import _Work, duplicate_reason, process_row
 from pipelines.schema import REJECT_REASONS, VideoRow
 from pipelines.shards import read_index
-from tests.pipelines.real_video_cases import frames
-from tests.pipelines.real_videos import encode, require_ffmpeg
+from tests.support.real_video_cases import frames
+from tests.support.real_videos import encode, require_ffmpeg
 from workflows.inference.inputs import InputListing, _dedupe, _shard_records, record
 
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from pipelines.decode import VideoDecodeError, decode_sampled, decode_video, plan_decode
-from tests.pipelines.real_video_cases import CASES, FPS, N, docs_rows, docs_table, frame_number
-from tests.pipelines.real_videos import reference
+from tests.support.real_video_cases import CASES, FPS, N, docs_rows, docs_table, frame_number
+from tests.support.real_videos import reference
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "real-video.md"
 ACCEPTED = [c for c in CASES if c.outcome == "accepted"]
@@ -34,7 +34,7 @@ def mad(a: np.ndarray, b: np.ndarray) -> float:
 def test_the_docs_table_lists_every_case_with_its_outcome():
     assert DOCS.is_file(), f"{DOCS} is missing"
     assert docs_rows(DOCS.read_text()) == [(c.name, c.container, c.codec, c.kind, c.outcome) for c in CASES], \
-        "docs/real-video.md's table differs from tests/pipelines/real_video_cases.py; expected:\n" + docs_table()
+        "docs/real-video.md's table differs from tests/support/real_video_cases.py; expected:\n" + docs_table()
 
 
 @pytest.mark.parametrize("case", ACCEPTED, ids=lambda c: c.name)
