@@ -25,7 +25,8 @@ HERE = Path(__file__).resolve().parents[1]
 
 
 def child(path: str, mode: str) -> dict:
-    """Runs in a fresh process with the code under test first on ``sys.path``."""
+    """Runs in a fresh process with the code under test first on ``sys.path`` (its own memory sampler:
+    the previous commit has no ``pipelines.memory``)."""
     import numpy as np
 
     from pipelines.encode import EncodeConfig

@@ -55,15 +55,16 @@ class MemoryWatch:
     grown more than ``budget`` bytes past what it was when the watch started. The decode loops call
     ``check`` per frame, so the reject comes before the node runs out."""
 
-    def __init__(self, budget: int | None, interval_s: float = 0.05) -> None:
-        self.budget, self.interval_s = budget, interval_s
+    def __init__(self, budget: int | None, interval_s: float = 0.05, track: bool = False) -> None:
+        """``track``: sample even without a budget (measurements read :attr:`grown`)."""
+        self.budget, self.interval_s, self.track = budget, interval_s, track
         self.base = self.peak = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> "MemoryWatch":
         self.base = self.peak = resident_bytes()
-        if self.budget is not None:
+        if self.budget is not None or self.track:
             self._thread = threading.Thread(target=self._run, daemon=True, name="decode-memory-watch")
             self._thread.start()
         return self
@@ -72,6 +73,7 @@ class MemoryWatch:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        self.peak = max(self.peak, resident_bytes())
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -4,13 +4,12 @@ frames, each preprocessed in a fresh Ray worker under a memory request). Sizes a
 
 from __future__ import annotations
 
-import threading
-import time
+import json
 
 import pytest
 
 from pipelines.encode import EncodeConfig
-from pipelines.memory import resident_bytes
+from pipelines.memory import MemoryWatch
 from pipelines.preprocess_job import _Work, process_row
 from pipelines.schema import VideoRow
 from tests.support.real_videos import ffmpeg, require_ffmpeg
@@ -19,24 +18,13 @@ pytestmark = pytest.mark.ray
 
 
 def peak_growth(path: str) -> dict:
-    """Preprocess ``path`` in this process; its resident memory's peak growth above the start, sampled
-    every 10 ms, and the size of the encoded sample it returns."""
-    peak, done = [0], threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], resident_bytes())
-            time.sleep(0.01)
-
-    base = resident_bytes()
-    watcher = threading.Thread(target=sample)
-    watcher.start()
-    out = process_row(VideoRow("v", path, {"label": 0}).to_record(), _Work(256, None, EncodeConfig(), "cpu", 2,
-                                                                           ("label",)))
-    done.set()
-    watcher.join()
-    return {"reason": out["reason"], "grown": peak[0] - base, "encoded": len(out["video"]),
-            "frames": __import__("json").loads(out["meta"])["num_frames"] if out["meta"] else 0}
+    """Preprocess ``path`` in this process: its resident memory's peak growth above the start (sampled
+    every 10 ms) and the size of the encoded sample it returns."""
+    with MemoryWatch(None, interval_s=0.01, track=True) as watch:
+        out = process_row(VideoRow("v", path, {"label": 0}).to_record(),
+                          _Work(256, None, EncodeConfig(), "cpu", 2, ("label",)))
+    return {"reason": out["reason"], "grown": watch.grown, "encoded": len(out["video"]),
+            "frames": json.loads(out["meta"])["num_frames"] if out["meta"] else 0}
 
 
 @pytest.fixture(scope="module")
