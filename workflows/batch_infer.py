@@ -66,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--progress-every", type=float, default=D.progress_every_s, help="seconds between progress lines")
     p.add_argument("--lease-wait", type=float, default=D.lease_wait_s,
                    help="seconds to wait for another job writing into --out before giving up (exit 2)")
+    p.add_argument("--allow-outside-links", action="store_true",
+                   help="follow symlinks that lead out of the --input folder (refused as outside_root by default)")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config with each value's source (default, flag) and exit")
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -85,7 +87,7 @@ def config_from_args(a: argparse.Namespace) -> InferConfig:
                        max_replicas=a.max_replicas, gpus_per_replica=a.gpus_per_replica, device=a.device, decode_device=a.decode_device,
                        precision=a.precision, retry_rejects=a.retry_rejects, evaluate=a.evaluate,
                        experiment=a.experiment, flush_rows=a.flush_rows, progress_every_s=a.progress_every,
-                       lease_wait_s=a.lease_wait)
+                       lease_wait_s=a.lease_wait, allow_outside_links=a.allow_outside_links)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,3 +111,20 @@ def test_the_watchdog_stops_a_decode_whose_memory_grows_past_the_budget():
             watch.check()
         del hog
     assert e.value.reason == "too_large"
+
+
+def test_batch_inference_refuses_a_link_out_of_its_input_folder(tmp_path, small_video):
+    from workflows.inference.config import InferConfig
+    from workflows.inference.inputs import list_inputs
+
+    videos, elsewhere = tmp_path / "videos", tmp_path / "elsewhere"
+    videos.mkdir(), elsewhere.mkdir()
+    (elsewhere / "secret.mp4").write_bytes(small_video)
+    os.symlink(elsewhere / "secret.mp4", videos / "out.mp4")
+    (videos / "in.mp4").write_bytes(small_video)
+    model = "models:/cast@champion"  # only named: listing opens no model
+    listing = list_inputs(InferConfig(model=model, input=str(videos), out=str(tmp_path / "o")))
+    assert [Path(r["path"]).name for r in listing.records] == ["in.mp4"]
+    assert [(Path(r["path"]).name, r["reason"]) for r in listing.rejects] == [("out.mp4", "outside_root")]
+    allowed = list_inputs(InferConfig(model=model, input=str(videos), out=str(tmp_path / "o"), allow_outside_links=True))
+    assert len(allowed.records) == 2 and not allowed.rejects

@@ -45,6 +45,7 @@ class InferConfig:
     flush_s: float = 60.0
     progress_every_s: float = 10.0
     lease_wait_s: float = 0.0  # another job writing into --out: wait this long for it, then exit 2
+    allow_outside_links: bool = False  # follow symlinks that lead out of a --input folder (else outside_root)
 
     @classmethod
     def defaults(cls) -> "SimpleNamespace":

@@ -80,7 +80,24 @@ def list_inputs(cfg: InferConfig) -> InputListing:
         listing = _files(_read_list(src), "list")
     else:
         raise InferConfigError(f"--input {src} is neither a folder nor a file list")
+    if listing.kind in ("native", "folder") and not cfg.allow_outside_links:
+        _refuse_outside(listing, cfg.input)
     return _dedupe(listing)
+
+
+def _refuse_outside(listing: InputListing, root: str) -> None:
+    """Records whose file is a link out of the ``--input`` folder become ``outside_root`` rejects."""
+    from pipelines.probe import VideoDecodeError, check_inside
+
+    kept = []
+    for r in listing.records:
+        try:
+            if os.path.lexists(r["path"]):
+                check_inside(r["path"], root)
+            kept.append(r)
+        except VideoDecodeError as e:
+            listing.rejects.append(_bad(r["source_id"], r["path"], e.reason, e.detail))
+    listing.records = kept
 
 
 _SAYS = ("seg_start", "seg_stop")  # besides the labels, what a listing says about a video
