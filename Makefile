@@ -13,6 +13,7 @@ setup: $(STAMP)
 
 # Idempotent: re-runs pip only when pyproject.toml changes. Registries only, nothing else downloaded.
 $(STAMP): pyproject.toml
+	bash infra/local/install_ffmpeg.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[test,docs]'
 	touch $(STAMP)

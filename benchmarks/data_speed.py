@@ -25,7 +25,7 @@ import psutil
 import torch
 import torch.nn.functional as F
 
-from pipelines.decode import probe
+from pipelines.probe import probe
 from pipelines.loader import MEAN, STD, LoaderConfig, train_loader
 from pipelines.manifest import read_manifest
 from pipelines.preprocess_job import PreprocessConfig, run_preprocess
@@ -59,8 +59,7 @@ def paper_rand_augment():
 def baseline_clip(path: str, rng: np.random.Generator, t: int, size: int, rand_augment=None) -> torch.Tensor:
     """Per-sample decoding as in the paper's code: open the source, decode up to the last sampled
     frame, pick 16 uniform segments, [RandAugment,] random-resized-crop + resize, normalise."""
-    info = probe(path)  # decord knows the frame count from its index; WebM headers give the duration
-    n = int(round(info.duration_s * info.fps))
+    n = probe(path).num_frames  # decord knows the frame count from its index, as the probe's frame table
     with av.open(path) as c:
         s = c.streams.video[0]
         idx = uniform_indices(n, t, rng.uniform(size=t))

@@ -3,8 +3,13 @@
 Modules, each owning one thing:
   schema     -- the shard/manifest/rejects schema (the single place both writer and loaders read)
   datasets   -- one reader per native layout, all yielding :class:`schema.VideoRow`
-  decode     -- decoding behind one function (DALI GPU / DALI CPU / PyAV) and :class:`VideoDecodeError`
-  encode     -- resize + re-encode for the shards
+  probe      -- what a video file is before decoding: frame table from the packets, display matrix,
+                source checks, the minimum-frames rule, :class:`VideoDecodeError`
+  rotation   -- display matrix -> how a coded frame is turned (and mirrored) as displayed
+  decode     -- streaming decode (PyAV; DALI in ``dali_decode``): frames as displayed, never padded
+  memory     -- a decode task's memory budget (estimate from the probe) and watchdog
+  clips      -- one decode pass of a video -> the encoded clips of all its samples (EK100 segments)
+  encode     -- re-encoding for the shards, frame by frame
   sampling   -- frame sampling and crop boxes as pure functions
   shards     -- tar + DALI ``.idx`` writing with atomic commit
   manifest   -- manifest / rejects / classes.json reading and consolidation

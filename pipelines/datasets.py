@@ -143,6 +143,20 @@ def ssv2_label_map(labels_json: Path) -> dict[str, dict[str, str]]:
     return {"label": {str(v): k for k, v in sorted(names.items(), key=lambda kv: kv[1])}}
 
 
+# SSV2 ships WebM; re-downloads and conversions come as MP4 or MKV. The first that exists is read.
+SSV2_SUFFIXES = (".webm", ".mp4", ".mkv")
+
+
+def ssv2_path(videos: str, vid: str) -> str:
+    """``<videos>/<id>.webm``, else ``<id>.mp4`` or ``<id>.mkv`` when that exists (a missing video keeps
+    the ``.webm`` name; its reject says which names were tried)."""
+    for suffix in SSV2_SUFFIXES:
+        path = Path(videos) / f"{vid}{suffix}"
+        if os.path.lexists(path):
+            return str(path)
+    return str(Path(videos) / f"{vid}{SSV2_SUFFIXES[0]}")
+
+
 def read_ssv2(videos: str, labels_dir: str, split: str) -> Listing:
     """Something-Something-V2: ``labels.json`` maps the template *without* brackets to a class id
     string; ``<split>.json`` entries carry the template *with* ``[something]`` brackets. Entries carry a
@@ -171,7 +185,7 @@ def read_ssv2(videos: str, labels_dir: str, split: str) -> Listing:
             label = names[template]
         labelled.append(label >= 0)
         where.append(row)
-        rows.append(VideoRow(vid, str(Path(videos) / f"{vid}.webm"), {"label": label}))
+        rows.append(VideoRow(vid, ssv2_path(videos, vid), {"label": label}))
     _all_or_none(split_path, labelled, where, "template")
     return Listing(rows, label_map, SINGLE_HEAD)
 

@@ -30,19 +30,21 @@ class EncodeConfig:
             raise ValueError(f"gop must be >= 1, got {self.gop}")
 
 
-def encode_video(frames: np.ndarray, fps: float, cfg: EncodeConfig) -> bytes:
-    """Encode ``frames`` (F, H, W, 3) uint8 RGB at ``fps`` into the bytes of one container file."""
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"expected (F, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
-    encoder, container, _, _ = CODECS[cfg.codec]
-    f, h, w, _ = frames.shape
-    frames = frames[:, : h - h % 2, : w - w % 2]  # 4:2:0 needs even sizes
-    buf = io.BytesIO()
-    # Rates like 29.97 need a rational; containers store it, and DALI/PyAV read it back.
-    rate = Fraction(round(fps * 1000), 1000)
-    with av.open(buf, "w", format=container) as c:
-        s = c.add_stream(encoder, rate=rate)
-        s.width, s.height = frames.shape[2], frames.shape[1]
+class StreamEncoder:
+    """Encodes frames as they come (one at a time), so a clip never sits in memory decoded: ``add`` each
+    (H, W, 3) uint8 RGB frame (cropped to even sizes, as 4:2:0 needs), then ``finish`` for the bytes."""
+
+    def __init__(self, fps: float, height: int, width: int, cfg: EncodeConfig) -> None:
+        encoder, container, _, _ = CODECS[cfg.codec]
+        self.height, self.width = height - height % 2, width - width % 2
+        if self.height < 2 or self.width < 2:
+            raise ValueError(f"frames of {width}x{height} are too small to encode")
+        self.buf = io.BytesIO()
+        self.frames = 0
+        # Rates like 29.97 need a rational; containers store it, and DALI/PyAV read it back.
+        self.container = av.open(self.buf, "w", format=container)
+        self.stream = s = self.container.add_stream(encoder, rate=Fraction(round(fps * 1000), 1000))
+        s.width, s.height = self.width, self.height
         s.gop_size = cfg.gop
         if cfg.codec == "vp9":
             s.pix_fmt = "yuv420p"
@@ -56,9 +58,36 @@ def encode_video(frames: np.ndarray, fps: float, cfg: EncodeConfig) -> bytes:
         else:
             s.pix_fmt = "yuv420p"
             s.options = {"preset": "veryfast", "crf": str(cfg.crf), "bf": "0"}
-        for frame in frames:
-            for packet in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                c.mux(packet)
-        for packet in s.encode():
-            c.mux(packet)
-    return buf.getvalue()
+
+    def add(self, frame: np.ndarray) -> None:
+        if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"expected (H, W, 3) uint8 frames, got {frame.shape} {frame.dtype}")
+        frame = np.ascontiguousarray(frame[: self.height, : self.width])
+        if frame.shape[:2] != (self.height, self.width):
+            raise ValueError(f"frame of {frame.shape[1]}x{frame.shape[0]} in a {self.width}x{self.height} stream")
+        for packet in self.stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            self.container.mux(packet)
+        self.frames += 1
+
+    def finish(self) -> bytes:
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
+        return self.buf.getvalue()
+
+    def close(self) -> None:
+        """Give up (a decode failed): release the encoder without the bytes."""
+        try:
+            self.container.close()
+        except (ValueError, OSError):  # av's errors: a stream that never got a frame cannot be closed cleanly
+            pass
+
+
+def encode_video(frames: np.ndarray, fps: float, cfg: EncodeConfig) -> bytes:
+    """Encode ``frames`` (F, H, W, 3) uint8 RGB at ``fps`` into the bytes of one container file."""
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"expected (F, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
+    enc = StreamEncoder(fps, frames.shape[1], frames.shape[2], cfg)
+    for frame in frames:
+        enc.add(frame)
+    return enc.finish()

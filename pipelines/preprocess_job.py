@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 import uuid
@@ -25,14 +26,17 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.datasets import LAYOUTS, AnnotationError, Listing, read_dataset
-from pipelines.decode import VideoDecodeError, decode_video
-from pipelines.encode import EncodeConfig, encode_video
+from pipelines.clips import Clip, ClipRequest, ClipSettings, encode_clips
+from pipelines.decode import VideoDecodeError
+from pipelines.encode import EncodeConfig
+from pipelines.memory import DEFAULT_BUDGET_BYTES
+from pipelines.probe import MIN_VIDEO_FRAMES, check_inside
 from pipelines.manifest import (CLASSES_FILE, consolidate, read_label_map, shard_parts,
                                 write_label_map)
 from pipelines.progress import format_eta
 from pipelines.lease import OutputLease, hold
 from pipelines.reconcile import FINGERPRINT_COLUMN, Reconciled, fingerprint, reconcile
-from pipelines.sampling import DEFAULT_MAX_FPS, resample_indices
+from pipelines.sampling import DEFAULT_MAX_FPS
 from pipelines.schema import (CODECS, META_EXT, NUM_FRAMES_EXT, REJECT_REASONS, VideoRow, count_rejects,
                               label_column, label_members, sample_key, shard_name)
 from pipelines.shards import (PARTS_DIR, Member, commit_shard, join, list_names, resolve_out, write_atomic,
@@ -76,7 +80,17 @@ class PreprocessConfig:
                                                                "group": "shard encoding"})
     max_samples_per_shard: int = field(default=0, metadata={"help": "samples per shard at most (0: no limit)",
                                                              "group": "shard encoding"})
-    min_frames: int = field(default=2, metadata={"help": "fewer decoded frames: a reject", "cli": False})
+    # Never below MIN_VIDEO_FRAMES: the one rule of preprocessing and inference.
+    min_frames: int = field(default=MIN_VIDEO_FRAMES, metadata={"help": "fewer decoded frames: a reject",
+                                                                 "cli": False})
+    # Per-video decode memory budget (MiB): a video whose decode would need more, by the estimate from
+    # its probe or by the watchdog, is a ``too_large`` reject (pipelines.memory); also the memory each
+    # decode task asks Ray for, so a node is never packed with more decodes than it holds.
+    decode_memory_mb: int = field(default=DEFAULT_BUDGET_BYTES >> 20, metadata={
+        "help": "per-video decode memory budget (MiB); a video that needs more is a too_large reject",
+        "group": "job"})
+    allow_outside_links: bool = field(default=False, metadata={
+        "help": "follow symlinks that lead out of --videos (refused as outside_root by default)", "group": "input"})
     # "gpu" uses DALI's mixed backend for every codec; the command line also takes "auto" (a GPU when the
     # cluster has one) and resolves it before building this config.
     decode_device: str = field(default="cpu", metadata={"help": "decoding device (auto: a GPU when the cluster "
@@ -117,8 +131,10 @@ class PreprocessConfig:
             errors.append("shard_bytes must be > 0 and max_samples_per_shard >= 0")
         if self.decode_device not in ("cpu", "gpu"):
             errors.append(f"decode_device must be 'cpu' or 'gpu', got {self.decode_device!r}")
-        if self.gop < 1 or self.min_frames < 1:
-            errors.append("gop and min_frames must be >= 1")
+        if self.gop < 1 or self.min_frames < MIN_VIDEO_FRAMES:
+            errors.append(f"gop must be >= 1 and min_frames >= {MIN_VIDEO_FRAMES}")
+        if self.decode_memory_mb < 64:
+            errors.append(f"decode_memory_mb must be >= 64, got {self.decode_memory_mb}")
         if self.max_fps is not None and not (math.isfinite(self.max_fps) and self.max_fps >= 0):
             errors.append(f"max_fps must be > 0 (0: keep every frame), got {self.max_fps}")
         lo, hi = QUALITY_RANGE["mjpeg"]
@@ -174,37 +190,57 @@ class _Work:
     device: str
     min_frames: int
     heads: tuple[str, ...]
+    memory_budget: int | None = DEFAULT_BUDGET_BYTES
+    videos_root: str | None = None  # refuse paths that lead out of it (None: follow every link)
 
 
 def process_row(record: dict, work: _Work) -> dict:
     """Decode, resize, re-encode one row. Never raises for a bad video: returns a reject row instead."""
-    row = VideoRow.from_record(record)
-    out = {"source_id": row.source_id, "path": row.path, "key": sample_key(row.source_id), "reason": "",
-           "detail": "", "video": b"", "meta": "", "fingerprint": record.get("fingerprint")}
+    return process_group([record], work)[0]
+
+
+def process_group(records: list[dict], work: _Work) -> list[dict]:
+    """The rows of one video file (an EK100 recording's segments, else one row): the video is decoded
+    once and its frames routed to each row's clip (``pipelines.clips``). One output row per record, in
+    order, each a sample or a reject; never raises for a bad video."""
+    rows = [VideoRow.from_record(r) for r in records]
+    outs = [{"source_id": row.source_id, "path": row.path, "key": sample_key(row.source_id), "reason": "",
+             "detail": "", "video": b"", "meta": "", "fingerprint": rec.get("fingerprint")}
+            for row, rec in zip(rows, records)]
     try:
-        return out | _sample(row, out["key"], work)
+        if work.videos_root is not None and os.path.lexists(rows[0].path):
+            check_inside(rows[0].path, work.videos_root)
+        settings = ClipSettings(work.short_side, work.max_fps, work.encode, work.device, work.min_frames,
+                                work.memory_budget)
+        clips = encode_clips(rows[0].path, [ClipRequest(r.segment, r.segment_fps) for r in rows], settings)
     except VideoDecodeError as e:
-        return out | {"reason": e.reason, "detail": e.detail[:500]}
+        return [out | {"reason": e.reason, "detail": e.detail[:500]} for out in outs]
     except Exception as e:  # noqa: BLE001 - one input must never stop a job; recorded with its type
-        return out | {"reason": "unexpected_error", "detail": f"{type(e).__name__}: {e}"[:500]}
+        return [out | {"reason": "unexpected_error", "detail": f"{type(e).__name__}: {e}"[:500]} for out in outs]
+    return [out | _sample(row, out["key"], clip, work) for row, out, clip in zip(rows, outs, clips)]
 
 
-def _sample(row: VideoRow, key: str, work: _Work) -> dict:
-    dec = decode_video(row.path, segment=row.segment, segment_fps=row.segment_fps,
-                       short_side=work.short_side, device=work.device, min_frames=work.min_frames)
-    keep = resample_indices(dec.frames.shape[0], dec.fps, work.max_fps)
-    frames = dec.frames[keep]  # (F, H, W, 3)
-    fps = dec.fps * len(keep) / dec.frames.shape[0]
-    try:
-        video = encode_video(frames, fps, work.encode)
-    except (ValueError, OSError) as e:  # av's errors derive from OSError/ValueError
-        raise VideoDecodeError("encode_failed", str(e)) from e
-    f, h, w, _ = frames.shape
-    meta = {"key": key, "source_id": row.source_id, "labels": row.labels, "num_frames": int(f),
-            "fps": round(float(fps), 4), "height": int(h) - int(h) % 2, "width": int(w) - int(w) % 2,
-            "segment": list(row.segment) if row.segment else None, "clamped": dec.clamped,
-            "source_codec": dec.codec, "codec": work.encode.codec}
-    return {"video": video, "meta": json.dumps(meta)}
+def _sample(row: VideoRow, key: str, clip: Clip | VideoDecodeError, work: _Work) -> dict:
+    if isinstance(clip, VideoDecodeError):
+        return {"reason": clip.reason, "detail": clip.detail[:500]}
+    meta = {"key": key, "source_id": row.source_id, "labels": row.labels, "num_frames": clip.frames,
+            "fps": round(float(clip.fps), 4), "height": clip.height, "width": clip.width,
+            "segment": list(row.segment) if row.segment else None, "clamped": clip.clamped,
+            "source_codec": clip.source_codec, "codec": work.encode.codec}
+    return {"video": clip.video, "meta": json.dumps(meta)}
+
+
+def group_by_video(todo: list[dict]) -> list[list[dict]]:
+    """``todo``'s records grouped by file, groups in order of first appearance, records in order: each
+    group is one decode task (a video read once for all its segments)."""
+    groups: dict[str, list[dict]] = {}
+    for r in todo:
+        groups.setdefault(r["path"], []).append(r)
+    return list(groups.values())
+
+
+def _process_group_row(item: dict, work: _Work) -> list[dict]:
+    return process_group(json.loads(item["group"]), work)
 
 
 def write_shard(out: str, split: str, tar_name: str, samples: list[dict], heads: tuple[str, ...],
@@ -298,11 +334,21 @@ def _plan(cfg: PreprocessConfig, fs, base: str, listing: Listing, log) -> tuple[
     # Sorted by id, then a seeded permutation: the same input always gives the same shards.
     todo = [firsts[sid].to_record() | {"fingerprint": prints[sid]} for sid in sorted(firsts) if sid not in state.done]
     todo = [todo[i] for i in np.random.default_rng(cfg.seed).permutation(len(todo))]
-    dup_rejects = [{"split": cfg.split, "source_id": r.source_id, "path": r.path, "reason": "duplicate",
-                    "detail": "listed more than once", FINGERPRINT_COLUMN: prints[r.source_id]}
-                   for r in dups if (r.source_id, "duplicate") not in state.rejected]
+    dup_rejects = [{"split": cfg.split, "source_id": r.source_id, "path": r.path, FINGERPRINT_COLUMN: prints[r.source_id]}
+                   | duplicate_reason(r, firsts[r.source_id]) for r in dups]
+    dup_rejects = [d for d in dup_rejects if (d["source_id"], d["reason"]) not in state.rejected]
     dup_rejects = list({d["source_id"]: d for d in dup_rejects}.values())  # one row per id
     return todo, dup_rejects, state
+
+
+def duplicate_reason(again: VideoRow, first: VideoRow) -> dict[str, str]:
+    """The reject of a source id listed again: ``duplicate`` when it says the same as the first listing
+    (kept), ``conflicting_labels`` when its labels or segment differ (the first is kept; both named)."""
+    if (again.labels, again.segment) == (first.labels, first.segment):
+        return {"reason": "duplicate", "detail": "listed more than once"}
+    return {"reason": "conflicting_labels",
+            "detail": f"listed again with labels {again.labels} segment {again.segment}; kept the first: "
+                      f"labels {first.labels} segment {first.segment}"}
 
 
 def _run(cfg: PreprocessConfig, listing: Listing, lease: OutputLease, on_commit, log) -> PreprocessResult:
@@ -360,6 +406,15 @@ class _RejectWriter:
         self.pending.clear()
 
 
+# A decode task's own memory besides its video: the interpreter, PyAV, numpy, the encoded sample.
+_TASK_BASE_BYTES = 256 << 20
+
+
+def task_memory(cfg: PreprocessConfig) -> int:
+    """Bytes a decode task asks Ray for: its base plus the per-video budget it enforces itself."""
+    return _TASK_BASE_BYTES + (cfg.decode_memory_mb << 20)
+
+
 def _ordered_dataset(ray, todo: list[dict], cfg: PreprocessConfig, work: _Work):
     """Ray Data map over ``todo`` that yields rows in ``todo``'s order (not task completion order), so
     the same input gives the same shards byte for byte."""
@@ -367,9 +422,10 @@ def _ordered_dataset(ray, todo: list[dict], cfg: PreprocessConfig, work: _Work):
     before = ctx.execution_options.preserve_order
     ctx.execution_options.preserve_order = True
     try:
-        ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo), 256)))
-        ds = ds.map(process_row, fn_kwargs={"work": work}, num_cpus=1,
-                    num_gpus=0.25 if cfg.decode_device == "gpu" else 0)
+        groups = [{"group": json.dumps(g)} for g in group_by_video(todo)]
+        ds = ray.data.from_items(groups, override_num_blocks=max(1, min(len(groups), 256)))
+        ds = ds.flat_map(_process_group_row, fn_kwargs={"work": work}, num_cpus=1,
+                         num_gpus=0.25 if cfg.decode_device == "gpu" else 0, memory=task_memory(cfg))
         ds.context.execution_options.preserve_order = True
     finally:
         ctx.execution_options.preserve_order = before
@@ -427,7 +483,8 @@ def _process(cfg: PreprocessConfig, todo: list[dict], shards: _ShardCommitter, r
              log) -> None:
     work = _Work(cfg.resolved_short_side, cfg.resolved_max_fps,
                  EncodeConfig(codec=cfg.codec, gop=cfg.gop, crf=cfg.crf, mjpeg_q=cfg.mjpeg_q), cfg.decode_device,
-                 cfg.min_frames, shards.heads)
+                 cfg.min_frames, shards.heads, cfg.decode_memory_mb << 20,
+                 None if cfg.allow_outside_links else cfg.videos)
     t0 = last_log = time.time()
     processed = 0
     try:

@@ -51,9 +51,12 @@ REJECT_REASONS: tuple[str, ...] = (
     "truncated",  # decoding stopped early / fewer frames than the container promises
     "undecodable",  # not a video the decoders understand
     "segment_out_of_range",  # EK100 segment starts past the end of its video
-    "too_short",  # fewer decodable frames than the minimum kept
+    "too_short",  # fewer decodable frames than the minimum kept; a still image (one frame)
+    "too_large",  # decoding it needs more memory than the per-video budget (frame size, or the watchdog)
+    "outside_root",  # a symlink that leads out of the dataset's folder (allowed only by a flag)
     "encode_failed",  # re-encoding for the shards failed
-    "duplicate",  # the same source id listed again (the first one is kept)
+    "duplicate",  # the same source id listed again with the same labels (the first one is kept)
+    "conflicting_labels",  # the same source id listed again with other labels (the first one is kept)
     "unexpected_error",  # an error no check above foresaw (type and message in ``detail``): a bug to report
 )
 

@@ -111,15 +111,33 @@ def list_names(fs: pafs.FileSystem, base: str, sub: str = "") -> list[str]:
 
 
 def read_index(text: str) -> list[dict[str, tuple[int, int]]]:
-    """Parse a DALI ``.idx``: per sample ``{ext: (offset, size)}``."""
+    """Parse a DALI ``.idx``: per sample ``{ext: (offset, size)}``. Anything else than a well-formed
+    index — empty, a line that is not ``ext offset size name`` groups, a negative or overlapping member,
+    a count that does not match — is a ``ValueError`` that says which line and why."""
     lines = text.strip().splitlines()
-    version, count = lines[0].split()
-    if version != "v1.2":
-        raise ValueError(f"unsupported index version {version!r}")
-    out = []
-    for line in lines[1:]:
+    if not lines:
+        raise ValueError("empty index")
+    head = lines[0].split()
+    if len(head) != 2 or head[0] != "v1.2" or not head[1].isdigit():
+        raise ValueError(f"line 1: expected 'v1.2 <count>', got {lines[0][:80]!r}")
+    out, end = [], 0
+    for n, line in enumerate(lines[1:], start=2):
         f = line.split()
-        out.append({f[i]: (int(f[i + 1]), int(f[i + 2])) for i in range(0, len(f), 4)})
-    if len(out) != int(count):
-        raise ValueError(f"index says {count} samples, lists {len(out)}")
+        if not f or len(f) % 4:
+            raise ValueError(f"line {n}: expected groups of 'ext offset size name', got {len(f)} fields")
+        sample = {}
+        for i in range(0, len(f), 4):
+            try:
+                offset, size = int(f[i + 1]), int(f[i + 2])
+            except ValueError:
+                raise ValueError(f"line {n}: offset/size of {f[i]!r} are not integers") from None
+            if offset < 0 or size < 0:
+                raise ValueError(f"line {n}: member {f[i]!r} has a negative offset or size ({offset}, {size})")
+            if offset < end:
+                raise ValueError(f"line {n}: member {f[i]!r} at {offset} overlaps the previous one (ends at {end})")
+            end = offset + size
+            sample[f[i]] = (offset, size)
+        out.append(sample)
+    if len(out) != int(head[1]):
+        raise ValueError(f"index says {head[1]} samples, lists {len(out)}")
     return out

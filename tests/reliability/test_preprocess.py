@@ -441,7 +441,7 @@ def test_an_unforeseen_error_is_a_reject_with_its_type_not_a_crash(hostile, monk
     def broken(*args, **kwargs):
         raise KeyError("bug in a decoder")
 
-    monkeypatch.setattr(pp, "decode_video", broken)
+    monkeypatch.setattr(pp, "encode_clips", broken)
     row = read_dataset("ssv2", hostile["videos"], hostile["annotations"], "train").rows[0]
     work = pp._Work(40, None, EncodeConfig(codec="mjpeg"), "cpu", 2, ("label",))
     out = pp.process_row(row.to_record(), work)

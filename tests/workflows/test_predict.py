@@ -54,6 +54,17 @@ def test_table_lists_names_and_a_broken_video_exits_2(registered, videos, tmp_pa
     assert out[5] == str(junk) and out[6].startswith("  rejected: ")
 
 
+def test_a_still_picture_is_no_video_exit_2_naming_it(registered, tmp_path, capsys):  # noqa: F811
+    """The one minimum-frames rule of preprocessing and inference: a JPEG is one frame, not a video."""
+    from PIL import Image
+
+    still = tmp_path / "photo.jpg"
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(still)
+    assert predict_main([str(still), "--model", URI]) == 2
+    errors = [s for s in capsys.readouterr().err.splitlines() if s.startswith("predict: ")]
+    assert len(errors) == 1 and errors[0].startswith(f"predict: {still}: too_short: a still image"), errors
+
+
 def test_the_registry_asked_is_the_projects_not_mlflows_process_wide_one(registered, videos, tmp_path):  # noqa: F811
     """MLflow's models:/ download asks the process-wide registry (``mlflow.get_registry_uri()``) whatever
     registry it is given; with no MLFLOW_TRACKING_URI that was a ``mlflow.db`` in the working directory,

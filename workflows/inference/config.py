@@ -75,6 +75,8 @@ class InferConfig:
     progress_every: float = field(default=10.0, metadata=flag("seconds between progress lines", group=_RUN))
     lease_wait: float = field(default=0.0, metadata=flag(
         "seconds to wait for another job writing into --out before giving up (exit 2)", group=_OUT))
+    allow_outside_links: bool = field(default=False, metadata=flag(
+        "follow symlinks that lead out of an --input folder (refused as outside_root by default)", group=_IN))
 
     def __post_init__(self) -> None:
         problems: list[str] = []

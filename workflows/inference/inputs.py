@@ -80,18 +80,44 @@ def list_inputs(cfg: InferConfig) -> InputListing:
         listing = _files(_read_list(src), "list")
     else:
         raise InferConfigError(f"--input {src} is neither a folder nor a file list")
+    if listing.kind in ("native", "folder") and not cfg.allow_outside_links:
+        _refuse_outside(listing, cfg.input)
     return _dedupe(listing)
 
 
-def _dedupe(listing: InputListing) -> InputListing:
-    seen: set[str] = set()
+def _refuse_outside(listing: InputListing, root: str) -> None:
+    """Records whose file is a link out of the ``--input`` folder become ``outside_root`` rejects."""
+    from pipelines.probe import VideoDecodeError, check_inside
+
     kept = []
     for r in listing.records:
-        if r["source_id"] in seen:
-            listing.duplicates.append(r)
-        else:
-            seen.add(r["source_id"])
+        try:
+            if os.path.lexists(r["path"]):
+                check_inside(r["path"], root)
             kept.append(r)
+        except VideoDecodeError as e:
+            listing.rejects.append(_bad(r["source_id"], r["path"], e.reason, e.detail))
+    listing.records = kept
+
+
+_SAYS = ("seg_start", "seg_stop")  # besides the labels, what a listing says about a video
+
+
+def _dedupe(listing: InputListing) -> InputListing:
+    """Keep each source id's first record; a repeat is a ``duplicate`` reject when it says the same,
+    ``conflicting_labels`` when its labels or segment differ (both named in the detail)."""
+    first: dict[str, dict] = {}
+    kept = []
+    for r in listing.records:
+        says = {k: v for k, v in r.items() if k.startswith("label_") or k in _SAYS}
+        if r["source_id"] not in first:
+            first[r["source_id"]] = says
+            kept.append(r)
+        elif says == first[r["source_id"]]:
+            listing.duplicates.append(dict(r, reason="duplicate", detail="listed more than once"))
+        else:
+            listing.duplicates.append(dict(r, reason="conflicting_labels", detail=(
+                f"listed again with {says}; kept the first: {first[r['source_id']]}")))
     listing.records = kept
     return listing
 

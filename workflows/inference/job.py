@@ -133,7 +133,7 @@ def _run_job(plan: JobPlan, log: Callable[[str], None]) -> JobResult:
         f"({plan.listing.kind}), {plan.skipped} already done, {total} to predict; views {plan.views.clips} clip(s) "
         f"x {plan.views.crops} crop(s), {plan.views.sampling} sampling")
     writer = _OutputWriter(plan, job_id, result)
-    writer.rejects += [dict(r, reason="duplicate", detail="listed more than once") for r in plan.duplicates]
+    writer.rejects += [dict(r) for r in plan.duplicates]  # reason: duplicate or conflicting_labels
     writer.rejects += [dict(r) for r in plan.unlisted]
     t0 = time.time()
     if total:
@@ -159,7 +159,10 @@ def _run_job(plan: JobPlan, log: Callable[[str], None]) -> JobResult:
 
 def _prediction_stream(plan: JobPlan, job_id: str, log: Callable[[str], None]):
     """The Ray Data pipeline of the plan's videos: decode tasks, then an actor pool of model replicas."""
+    import numpy as np
     import ray
+
+    from pipelines.memory import DEFAULT_BUDGET_BYTES
 
     from .replica import Predictor
     from .views import decode_views
@@ -174,8 +177,11 @@ def _prediction_stream(plan: JobPlan, job_id: str, log: Callable[[str], None]):
     # Small blocks (<= 8 videos, at least 64 of them when there are enough videos): decode tasks
     # stay short, spread over the cluster, and never hold many decoded videos at once.
     ds = ray.data.from_items(plan.todo, override_num_blocks=min(total, max(math.ceil(total / 8), 64)))
+    # Each decode task asks for the memory it lets a video take (pipelines.memory) plus its views and
+    # base, so Ray never packs a node with more decodes than it holds.
     ds = ds.map(decode_views, fn_kwargs={"spec": plan.views}, num_cpus=1,
-                num_gpus=0.25 if cfg.decode_device == "gpu" else 0)
+                num_gpus=0.25 if cfg.decode_device == "gpu" else 0,
+                memory=DEFAULT_BUDGET_BYTES + (256 << 20) + int(np.prod(plan.views.shape)))
     ds = ds.map_batches(Predictor, batch_size=cfg.batch_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
                         fn_constructor_kwargs={"checkpoint": [checkpoint], "top_k": cfg.top_k,

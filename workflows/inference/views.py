@@ -16,6 +16,7 @@ import numpy as np
 
 from cast_model.vocab import EVAL_VIEW_KEYS
 from pipelines.decode import VideoDecodeError, decode_sampled
+from pipelines.memory import DEFAULT_BUDGET_BYTES
 from pipelines.sampling import resample_indices
 from pipelines.sampling import crop_boxes, eval_indices, short_side_size
 
@@ -132,7 +133,7 @@ def video_views(src: str | bytes, spec: ViewSpec, segment: tuple[int, int] | Non
 
     # Only the sampled frames are decoded (see benchmarks/infer_speed.py for what that saves).
     dec = decode_sampled(src, pick, segment=segment, segment_fps=segment_fps, short_side=spec.img_size,
-                         device=spec.decode_device)
+                         device=spec.decode_device, budget=DEFAULT_BUDGET_BYTES)
     return crop_views(dec.frames, spec)
 
 
