@@ -208,11 +208,16 @@ class CASTConfig:
         return dataclasses.replace(self, **changes)
 
 
-# The paper's ViT-B/16 (16 frames, 224^2) and a tiny one that trains on 2 CPU cores in minutes.
+# The paper's ViT-B/16 (16 frames, 224^2), a tiny one that trains on 2 CPU cores in minutes, and a
+# micro one (64 channels, 3 blocks, 32^2 frames cut in 16 patches, 4 time steps): the geometry of the
+# experts pretrained in the project (workflows.experts), small enough that the ablation's two dozen
+# fine-tunings fit half an hour on 2 cores.
 PRESETS: dict[str, dict[str, Any]] = {
     "base": dict(embed_dim=768, depth=12, num_heads=12, num_frames=16, img_size=224, patch_size=16),
     "tiny": dict(embed_dim=96, depth=4, num_heads=4, num_frames=8, img_size=64, patch_size=8,
                  init_scale=1.0),
+    "micro": dict(embed_dim=64, depth=3, num_heads=4, num_frames=8, img_size=32, patch_size=8,
+                  init_scale=1.0),
 }
 
 __all__ = ["CASTConfig", "ConfigError", "PRESETS", "Head", "Window", "Direction", "Experts", "Fusion"]
