@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast demo bench clean-data cluster-up cluster-down cluster-status
+.PHONY: setup test test-fast demo reproduce bench clean-data cluster-up cluster-down cluster-status
 
 setup: $(STAMP)
 
@@ -23,13 +23,17 @@ test-fast: setup
 demo: setup
 	$(BIN)/python workflows/demo.py
 
+# The paper's ablation on the synthetic tasks (docs/reproduce.md); ARGS=--full for more seeds.
+reproduce: setup
+	$(BIN)/python workflows/reproduce.py $(ARGS)
+
 bench: setup
 	$(BIN)/python benchmarks/model_speed.py
 	$(BIN)/python benchmarks/data_speed.py
 	$(BIN)/python benchmarks/infer_speed.py
 
 clean-data:
-	rm -rf data/demo
+	rm -rf data/demo data/ablation
 
 # The cluster stack on this machine (infra/local/cluster): Postgres, an S3 server, MLflow with logins,
 # a Ray head and three worker nodes. Installs Debian's postgresql when it is missing.
