@@ -44,7 +44,7 @@ def parse(argv: list[str] | None = None) -> tuple[AblationConfig, int | None]:
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
     for name in ("lr", "weight_decay", "cpus_per_trial"):
         p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
-    for name in ("data_dir", "storage_path", "experiment", "run_name"):
+    for name in ("experts_dir", "data_dir", "storage_path", "experiment", "run_name"):
         p.add_argument(f"--{name.replace('_', '-')}", default=getattr(d, name))
     p.add_argument("--no-gate", action="store_true", help="exit 0 even when CAST does not lead")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (ignored on a cluster)")
@@ -53,7 +53,7 @@ def parse(argv: list[str] | None = None) -> tuple[AblationConfig, int | None]:
     fields = {k: getattr(a, k) for k in ("tasks", "variants", "experts", "preset", "steps", "batch_size",
                                           "eval_every", "videos_per_class", "heldout_per_class",
                                           "concurrent_trials", "attention_videos", "lr", "weight_decay",
-                                          "cpus_per_trial", "data_dir", "storage_path", "experiment", "run_name")}
+                                          "cpus_per_trial", "experts_dir", "data_dir", "storage_path", "experiment", "run_name")}
     return AblationConfig(seeds=seeds, gate=not a.no_gate, **fields), a.num_cpus
 
 

@@ -13,7 +13,8 @@ from workflows.ablation import report
 from workflows.ablation.config import AblationConfig, AblationConfigError
 from workflows.ablation.task import scores, task_info
 
-SMALLEST = dict(tasks=("binding",), variants=("cast", "spatial"), seeds=(0,), experts="none", preset="micro",
+# The "smoke" experts: pretrained in the project in seconds, written and read in the release formats.
+SMALLEST = dict(tasks=("binding",), variants=("cast", "spatial"), seeds=(0,), experts="project", preset="smoke",
                 steps=4, batch_size=4, eval_every=2, videos_per_class=1, heldout_per_class=1,
                 attention_videos=2, gate=False)
 
@@ -22,8 +23,8 @@ SMALLEST = dict(tasks=("binding",), variants=("cast", "spatial"), seeds=(0,), ex
 def ablation(local_ray, mlflow_store):
     from workflows.ablation.run import run_ablation
 
-    cfg = AblationConfig(**SMALLEST, data_dir=str(mlflow_store / "data"), storage_path=str(mlflow_store / "ray"),
-                         experiment="ablation-test", run_name="grid")
+    cfg = AblationConfig(**SMALLEST, experts_dir=str(mlflow_store / "experts"), data_dir=str(mlflow_store / "data"),
+                         storage_path=str(mlflow_store / "ray"), experiment="ablation-test", run_name="grid")
     cfg.validate()
     return run_ablation(cfg, log=lambda m: None)
 
@@ -32,16 +33,21 @@ def ablation(local_ray, mlflow_store):
 def test_grid_makes_a_parent_and_a_child_run_per_variant_and_seed(ablation):
     from workflows import tracking
     from workflows.ablation.run import VARIANT_TAG
+    from workflows.experts.export import sha256
 
     client = tracking.client()
     parent = client.get_run(ablation.parent_run_id)
+    lineage = {"cast.experts.spatial_sha256": sha256(ablation.experts.files["spatial"]),
+               "cast.experts.temporal_sha256": sha256(ablation.experts.files["temporal"])}
+    assert lineage.items() <= parent.data.tags.items()
     assert parent.info.status == "FINISHED" and parent.data.tags["cast.ablation"] == "parent"
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.`mlflow.parentRunId` = '{ablation.parent_run_id}'")
     assert sorted(c.data.tags[VARIANT_TAG] for c in children) == ["cast", "spatial"]
     for child in children:
         assert child.info.status == "FINISHED"
-        assert child.data.tags["cast.experts.experts"] == "random-init"  # lineage on every run
+        assert lineage.items() <= child.data.tags.items()  # lineage on every run that uses the experts
+        assert client.get_run(child.data.tags["cast.experts.spatial_run_id"]).info.status == "FINISHED"
         assert len(client.get_metric_history(child.info.run_id, "val_top1")) == 2  # the learning curve
     names = {a.path for a in client.list_artifacts(ablation.parent_run_id, "comparison")}
     assert {"comparison/ablation.csv", "comparison/ablation.md", "comparison/ablation.png",
@@ -70,7 +76,6 @@ def test_table_entries_are_the_child_runs_metrics(ablation, tmp_path):
 def test_cast_run_holds_attention_maps_of_the_right_shape(ablation, tmp_path):
     from PIL import Image
 
-    from cast_model import CASTConfig
     from workflows import tracking
     from workflows.ablation.run import VARIANT_TAG
 
@@ -79,7 +84,7 @@ def test_cast_run_holds_attention_maps_of_the_right_shape(ablation, tmp_path):
     cast = [c for c in client.search_runs([parent.info.experiment_id],
                                           filter_string=f"tags.`mlflow.parentRunId` = '{ablation.parent_run_id}'")
             if c.data.tags[VARIANT_TAG] == "cast"][0]
-    cfg = CASTConfig.preset("micro")
+    cfg = ablation.experts.config
     T, N = cfg.num_steps, cfg.num_patches
     with np.load(client.download_artifacts(cast.info.run_id, "attention/maps.npz", str(tmp_path))) as z:
         assert z["t2s_time"].shape == (2, cfg.depth, T, T)  # 2 videos, every block, query step x key step

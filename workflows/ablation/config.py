@@ -13,6 +13,7 @@ from typing import Any
 from cast_model import PRESETS
 from pipelines.synthetic_tasks import TASKS
 
+from ..experts.pretrain import PRETRAIN_PRESETS
 from ..tracking import DATA_DIR
 from .variants import NAMES, select
 
@@ -31,7 +32,10 @@ class AblationConfig:
     # "project": the tiny experts pretrained in this project (made once, cached under data/); "none":
     # randomly initialised frozen experts, for smoke tests of the machinery only (said in every run).
     experts: str = "project"
-    preset: str = "micro"  # the geometry with experts="none"; the experts' own config otherwise
+    # experts="project": the expert preset (workflows.experts; its files carry the geometry every variant
+    # is built at); experts="none": the cast_model preset the random experts are built at.
+    preset: str = "micro"
+    experts_dir: str = ""  # where expert files are cached ("": workflows.experts' default, data/experts)
     # -- the one recipe (every trained variant) -----------------------------------------------------------
     steps: int = 300
     batch_size: int = 16
@@ -66,8 +70,10 @@ class AblationConfig:
             problems.append(f"seeds must be distinct and at least one, got {list(self.seeds)}")
         if self.experts not in EXPERT_SOURCES:
             problems.append(f"experts must be one of {EXPERT_SOURCES}, got {self.experts!r}")
-        if self.preset not in PRESETS:
-            problems.append(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        presets = PRESETS if self.experts == "none" else PRETRAIN_PRESETS
+        if self.preset not in presets:
+            problems.append(f"preset must be one of {sorted(presets)} with experts={self.experts!r}, "
+                            f"got {self.preset!r}")
         for name in ("steps", "batch_size", "eval_every", "videos_per_class", "heldout_per_class",
                      "concurrent_trials", "attention_videos"):
             if getattr(self, name) < 1:

@@ -35,6 +35,7 @@ class Experts:
 @dataclass(frozen=True)
 class AblationResult:
     parent_run_id: str
+    experts: Experts
     table: pd.DataFrame
     markdown: str
     gates: list[report.Gate]
@@ -51,7 +52,7 @@ def resolve_experts(cfg: AblationConfig, log: Callable[[str], None]) -> Experts:
         return Experts(CASTConfig.preset(cfg.preset), None, {"experts": "random-init"})
     from ..experts import ensure_experts
 
-    files = ensure_experts(preset=cfg.preset, log=log)
+    files = ensure_experts(Path(cfg.experts_dir) if cfg.experts_dir else None, preset=cfg.preset, log=log)
     return Experts(files.config, {"spatial": str(files.spatial), "temporal": str(files.temporal)},
                    dict(files.lineage))
 
@@ -169,7 +170,7 @@ def run_ablation(cfg: AblationConfig, log: Callable[[str], None] = print) -> Abl
         for v in variants:
             if not v.trained:
                 rows += log_ensembles(rows, v, infos, parent, cfg.experiment, lineage)
-        result = finish(client, parent, rows, variants, infos, time.perf_counter() - started)
+        result = finish(client, parent, rows, variants, infos, experts, time.perf_counter() - started)
         ok = True
         return result
     finally:
@@ -177,7 +178,7 @@ def run_ablation(cfg: AblationConfig, log: Callable[[str], None] = print) -> Abl
 
 
 def finish(client, parent: str, rows: list[dict[str, Any]], variants: tuple[Variant, ...],
-           infos: dict[str, TaskInfo], seconds: float) -> AblationResult:
+           infos: dict[str, TaskInfo], experts: Experts, seconds: float) -> AblationResult:
     """The parent's table (CSV, Markdown), chart, oracle ceilings, summary metrics and gate."""
     from mlflow.entities import Metric
 
@@ -198,4 +199,4 @@ def finish(client, parent: str, rows: list[dict[str, Any]], variants: tuple[Vari
     metrics.append(Metric("seconds", seconds, now, 0))
     client.log_batch(parent, metrics=metrics)
     client.set_tag(parent, "cast.ablation.gate", "pass" if all(g.passed for g in gates) else "fail")
-    return AblationResult(parent, table, markdown, gates, seconds)
+    return AblationResult(parent, experts, table, markdown, gates, seconds)
