@@ -17,7 +17,7 @@ from .. import tracking
 from . import report
 from .config import AblationConfig
 from .task import TaskInfo, scores, task_info
-from .trial import PARENT_TAG, read_predictions, run_trial, log_predictions
+from .trial import EXPERTS_KEY, PARENT_TAG, log_predictions, read_predictions, run_trial
 from .variants import Variant, select
 
 TRIAL_DRIVER_MEMORY = 256 * 2**20  # bytes: a trial's process only drives Ray Train and logs
@@ -57,6 +57,13 @@ def resolve_experts(cfg: AblationConfig, log: Callable[[str], None]) -> Experts:
                    dict(files.lineage))
 
 
+def expert_weights(experts: Experts) -> dict[str, dict] | None:
+    """The release-format state dicts of the expert files ({"spatial", "temporal"}), or None (random)."""
+    from safetensors.torch import load_file
+
+    return None if experts.files is None else {k: load_file(v) for k, v in experts.files.items()}
+
+
 def _lineage_tags(experts: Experts) -> dict[str, str]:
     return {f"cast.experts.{k}": str(v) for k, v in experts.lineage.items()}
 
@@ -71,7 +78,7 @@ def trial_specs(cfg: AblationConfig, experts: Experts, variants: tuple[Variant, 
                 name = f"{task}-{v.name}-seed{seed}"
                 specs.append({
                     "task": task, "variant": v.name, "seed": seed, "overrides": v.overrides,
-                    "model": experts.config.to_dict(), "experts": experts.files, "recipe": cfg.recipe(),
+                    "model": experts.config.to_dict(), "recipe": cfg.recipe(),
                     "cpus": cfg.cpus_per_trial, "attention": v.name == "cast", "run_name": name,
                     "train_run_name": f"{parent[:12]}-{name}", "storage_path": cfg.storage_path,
                     "experiment_id": experiment_id, "tracking_uri": tracking.tracking_uri(),
@@ -141,10 +148,19 @@ def run_ablation(cfg: AblationConfig, log: Callable[[str], None] = print) -> Abl
 
     from .data import load_task
 
+    from ..shared_storage import alive_nodes, cluster_path_problems
+    from .config import AblationConfigError
+
     started = time.perf_counter()
+    problems = cluster_path_problems({"--storage-path": cfg.storage_path}, alive_nodes(),
+                                     tracking_uri=tracking.tracking_uri())
+    if problems:
+        raise AblationConfigError("; ".join(problems))
     variants = select(cfg.variants)
     experts = resolve_experts(cfg, log)
-    infos, refs = {}, {}
+    # The expert weights travel through the object store, as the clips do: no worker reads the driver's disk.
+    refs: dict[str, list] = {EXPERTS_KEY: [ray.put(expert_weights(experts))]}
+    infos = {}
     for task in cfg.tasks:
         infos[task] = task_info(task)
         data = load_task(task, cfg.data_dir, infos[task].num_classes, cfg.videos_per_class, cfg.heldout_per_class,

@@ -24,6 +24,7 @@ from cast_model import CAST, CASTConfig, freeze_experts, load_experts, param_gro
 
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests the run under its parent
 EXPERT_SEED = 0  # random experts (experts="none") are the same for every variant and seed
+EXPERTS_KEY = "experts"  # beside the tasks' names in the object references handed to every trial
 PREDICTIONS = "predictions/test.npz"  # artifact: probs (n, C) float32, labels (n,) int64
 
 
@@ -32,9 +33,9 @@ def variant_config(base: CASTConfig, overrides: dict[str, Any], num_classes: int
     return CASTConfig.from_dict({**base.to_dict(), **overrides, "num_classes": num_classes})
 
 
-def build_model(cfg: CASTConfig, experts: dict[str, str] | None, base: CASTConfig, seed: int) -> CAST:
-    """The variant with its experts frozen: from the release-format files in ``experts`` (``spatial``,
-    ``temporal``), or, with None, from random weights drawn once from :data:`EXPERT_SEED` for the full
+def build_model(cfg: CASTConfig, experts: dict[str, Any] | None, base: CASTConfig, seed: int) -> CAST:
+    """The variant with its experts frozen: from the release-format weights in ``experts`` (``spatial``:
+    an OpenAI-CLIP state dict, ``temporal``: a VideoMAE one; files or dicts), or, with None, from random weights drawn once from :data:`EXPERT_SEED` for the full
     CAST of ``base`` so that every variant and seed shares them. Trainable parts are drawn from ``seed``."""
     torch.manual_seed(seed)
     model = CAST(cfg)
@@ -116,11 +117,12 @@ def train_worker(config: dict[str, Any]) -> None:
     spec = config["spec"]
     torch.set_num_threads(max(1, int(spec["cpus"])))
     data = ray.get(config["data"][0])
+    experts = ray.get(config["experts"][0])
     info = config["info"]
     client, run_id = MlflowClient(config["tracking_uri"]), config["run_id"]
     base = CASTConfig.from_dict(spec["model"])
     cfg = variant_config(base, spec["overrides"], info.num_classes)
-    model = build_model(cfg, spec["experts"], base, spec["seed"])
+    model = build_model(cfg, experts, base, spec["seed"])
 
     def on_eval(step: int, metrics: dict[str, float]) -> None:
         client.log_batch(run_id, metrics=[Metric(k, v, 0, step) for k, v in metrics.items()])
@@ -171,7 +173,8 @@ def run_trial(config: dict[str, Any], data: dict[str, list], info: dict[str, Any
     try:
         trainer = TorchTrainer(
             train_worker,
-            train_loop_config={"spec": spec, "data": data[spec["task"]], "info": info[spec["task"]],
+            train_loop_config={"spec": spec, "data": data[spec["task"]], "experts": data[EXPERTS_KEY],
+                               "info": info[spec["task"]],
                                "run_id": run_id, "tracking_uri": spec["tracking_uri"]},
             scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": spec["cpus"]}),
             run_config=ray.train.RunConfig(name=spec["train_run_name"], storage_path=spec["storage_path"],
