@@ -37,14 +37,14 @@ class AblationConfig:
     preset: str = "micro"
     experts_dir: str = ""  # where expert files are cached ("": workflows.experts' default, data/experts)
     # -- the one recipe (every trained variant) -----------------------------------------------------------
-    steps: int = 300
+    steps: int = 500
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 0.05
     warmup_frac: float = 0.1
-    eval_every: int = 50  # steps between validation points (the learning curves)
+    eval_every: int = 100  # steps between validation points (the learning curves)
     # -- data ---------------------------------------------------------------------------------------------
-    videos_per_class: int = 8  # training videos per class; validation gets a quarter
+    videos_per_class: int = 12  # training videos per class; validation gets a quarter
     heldout_per_class: int = 4  # test videos per class, rendered from another seed
     data_seed: int = 0
     # -- execution ---------------------------------------------------------------------------------------
