@@ -28,6 +28,26 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(x for x in text.split(",") if x)
 
 
+# (field, type, help) of the flags that set one AblationConfig field each
+FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("steps", int, "optimizer steps of every trained variant (one recipe)"),
+    ("batch_size", int, "clips per step"),
+    ("lr", float, "AdamW learning rate (warmup, then cosine decay)"),
+    ("weight_decay", float, "AdamW weight decay (not on biases, norms, positions)"),
+    ("eval_every", int, "steps between validation points of the learning curves"),
+    ("videos_per_class", int, "training videos per class (validation gets a quarter)"),
+    ("heldout_per_class", int, "test videos per class, rendered from another seed"),
+    ("concurrent_trials", int, "trials run at once (one Ray Train worker each)"),
+    ("cpus_per_trial", float, "CPUs of a trial's Train worker (its torch threads)"),
+    ("attention_videos", int, "test videos whose attention maps CAST's runs show"),
+    ("experts_dir", str, "expert cache folder (empty: data/experts)"),
+    ("data_dir", str, "where each task's videos, shards and decoded clips are cached"),
+    ("storage_path", str, "Ray Tune/Train run folders (a URI or a shared folder on a cluster)"),
+    ("experiment", str, "MLflow experiment"),
+    ("run_name", str, "parent run name (empty: ablation-<time>)"),
+)
+
+
 def parse(argv: list[str] | None = None) -> tuple[AblationConfig, int | None]:
     d = AblationConfig()
     p = argparse.ArgumentParser(prog="cast-reproduce", description=__doc__.split("\n\n")[0],
@@ -39,21 +59,13 @@ def parse(argv: list[str] | None = None) -> tuple[AblationConfig, int | None]:
     p.add_argument("--experts", choices=("project", "none"), default=d.experts,
                    help="project: the tiny experts pretrained here (made once); none: random frozen experts (smoke runs)")
     p.add_argument("--preset", default=d.preset, help="model geometry (the experts' preset)")
-    for name in ("steps", "batch_size", "eval_every", "videos_per_class", "heldout_per_class", "concurrent_trials",
-                 "attention_videos"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
-    for name in ("lr", "weight_decay", "cpus_per_trial"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
-    for name in ("experts_dir", "data_dir", "storage_path", "experiment", "run_name"):
-        p.add_argument(f"--{name.replace('_', '-')}", default=getattr(d, name))
+    for name, kind, text in FLAGS:
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(d, name), help=text)
     p.add_argument("--no-gate", action="store_true", help="exit 0 even when CAST does not lead")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (ignored on a cluster)")
     a = p.parse_args(argv)
     seeds = a.seeds if a.seeds is not None else (FULL["seeds"] if a.full else d.seeds)
-    fields = {k: getattr(a, k) for k in ("tasks", "variants", "experts", "preset", "steps", "batch_size",
-                                          "eval_every", "videos_per_class", "heldout_per_class",
-                                          "concurrent_trials", "attention_videos", "lr", "weight_decay",
-                                          "cpus_per_trial", "experts_dir", "data_dir", "storage_path", "experiment", "run_name")}
+    fields = {k: getattr(a, k) for k in ("tasks", "variants", "experts", "preset", *(f[0] for f in FLAGS))}
     return AblationConfig(seeds=seeds, gate=not a.no_gate, **fields), a.num_cpus
 
 
