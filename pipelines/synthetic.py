@@ -109,16 +109,14 @@ def render_scene(rng: np.random.Generator, scene: Scene, frames: int, height: in
         across = rng.uniform(r + 1, (height if dx else width) - r - 2)
         paths.append((_mask(shape, r), colour, dy, dx, along, start, across))
     bg = rng.integers(20, 60, size=3)
-    out = np.empty((frames, height, width, 3), np.uint8)
-    for t in range(frames):
-        img = np.clip(bg + rng.normal(0, 6, size=(height, width, 1)), 0, 255).astype(np.uint8)
+    out = np.clip(bg + rng.normal(0, 6, size=(frames, height, width, 1)), 0, 255).astype(np.uint8)
+    for t, img in enumerate(out):  # painted in place
         for m, colour, dy, dx, along, start, across in paths:
             travel = 0.5 * along  # pixels over the whole clip
             pos = (start + (dx + dy) * travel * t / (frames - 1)) % along
             for p in (pos - along, pos, pos + along):  # the parts of a wrapping object on either side
                 cy, cx = (int(round(p)), int(round(across))) if dy else (int(round(across)), int(round(p)))
                 _paint(img, m, cy, cx, colour)
-        out[t] = img
     return out
 
 

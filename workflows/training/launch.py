@@ -24,6 +24,7 @@ from ..ray_connect import connect_ray
 from ..shared_storage import alive_nodes, cluster_path_problems
 from . import mlflow_run
 from .config import TrainConfig, TrainConfigError, format_config, parse_config, resolve, validate
+from .lineage import weight_tags
 from .state import MODEL_DIR, read_progress
 
 
@@ -119,7 +120,8 @@ def _train(cfg: TrainConfig) -> TrainResult:
     resources = wait_for_resources(cfg)
     cfg = resolve(cfg, resources.get("GPU", 0.0), resources.get("CPU", 0.0))
     run_id, previous = mlflow_run.open_run(cfg.experiment, cfg.run_name,
-                                        {tracking.DATASET_TAG: cfg.dataset, "cast.preset": cfg.preset})
+                                        {tracking.DATASET_TAG: cfg.dataset, "cast.preset": cfg.preset,
+                                         **weight_tags(cfg)})
     started = time.perf_counter()
     if previous == "FINISHED":
         print(f"[train] run {cfg.run_name!r} already finished (MLflow run {run_id}); nothing to do", flush=True)
