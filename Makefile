@@ -24,9 +24,9 @@ demo: setup
 	$(BIN)/python workflows/demo.py
 
 bench: setup
-	$(BIN)/python benchmarks/model_speed.py
-	$(BIN)/python benchmarks/data_speed.py
-	$(BIN)/python benchmarks/infer_speed.py
+	$(BIN)/python -m benchmarks.model_speed
+	$(BIN)/python -m benchmarks.data_speed
+	$(BIN)/python -m benchmarks.infer_speed
 
 clean-data:
 	rm -rf data/demo

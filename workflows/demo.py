@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from cast_model.precision import PRECISIONS
-from workflows.tracking import DATA_DIR, tracking_uri, ui_command
-from workflows.ray_connect import connect_ray
+from workflows.tracking.store import DATA_DIR, tracking_uri, ui_command
+from workflows.cluster.ray_connect import connect_ray
 
 DEMO_DIR = DATA_DIR / "demo"
 # 6 objects x 4 directions of motion (chance 1/24); 8 training videos per class, validation a quarter.
@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
 def report(result, cfg, seconds: float) -> int:
     from mlflow.exceptions import MlflowException
 
-    from workflows import tracking
-    from workflows.registry import CANDIDATE, CHAMPION
+    from workflows.tracking import store as tracking
+    from workflows.tracking.registry import CANDIDATE, CHAMPION
     from workflows.training.config import read_label_map
 
     client = tracking.client()

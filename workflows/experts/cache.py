@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from cast_model.config import CASTConfig
-from workflows import tracking
+from workflows.tracking import store as tracking
 from workflows.training.lineage import PRETRAIN_RUN_KEY
 
 from .export import clip_state_dict, sha256, videomae_state_dict, write_safetensors

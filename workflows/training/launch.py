@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .. import tracking
-from ..cli import user_error
-from ..ray_connect import connect_ray
-from ..shared_storage import alive_nodes, cluster_path_problems
+from ..tracking import store as tracking
+from ..cli.common import user_error
+from ..cluster.ray_connect import connect_ray
+from ..cluster.shared_storage import alive_nodes, cluster_path_problems
 from . import mlflow_run
 from .config import TrainConfig, TrainConfigError, format_config, parse_config, resolve, validate
 from .lineage import weight_tags
@@ -157,7 +157,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
 
 
 def _register(cfg: TrainConfig, run_id: str, model_dir: Path, metrics: dict[str, Any]) -> tuple[str, bool]:
-    from .. import registry
+    from ..tracking import registry
 
     top1 = float(metrics["val_top1"])
 
@@ -224,7 +224,7 @@ def run_lease_uri(cfg: TrainConfig) -> str:
         # Not on the object store: the lease's heartbeat writes beside Ray's checkpoint uploads coincided
         # with corrupted checkpoint reads on the moto S3 server in the cluster tests (under study). The
         # driver's machine holds the lease instead: one live job per run name per submitting host.
-        from ..tracking import DATA_DIR
+        from ..tracking.store import DATA_DIR
 
         return str(DATA_DIR / "run-leases" / cfg.run_name)
     return f"{cfg.storage_path.rstrip('/')}/.run-leases/{cfg.run_name}"
