@@ -28,9 +28,9 @@ reproduce: setup
 	$(BIN)/python workflows/reproduce.py $(ARGS)
 
 bench: setup
-	$(BIN)/python benchmarks/model_speed.py
-	$(BIN)/python benchmarks/data_speed.py
-	$(BIN)/python benchmarks/infer_speed.py
+	$(BIN)/python -m benchmarks.model_speed
+	$(BIN)/python -m benchmarks.data_speed
+	$(BIN)/python -m benchmarks.infer_speed
 
 clean-data:
 	rm -rf data/demo data/ablation

@@ -2,8 +2,8 @@
 decodes the source video per sample with PyAV (what the paper's code does with decord), and the
 preprocessing job's videos/s.
 
-    python benchmarks/data_speed.py            # ~3 minutes on a 2-core VM
-    python benchmarks/data_speed.py --videos 96 --batches 12
+    python -m benchmarks.data_speed            # ~3 minutes on a 2-core VM
+    python -m benchmarks.data_speed --videos 96 --batches 12
 
 Per-core figures are clips per CPU-second of the measuring process (all its threads), so a loader
 using two decoding threads is not credited for the second core.
@@ -15,26 +15,22 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import av
+import numpy as np
+import psutil
+import torch
+import torch.nn.functional as F
 
-import av  # noqa: E402
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from pipelines.decode import probe  # noqa: E402
-from pipelines.loader import MEAN, STD, LoaderConfig, train_loader  # noqa: E402
-from pipelines.manifest import read_manifest  # noqa: E402
-from pipelines.preprocess_job import PreprocessConfig, run_preprocess  # noqa: E402
-from pipelines.sampling import uniform_indices  # noqa: E402
-from pipelines.synthetic import SynthConfig, write_dataset  # noqa: E402
+from pipelines.decode import probe
+from pipelines.loader import MEAN, STD, LoaderConfig, train_loader
+from pipelines.manifest import read_manifest
+from pipelines.preprocess_job import PreprocessConfig, run_preprocess
+from pipelines.sampling import uniform_indices
+from pipelines.synthetic import SynthConfig, write_dataset
 
 
 class Meter:

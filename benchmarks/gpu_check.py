@@ -1,8 +1,8 @@
 """GPU check in one short call: ours beside the paper's code, bf16, batch sizes 1-32, torch.compile
 on and off; clips/s, peak memory and MFU against the GPU's dense bf16 peak. One JSON and a table.
 
-    python benchmarks/gpu_check.py --paper-code /path/to/bidir_modeling_crossattn.py --out gpu_check.json
-    python benchmarks/gpu_check.py --device cpu --smoke            # seconds, on CPU: checks the script
+    python -m benchmarks.gpu_check --paper-code /path/to/bidir_modeling_crossattn.py --out gpu_check.json
+    python -m benchmarks.gpu_check --device cpu --smoke            # seconds, on CPU: checks the script
 
 Needs only torch, timm (which brings safetensors) and einops (for the paper's file): no Ray, DALI,
 MLflow or PyAV, no network. Built to finish in under 8 minutes on one GPU: measurements past
@@ -10,27 +10,27 @@ MLflow or PyAV, no network. Built to finish in under 8 minutes on one GPU: measu
 the trainable parameters, the experts frozen. MFU counts the multiply-adds torch's FlopCounterMode
 sees in one forward (and forward + backward for a step; the frozen experts need no weight
 gradients), x2 FLOPs each, per second, over the peak.
+
+It imports ``benchmarks.paper_twin``: run it as a module from the repository root, as above, or from a
+bare checkout (the GPU machine) as ``PYTHONPATH=. python benchmarks/gpu_check.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.paper_twin import (allow_paper_bf16, batch, build_paper_model, load_paper_module,  # noqa: E402
+from benchmarks.paper_twin import (allow_paper_bf16, batch, build_paper_model, load_paper_module,
                                    ours_from_paper, step_fns, timed)
-from cast_model.config import CASTConfig  # noqa: E402
-from cast_model.model import CAST  # noqa: E402
-from cast_model.optim import freeze_experts  # noqa: E402
-from cast_model.precision import store_frozen_weights  # noqa: E402
+from cast_model.config import CASTConfig
+from cast_model.model import CAST
+from cast_model.optim import freeze_experts
+from cast_model.precision import store_frozen_weights
 
 # Dense bf16 tensor-core peaks (TFLOPS, no sparsity), matched by substring of the device name, first match.
 PEAK_BF16_TFLOPS = (("H200", 989.4), ("H100 PCIe", 756.0), ("H100", 989.4), ("H800", 989.4), ("GH200", 989.4),

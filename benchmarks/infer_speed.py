@@ -2,9 +2,9 @@
 plain loop that decodes, samples and predicts one video at a time in one process, on the same videos,
 the same checkpoint and the same views.
 
-    python benchmarks/infer_speed.py                       # 96 synthetic videos, tiny CAST, CPU
-    python benchmarks/infer_speed.py --videos 400 --preset base --size 256 --frames 64   # a GPU machine
-    python benchmarks/infer_speed.py --decode-only --videos 24 --size 256 --frames 96  # views only
+    python -m benchmarks.infer_speed                       # 96 synthetic videos, tiny CAST, CPU
+    python -m benchmarks.infer_speed --videos 400 --preset base --size 256 --frames 64   # a GPU machine
+    python -m benchmarks.infer_speed --decode-only --videos 24 --size 256 --frames 96  # views only
 
 The loop is timed from its model load to its last prediction; the job from its start to its last
 Parquet part (actor start-up included), and also after its first predictions came back (steady state).
@@ -16,22 +16,19 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from cast_model import CAST, CASTConfig, load_checkpoint, save_checkpoint  # noqa: E402
-from pipelines.decode import decode_video  # noqa: E402
-from pipelines.synthetic import SynthConfig, class_name, write_dataset  # noqa: E402
-from workflows.inference.config import InferConfig  # noqa: E402
-from workflows.inference.predict import video_probs  # noqa: E402
-from workflows.inference.views import ViewSpec, sample_views, video_views  # noqa: E402
-from workflows.stamp_checkpoint import recipe_contract  # noqa: E402
+from cast_model import CAST, CASTConfig, load_checkpoint, save_checkpoint
+from pipelines.decode import decode_video
+from pipelines.synthetic import SynthConfig, class_name, write_dataset
+from workflows.inference.config import InferConfig
+from workflows.inference.replica import video_probs
+from workflows.inference.views import ViewSpec, sample_views, video_views
+from workflows.stamp_checkpoint import recipe_contract
 
 
 def make_inputs(root: Path, videos: int, size: int, frames: int, preset: str) -> tuple[Path, Path]:
@@ -93,8 +90,8 @@ def ray_job(inbox: Path, ckpt: Path, out: Path, clips: int, crops: int, batch_si
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
-        plan = plan_job(InferConfig(model=str(ckpt), input=str(inbox), out=str(out), num_clips=clips,
-                                    num_crops=crops, batch_size=batch_size, num_replicas=replicas,
+        plan = plan_job(InferConfig(model=str(ckpt), input=str(inbox), out=str(out), test_clips=clips,
+                                    test_crops=crops, batch_size=batch_size, num_replicas=replicas,
                                     progress_every_s=1e9))
         r = run_job(plan, log=lambda _: None)
     finally:

@@ -1,7 +1,7 @@
 """CAST forward and training-step speed and peak memory: ours beside the paper's code, in one run.
 
-    python benchmarks/model_speed.py --paper-code /work/paper_cast/bidir_modeling_crossattn.py
-    python benchmarks/model_speed.py --preset tiny --batch-size 8 --steps 5      # ours only
+    python -m benchmarks.model_speed --paper-code /work/paper_cast/bidir_modeling_crossattn.py
+    python -m benchmarks.model_speed --preset tiny --batch-size 8 --steps 5      # ours only
 
 Every measurement runs in its own process (peak memory is that process's own: peak RSS on CPU,
 ``torch.cuda.max_memory_allocated`` on a GPU), and the variants run interleaved, round after round, so
@@ -15,6 +15,9 @@ threads) move far less than wall time when the machine is shared.
 The machine's limit: a 2048x768x3072 matmul (the shape of the experts' MLP matmuls) in fp32 and bf16
 on the same threads, against which the forward's achieved multiply-adds per second are set. The
 paper's code is CC-BY-NC: keep its file outside this repository and pass its path.
+
+It imports ``benchmarks.paper_twin``: run it as a module from the repository root, as above, or from a
+bare checkout as ``PYTHONPATH=. python benchmarks/model_speed.py``.
 """
 
 from __future__ import annotations
@@ -32,14 +35,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.paper_twin import (allow_paper_bf16, batch, build_paper_model, load_paper_module,  # noqa: E402
+from benchmarks.paper_twin import (allow_paper_bf16, batch, build_paper_model, load_paper_module,
                                    step_fns, timed)
-from cast_model import CAST, CASTConfig, freeze_experts  # noqa: E402
-from cast_model.convert import convert_official_cast  # noqa: E402
-from cast_model.precision import resolve_precision, store_frozen_weights  # noqa: E402
-from cast_model.summary import multiply_adds_per_view  # noqa: E402
+from cast_model import CAST, CASTConfig, freeze_experts
+from cast_model.convert import convert_official_cast
+from cast_model.precision import resolve_precision, store_frozen_weights
+from cast_model.summary import multiply_adds_per_view
 
 MATMUL = (2048, 768, 3072)  # (tokens, in, out) of an expert's MLP matmul at batch 1
 MODES = ("eager", "ckpt", "compile")  # ours only: activation checkpointing per block, torch.compile
@@ -143,8 +144,9 @@ def child(spec: dict) -> dict:
 
 # -- the parent: rounds of interleaved children, then the comparison ------------------------------------
 def run_child(spec: dict) -> dict:
-    cmd = [sys.executable, __file__, "--_child", json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # As a module from the repository root (the folder above benchmarks/), as the parent was started.
+    cmd = [sys.executable, "-m", "benchmarks.model_speed", "--_child", json.dumps(spec)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     if proc.returncode != 0:
         raise SystemExit(f"measurement {spec.get('code')}/{spec.get('precision')}/{spec.get('mode')} failed:\n"
                          f"{proc.stderr[-3000:]}")

@@ -11,12 +11,11 @@ frame per clip, so motion stays visible between sparsely sampled frames.
 With ``heldout_per_class`` a labelled ``heldout`` split is written too, rendered from another seed
 than train and validation (a test set no tuning has seen).
 
-    python -m pipelines.synthetic --dataset ssv2 --out data/synth_ssv2 --num-classes 8 --bad 3
+    cast-synthetic --dataset ssv2 --out data/synth_ssv2 --num-classes 8 --bad 3   (workflows/synthetic.py)
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import string
@@ -109,16 +108,14 @@ def render_scene(rng: np.random.Generator, scene: Scene, frames: int, height: in
         across = rng.uniform(r + 1, (height if dx else width) - r - 2)
         paths.append((_mask(shape, r), colour, dy, dx, along, start, across))
     bg = rng.integers(20, 60, size=3)
-    out = np.empty((frames, height, width, 3), np.uint8)
-    for t in range(frames):
-        img = np.clip(bg + rng.normal(0, 6, size=(height, width, 1)), 0, 255).astype(np.uint8)
+    out = np.clip(bg + rng.normal(0, 6, size=(frames, height, width, 1)), 0, 255).astype(np.uint8)
+    for t, img in enumerate(out):  # painted in place
         for m, colour, dy, dx, along, start, across in paths:
             travel = 0.5 * along  # pixels over the whole clip
             pos = (start + (dx + dy) * travel * t / (frames - 1)) % along
             for p in (pos - along, pos, pos + along):  # the parts of a wrapping object on either side
                 cy, cx = (int(round(p)), int(round(across))) if dy else (int(round(across)), int(round(p)))
                 _paint(img, m, cy, cx, colour)
-        out[t] = img
     return out
 
 
@@ -348,28 +345,3 @@ def write_dataset(cfg: SynthConfig, out: str | Path) -> dict:
     result = writer(cfg, out)
     (out / "synthetic.json").write_text(json.dumps({"config": cfg.__dict__, **result}, indent=1))
     return result
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", required=True, choices=DATASETS)
-    p.add_argument("--out", required=True)
-    p.add_argument("--num-classes", type=int, default=8)
-    p.add_argument("--videos-per-class", type=int, default=6)
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--frames", type=int, default=24)
-    p.add_argument("--fps", type=float, default=12.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bad", type=int, default=0, help="broken files and as many missing entries")
-    p.add_argument("--task", choices=TASKS, default="motion", help="one object (motion) or two bound (binding)")
-    p.add_argument("--heldout-per-class", type=int, default=0, help="labelled held-out videos per class (another seed)")
-    a = p.parse_args(argv)
-    cfg = SynthConfig(a.dataset, a.num_classes, a.videos_per_class, a.size, a.frames, a.fps, a.seed, a.bad,
-                      a.task, a.heldout_per_class)
-    result = write_dataset(cfg, a.out)
-    print(json.dumps({k: v for k, v in result.items() if k != "broken"} | {"broken": len(result["broken"])}))
-    print(format_oracles(cfg.task, cfg.num_classes))
-
-
-if __name__ == "__main__":
-    main()

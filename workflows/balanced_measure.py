@@ -15,8 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-from workflows.cli import user_error
-from workflows.evaluation import EK100_FIGURES, balanced_measure
+from workflows.cli.common import user_error
+from workflows.evaluation.report import EK100_FIGURES, balanced_measure
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.out:
         Path(a.out).write_text(json.dumps(result, indent=1))
     if a.log_mlflow:
-        from workflows import tracking
-        from workflows.evaluation import KIND_TAG
+        from workflows.tracking import store as tracking
+        from workflows.evaluation.report import KIND_TAG
 
         tags = {KIND_TAG: "balanced_measure", "cast.models": ",".join(result["models"])}
         with tracking.one_shot_run(a.experiment, "balanced-measure", tags) as (client, run_id):

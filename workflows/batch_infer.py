@@ -21,8 +21,8 @@ from dataclasses import asdict
 from cast_model.precision import PRECISIONS
 from cast_model.vocab import SAMPLINGS
 from pipelines.datasets import LAYOUTS
-from workflows.cli import DeprecatedAlias, bool_values_as_flags, quiet_download_bars, user_error
-from workflows.ray_connect import connect_ray
+from workflows.cli.common import quiet_download_bars, user_error
+from workflows.cluster.ray_connect import connect_ray
 from workflows.inference.config import DEVICES, InferConfig
 
 
@@ -38,10 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataset", choices=LAYOUTS, default=None, help="read --input in this native layout")
     p.add_argument("--annotations", default=None, help="with --dataset: ssv2 labels folder, else the CSV/list")
     p.add_argument("--split", default=None, help="native layout: split to read; shards: only this split")
-    p.add_argument("--test-clips", "--num-clips", dest="num_clips", type=int, default=None, metavar="N",
-                   action=DeprecatedAlias, deprecated=("--num-clips",), help="temporal views (default: the checkpoint's)")
-    p.add_argument("--test-crops", "--num-crops", dest="num_crops", type=int, choices=[1, 3], default=None,
-                   action=DeprecatedAlias, deprecated=("--num-crops",), help="spatial views")
+    p.add_argument("--test-clips", type=int, default=None, metavar="N", help="temporal views (default: the checkpoint's)")
+    p.add_argument("--test-crops", type=int, choices=[1, 3], default=None, help="spatial views")
     p.add_argument("--sampling", choices=SAMPLINGS, default=None, help="default: the checkpoint's")
     p.add_argument("--sampling-rate", type=int, default=None, help="dense sampling stride")
     p.add_argument("--batch-size", type=int, default=D.batch_size, help="videos per model forward")
@@ -70,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds to wait for another job writing into --out before giving up (exit 2)")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config with each value's source (default, flag) and exit")
-    argv = bool_values_as_flags(p, argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
     a = p.parse_args(argv)
     # Which values the command line gave (the rest are InferConfig's defaults), for --print-config.
     given = [opt for opt in argv if opt.startswith("--")]
@@ -81,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def config_from_args(a: argparse.Namespace) -> InferConfig:
     return InferConfig(model=a.model, input=a.input, out=a.out, dataset=a.dataset, annotations=a.annotations,
-                       split=a.split, num_clips=a.num_clips, num_crops=a.num_crops, sampling=a.sampling,
+                       split=a.split, test_clips=a.test_clips, test_crops=a.test_crops, sampling=a.sampling,
                        sampling_rate=a.sampling_rate, batch_size=a.batch_size, top_k=a.top_k,
                        num_replicas=a.num_replicas, min_replicas=a.min_replicas,
                        max_replicas=a.max_replicas, gpus_per_replica=a.gpus_per_replica, device=a.device, decode_device=a.decode_device,
@@ -98,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     from workflows.inference.config import InferConfigError
     from workflows.inference.job import plan_job
 
-    from workflows import tracking
-    from workflows.shared_storage import ClusterPathError
+    from workflows.tracking import store as tracking
+    from workflows.cluster.shared_storage import ClusterPathError
 
     try:
         # Config, tracking server, model, input listing and labels are checked before Ray starts; so is
@@ -122,12 +120,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _predict_and_evaluate(a: argparse.Namespace, plan) -> dict:
-    from workflows import tracking
+    from workflows.tracking import store as tracking
     # Imported before Ray: under `ray job submit`, a driver's ray.shutdown() lets Ray delete the job's
     # unpacked working_dir, and the evaluation after it could no longer import the project.
-    from workflows.evaluation import evaluate_job, has_evaluation
+    from workflows.evaluation.report import evaluate_job, has_evaluation
     from workflows.inference.job import run_job
-    from workflows.shared_storage import ClusterPathError, alive_nodes, cluster_path_problems
+    from workflows.cluster.shared_storage import ClusterPathError, alive_nodes, cluster_path_problems
 
     if plan.todo:
         import ray

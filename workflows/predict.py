@@ -22,7 +22,7 @@ import sys
 
 from cast_model.precision import PRECISIONS
 from cast_model.vocab import SAMPLINGS, head_prefix, is_action
-from workflows.cli import DeprecatedAlias, quiet_download_bars, user_error
+from workflows.cli.common import quiet_download_bars, user_error
 from workflows.inference.config import DEVICES
 
 
@@ -34,11 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN/model, or a local checkpoint folder")
     p.add_argument("--top-k", type=int, default=5, help="classes listed per video (per head)")
     p.add_argument("--json", action="store_true", help="one JSON object per video on stdout instead of a table")
-    p.add_argument("--test-clips", "--num-clips", dest="num_clips", type=int, default=None, metavar="N",
-                   action=DeprecatedAlias, deprecated=("--num-clips",),
+    p.add_argument("--test-clips", type=int, default=None, metavar="N",
                    help="temporal views (default: the checkpoint's)")
-    p.add_argument("--test-crops", "--num-crops", dest="num_crops", type=int, choices=[1, 3], default=None,
-                   action=DeprecatedAlias, deprecated=("--num-crops",),
+    p.add_argument("--test-crops", type=int, choices=[1, 3], default=None,
                    help="spatial views (default: the checkpoint's)")
     p.add_argument("--sampling", choices=SAMPLINGS, default=None, help="default: the checkpoint's")
     p.add_argument("--sampling-rate", type=int, default=None, help="dense sampling stride")
@@ -46,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: bf16 autocast on GPUs and on CPUs where bf16 matmuls measure faster, else fp32")
     a = p.parse_args(argv)
-    for flag in ("top_k", "num_clips", "sampling_rate"):
+    for flag in ("top_k", "test_clips", "sampling_rate"):
         value = getattr(a, flag)
         if value is not None and value < 1:
             p.error(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
@@ -84,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         source = resolve_model(a.model)
-        views = views_for(source, ViewFlags(a.num_clips, a.num_crops, a.sampling, a.sampling_rate))
+        views = views_for(source, ViewFlags(a.test_clips, a.test_crops, a.sampling, a.sampling_rate))
         classifier = VideoClassifier.load(source, a.top_k, views, a.device, a.precision)
     except (InferConfigError, RuntimeError) as e:
         return user_error("predict", e)

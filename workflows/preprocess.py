@@ -20,9 +20,9 @@ from pipelines.datasets import LAYOUTS, AnnotationError
 from pipelines.lease import LeaseHeld, hold
 from pipelines.preprocess_job import PreprocessConfig, prepare_listing, run_preprocess
 from pipelines.schema import CODECS
-from workflows.cli import DeprecatedAlias, user_error
-from workflows.ray_connect import connect_ray
-from workflows.shared_storage import ClusterPathError
+from workflows.cli.common import user_error
+from workflows.cluster.ray_connect import connect_ray
+from workflows.cluster.shared_storage import ClusterPathError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,8 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mjpeg-q", type=int, default=D.mjpeg_q, help="mjpeg quantiser (2: best .. 31: smallest)")
     p.add_argument("--shard-bytes", type=float, default=D.shard_bytes, help="target shard size in bytes")
     p.add_argument("--max-samples-per-shard", type=int, default=D.max_samples_per_shard, help="0: no limit")
-    p.add_argument("--decode-device", "--device", dest="decode_device", choices=["auto", "cpu", "gpu"],
-                   default="auto", action=DeprecatedAlias, deprecated=("--device",), help="decoding device")
+    p.add_argument("--decode-device", choices=["auto", "cpu", "gpu"], default="auto", help="decoding device")
     p.add_argument("--seed", type=int, default=D.seed, help="sample order across shards")
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs to use")
     p.add_argument("--progress-every", type=float, default=D.progress_every_s, help="seconds between progress lines")
@@ -122,7 +121,7 @@ def _remove_empty_output(out: str) -> None:
 
 def _connect_and_check(a: argparse.Namespace) -> bool:
     """Connect to Ray (True when this started it) and refuse paths that not every node sees."""
-    from workflows.shared_storage import alive_nodes, cluster_path_problems
+    from workflows.cluster.shared_storage import alive_nodes, cluster_path_problems
 
     try:
         started = connect_ray(a.num_cpus)

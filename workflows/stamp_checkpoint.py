@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cast_model.vocab import DATASETS, EVAL_VIEW_KEYS, SAMPLINGS
-from workflows.cli import user_error
+from workflows.cli.common import user_error
 
 
 def recipe_contract(dataset: str, heads: tuple[str, ...] | list[str], preset: str | None = None,

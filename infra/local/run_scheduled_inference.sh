@@ -25,7 +25,7 @@ inbox="${CAST_INBOX:-$repo/data/inbox}"
 out_root="${CAST_PREDICTIONS:-$repo/data/predictions}"
 model="${CAST_MODEL:-models:/cast-ssv2@champion}"
 batch_size="${CAST_BATCH_SIZE:-8}"
-num_clips="${CAST_NUM_CLIPS:-2}"
+test_clips="${CAST_NUM_CLIPS:-2}"
 dry_run=0
 extra=()
 
@@ -49,7 +49,7 @@ done
 [[ "$day" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}$ ]] || die "--date must be YYYY-MM-DD, got '$day'"
 date -u -d "$day" +%F >/dev/null 2>&1 || die "--date '$day' is not a calendar date"
 [[ "$batch_size" =~ ^[1-9][0-9]*$ ]] || die "CAST_BATCH_SIZE must be a positive integer, got '$batch_size'"
-[[ "$num_clips" =~ ^[1-9][0-9]*$ ]] || die "CAST_NUM_CLIPS must be a positive integer, got '$num_clips'"
+[[ "$test_clips" =~ ^[1-9][0-9]*$ ]] || die "CAST_NUM_CLIPS must be a positive integer, got '$test_clips'"
 
 prefix="$inbox/$day"
 out="$out_root/$day"
@@ -67,7 +67,7 @@ export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$repo/data/mlflow/m
 
 cmd=("$python_bin" "$repo/workflows/batch_infer.py"
      --model "$model" --input "$prefix" --out "$out"
-     --test-clips "$num_clips" --test-crops 3 --batch-size "$batch_size"
+     --test-clips "$test_clips" --test-crops 3 --batch-size "$batch_size"
      ${extra[@]+"${extra[@]}"})
 
 if [[ "$dry_run" -eq 1 ]]; then

@@ -63,7 +63,7 @@ def test_expert_files_round_trip_through_load_experts(tmp_path):
 
 
 def test_smallest_pretraining_writes_files_and_runs_then_reuses_and_remakes(tmp_path, mlflow_store):
-    from workflows import tracking
+    from workflows.tracking import store as tracking
 
     lines: list[str] = []
     files = ensure_experts(tmp_path / "experts", preset="smoke", log=lines.append)

@@ -27,7 +27,7 @@ def ensure_experts(root: Path | None = None, *, preset: str = "micro",
                    log: Callable[[str], None] = print) -> ExpertFiles:
     """Return cached expert files under root (default data/experts), pretraining them (tracked in MLflow's
     project store) when missing."""
-    from workflows.tracking import DATA_DIR
+    from workflows.tracking.store import DATA_DIR
 
     from .cache import FILES, config_of, make_experts, preset_of, read_manifest
 

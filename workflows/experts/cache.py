@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterator
 import torch
 
 from cast_model.config import CASTConfig
-from workflows import tracking
+from workflows.tracking import store as tracking
+from workflows.training.lineage import PRETRAIN_RUN_KEY
 
 from .export import clip_state_dict, sha256, videomae_state_dict, write_safetensors
 from .nets import SpatialExpert, VideoMAE
@@ -107,7 +108,7 @@ def _pretrain_one(side: str, preset: PretrainPreset, preset_name: str, pool, pro
         if side == "spatial":
             net, train, probe_of, probe_name = SpatialExpert(cfg), train_spatial, probe_spatial, "appearance"
         else:
-            net = VideoMAE(cfg, preset.decoder_dim, preset.decoder_depth, preset.decoder_heads)
+            net = VideoMAE(cfg, preset.decoder_dim, preset.decoder_depth, preset.decoder_heads, preset.motion_target)
             train, probe_of, probe_name = train_temporal, probe_temporal, "motion"
         before = probe_of(net.eval(), probe)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -116,7 +117,7 @@ def _pretrain_one(side: str, preset: PretrainPreset, preset_name: str, pool, pro
         after = probe_of(net, probe)
         state = clip_state_dict(net) if side == "spatial" else videomae_state_dict(net)
         path = folder / FILES[side]
-        digest = write_safetensors(state, path, {"cast.pretrain_run_id": run_id, "cast.expert": side,
+        digest = write_safetensors(state, path, {PRETRAIN_RUN_KEY: run_id, "cast.expert": side,
                                                  "cast.expert_preset": preset_name})
         metrics = {f"probe_{probe_name}_top1": after, f"probe_{probe_name}_top1_random_init": before,
                    "final_loss": loss, "pretrain_seconds": seconds, "pretrain_cpu_seconds": cpu}

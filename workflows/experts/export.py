@@ -11,12 +11,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+
+from workflows.training.lineage import file_sha256 as sha256
 
 from .nets import SpatialExpert, VideoMAE
 
@@ -81,14 +82,6 @@ def write_safetensors(state: StateDict, path: Path, metadata: dict[str, str]) ->
     save_file(state, str(tmp), metadata=metadata)
     os.replace(tmp, path)
     return sha256(path)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 __all__ = ["clip_state_dict", "videomae_state_dict", "write_safetensors", "sha256"]

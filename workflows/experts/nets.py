@@ -77,7 +77,8 @@ class VideoMAE(nn.Module):
     """VideoMAE: an encoder over the visible tubes of a tube-masked clip and a narrow decoder that
     reconstructs the masked tubes' pixels (Tong et al. 2022, at this project's size)."""
 
-    def __init__(self, cfg: CASTConfig, decoder_dim: int, decoder_depth: int, decoder_heads: int) -> None:
+    def __init__(self, cfg: CASTConfig, decoder_dim: int, decoder_depth: int, decoder_heads: int,
+                 motion_target: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
         self.stem = TemporalStem(cfg)
@@ -90,7 +91,8 @@ class VideoMAE(nn.Module):
                                             for _ in range(decoder_depth))
         self.decoder_norm = nn.LayerNorm(decoder_dim, eps=VIDEOMAE_LN_EPS)
         pixels = cfg.tubelet_size * cfg.patch_size**2 * 3
-        self.decoder_head = nn.Linear(decoder_dim, pixels)
+        # with the motion target, each tube's frame difference (one frame's worth of pixels) too
+        self.decoder_head = nn.Linear(decoder_dim, pixels + (pixels // cfg.tubelet_size if motion_target else 0))
         self.register_buffer("decoder_pos", sinusoid_table(cfg.num_steps * cfg.num_patches, decoder_dim),
                              persistent=False)
         _init(self)
@@ -134,6 +136,23 @@ def tube_mask(batch: int, cfg: CASTConfig, ratio: float, generator: torch.Genera
     return visible, masked
 
 
+def half_time_mask(batch: int, cfg: CASTConfig, ratio: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tube masking in one half of the clip's time steps and *every* token of the other half (the first
+    or the last, at random per clip): the hidden half can only be filled in by carrying each object along
+    its motion, past or future. -> visible and masked token indices as :func:`tube_mask`."""
+    N, T = cfg.num_patches, cfg.num_steps
+    half = T // 2
+    keep = max(1, round(N * (1 - ratio)))
+    order = torch.rand(batch, N, generator=generator).argsort(dim=1)  # (B, N)
+    later = torch.rand(batch, generator=generator) < 0.5  # (B,) hide the later half (else the earlier)
+    shown = torch.where(later[:, None], torch.arange(half)[None], torch.arange(half, T)[None])  # (B, half) steps
+    visible = (order[:, None, :keep] + shown[:, :, None] * N).flatten(1).sort(dim=1).values  # (B, half*keep)
+    is_visible = torch.zeros(batch, T * N, dtype=torch.bool)
+    is_visible[torch.arange(batch)[:, None], visible] = True
+    masked = torch.arange(T * N).expand(batch, -1)[~is_visible].view(batch, -1)  # (B, T*N - half*keep), sorted
+    return visible, masked
+
+
 def tubelet_pixels(clips: torch.Tensor, cfg: CASTConfig) -> torch.Tensor:
     """(B, 3, F, H, W) -> (B, T*N, P): each token's pixels in the temporal stem's token order."""
     B = clips.shape[0]
@@ -142,4 +161,4 @@ def tubelet_pixels(clips: torch.Tensor, cfg: CASTConfig) -> torch.Tensor:
     return x.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(B, cfg.num_steps * g * g, t * p * p * 3)
 
 
-__all__ = ["SpatialExpert", "VideoMAE", "tube_mask", "tubelet_pixels", "NUM_APPEARANCES"]
+__all__ = ["SpatialExpert", "VideoMAE", "tube_mask", "half_time_mask", "tubelet_pixels", "NUM_APPEARANCES"]

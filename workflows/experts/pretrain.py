@@ -26,7 +26,7 @@ from cast_model.config import CASTConfig
 
 from .data import (PRETRAIN_SEED, PROBE_SEED, ClipPool, appearance_sets, as_clips, crop_columns, normalise,
                    patch_labels, render_pool)
-from .nets import SpatialExpert, VideoMAE, tube_mask, tubelet_pixels
+from .nets import SpatialExpert, VideoMAE, half_time_mask, tube_mask, tubelet_pixels
 
 Log = Callable[[str], None]
 
@@ -48,6 +48,9 @@ class PretrainPreset:
     weight_decay: float = 0.05
     warmup_steps: int = 50
     mask_ratio: float = 0.75
+    masking: str = "half_time"  # "tube" (VideoMAE's) or "half_time" (tubes in one half of the steps, all of the other)
+    norm_pix_loss: bool = True
+    motion_target: bool = True  # also reconstruct each hidden tube's frame difference (MotionMAE's extra target)  # VideoMAE's target: each tube's pixels normalised by their own mean and std
     decoder_dim: int = 32
     decoder_depth: int = 1
     decoder_heads: int = 2
@@ -129,10 +132,17 @@ def train_temporal(net: VideoMAE, pool: ClipPool, preset: PretrainPreset, on_log
     def loss_of(step: int) -> torch.Tensor:
         index = rng.integers(0, len(pool.clips), preset.temporal_batch)
         clips = as_clips(crop_columns(pool, index, rng)[0])
-        visible, masked = tube_mask(len(index), net.cfg, preset.mask_ratio, gen)
-        target = torch.gather(tubelet_pixels(clips, net.cfg), 1,
-                              masked[..., None].expand(-1, -1, net.decoder_head.out_features))
-        return F.mse_loss(net(clips, visible, masked), target)
+        mask = half_time_mask if preset.masking == "half_time" else tube_mask
+        visible, masked = mask(len(index), net.cfg, preset.mask_ratio, gen)
+        pixels = tubelet_pixels(clips, net.cfg)
+        target = torch.gather(pixels, 1, masked[..., None].expand(-1, -1, pixels.shape[-1]))  # (B, M, P)
+        parts = [target]
+        if preset.motion_target:  # the tube's second frame minus its first: where the object went
+            half = target.shape[-1] // 2
+            parts.append(target[..., half:] - target[..., :half])
+        if preset.norm_pix_loss:
+            parts = [(t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True) + 1e-6).sqrt() for t in parts]
+        return F.mse_loss(net(clips, visible, masked), torch.cat(parts, -1))
 
     return _optimise(net, preset, preset.temporal_steps, loss_of, on_log)
 

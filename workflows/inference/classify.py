@@ -1,7 +1,7 @@
 """A few videos -> their top-k classes, in this process: the serving pyfunc and ``workflows.predict``.
 
 Nothing here is a second implementation of batch inference: views come from ``views.video_views`` (the
-batch job's decode + multi-view sampling), scores from ``predict.ViewsPredictor`` (its model replica:
+batch job's decode + multi-view sampling), scores from ``replica.ViewsPredictor`` (its model replica:
 softmax averaged over views, top-k, EK100 actions) and names from ``store.predictions_table`` (its
 output schema). Only Ray is missing: videos are decoded one after another in this process.
 """
@@ -17,13 +17,12 @@ import torch
 from cast_model import load_checkpoint
 from pipelines.sampling import DEFAULT_MAX_FPS
 
-from .job import view_settings
 from .model import ModelSource
 from cast_model.vocab import head_prefix, is_action
 
-from .predict import ViewsPredictor
+from .replica import ViewsPredictor
 from .store import ModelStamp, predictions_table
-from .views import ViewFlags, ViewSpec, guarded_views, open_source, video_views
+from .views import ViewFlags, ViewSpec, guarded_views, open_source, video_views, view_settings
 
 DEFAULT_TOP_K = 5
 
@@ -37,7 +36,7 @@ def result_columns(heads: tuple[str, ...]) -> list[str]:
 
 
 def views_for(source: ModelSource, flags: ViewFlags | None = None) -> ViewSpec:
-    """The views batch inference takes for this model (``job.view_settings``: flags > the checkpoint's),
+    """The views batch inference takes for this model (``views.view_settings``: flags > the checkpoint's),
     at the frame rate the model's shards were written at."""
     return view_settings(flags or ViewFlags(), source, DEFAULT_MAX_FPS.get(source.dataset))
 

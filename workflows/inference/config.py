@@ -25,8 +25,8 @@ class InferConfig:
     annotations: str | None = None
     split: str | None = None  # native layout: the split to read; shards: only this split (None: all)
     # Views per video; None: the checkpoint's (its contract, written by training).
-    num_clips: int | None = None
-    num_crops: int | None = None
+    test_clips: int | None = None
+    test_crops: int | None = None
     sampling: str | None = None
     sampling_rate: int | None = None
     batch_size: int = 8  # videos per model forward (x views clips)
@@ -77,12 +77,12 @@ class InferConfig:
                 problems.append(f"--dataset reads a local video folder; --input {self.input!r} is a URI")
         elif not Path(self.input).exists():
             problems.append(f"--input {self.input!r} does not exist")
-        for name in ("num_clips", "num_crops", "sampling_rate"):
+        for name in ("test_clips", "test_crops", "sampling_rate"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 problems.append(f"{name} must be a positive integer, got {value!r}")
-        if self.num_crops is not None and self.num_crops not in (1, 3):
-            problems.append(f"num_crops must be 1 (centre) or 3 (left/centre/right), got {self.num_crops}")
+        if self.test_crops is not None and self.test_crops not in (1, 3):
+            problems.append(f"test_crops must be 1 (centre) or 3 (left/centre/right), got {self.test_crops}")
         if self.sampling is not None and self.sampling not in SAMPLINGS:
             problems.append(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
         if self.batch_size < 1 or self.top_k < 1 or self.flush_rows < 1:

@@ -18,15 +18,14 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from cast_model.vocab import EVAL_VIEW_KEYS
 from pipelines.progress import format_eta
 from pipelines.schema import count_rejects
 
-from .config import InferConfig, InferConfigError
+from .config import InferConfig
 from .inputs import InputListing, check_labels, list_inputs
 from .model import ModelSource, resolve_model
 from .store import ModelStamp, OutputStore, new_job_id, predictions_table
-from .views import ViewFlags, ViewSpec
+from .views import ViewSpec, view_settings
 
 
 @dataclass
@@ -63,20 +62,6 @@ class JobResult:
 def dataset_of(listing: InputListing, model: ModelSource) -> str:
     """The dataset the input belongs to: the input's own say, else the checkpoint's."""
     return listing.dataset or model.dataset
-
-
-def view_settings(cfg: InferConfig | ViewFlags, model: ModelSource, max_fps: float | None = None) -> ViewSpec:
-    """Flags > the checkpoint's evaluation views (its contract, checked when the model was resolved)."""
-    values = {k: model.extra[k] for k in EVAL_VIEW_KEYS}
-    flags = {"sampling": cfg.sampling, "sampling_rate": cfg.sampling_rate, "test_clips": cfg.num_clips,
-             "test_crops": cfg.num_crops}
-    values.update({k: v for k, v in flags.items() if v is not None})
-    if values["test_crops"] not in (1, 3):
-        raise InferConfigError(f"test crops must be 1 or 3, got {values['test_crops']}")
-    return ViewSpec(num_frames=model.config.num_frames, img_size=model.config.img_size,
-                    clips=int(values["test_clips"]), crops=int(values["test_crops"]),
-                    sampling=values["sampling"], stride=int(values["sampling_rate"]),
-                    max_fps=max_fps, decode_device=cfg.decode_device)
 
 
 def plan_job(cfg: InferConfig, model: ModelSource | None = None) -> JobPlan:
@@ -176,7 +161,7 @@ def _prediction_stream(plan: JobPlan, job_id: str, log: Callable[[str], None]):
     """The Ray Data pipeline of the plan's videos: decode tasks, then an actor pool of model replicas."""
     import ray
 
-    from .predict import Predictor
+    from .replica import Predictor
     from .views import decode_views
 
     cfg, total = plan.cfg, len(plan.todo)

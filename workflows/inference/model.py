@@ -3,7 +3,7 @@
 Accepted: ``models:/<name>@<alias>``, ``models:/<name>/<version>``, ``models:/<name>/latest``, any other
 MLflow model URI (``runs:/<run>/model``, ``s3://...``), or a local checkpoint folder (``cast.json`` +
 ``model.safetensors``). MLflow URIs are downloaded with ``mlflow.artifacts.download_artifacts``; the
-checkpoint is the pyfunc model's ``checkpoint`` artifact (see ``workflows.pyfunc``) or any folder of
+checkpoint is the pyfunc model's ``checkpoint`` artifact (see ``workflows.inference.pyfunc``) or any folder of
 the download holding ``cast.json``. Weights are read with safetensors only, never unpickled.
 """
 
@@ -22,9 +22,10 @@ from cast_model import CASTConfig, CheckpointError, read_checkpoint_meta, verify
 from cast_model.checkpoint import META_FILE, WEIGHTS_FILE
 from cast_model.vocab import CONTRACT_KEYS, DATASETS, SAMPLINGS
 
-from ..pyfunc import CHECKPOINT_ARTIFACT
 from .config import InferConfigError
 
+# The name of the checkpoint folder among a logged pyfunc model's artifacts (``workflows.inference.pyfunc``).
+CHECKPOINT_ARTIFACT = "checkpoint"
 _ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)/?$")
 _VERSION = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+|latest)/?$")
 
@@ -82,7 +83,7 @@ def _one_line(text: str, limit: int = 300) -> str:
 
 
 def _hint(e) -> str:
-    from .. import tracking
+    from ..tracking import store as tracking
 
     code = getattr(e, "error_code", "")
     if code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
@@ -100,7 +101,7 @@ def _resolve(uri: str, download_dir: str | Path | None) -> ModelSource:
     dst = Path(download_dir) if download_dir is not None else Path(tempfile.mkdtemp(prefix="cast-model-"))
     import mlflow.artifacts
 
-    from .. import tracking
+    from ..tracking import store as tracking
 
     store = tracking.tracking_uri()  # the project's tracking/registry URI, for models:/ and runs:/ alike
     root = Path(mlflow.artifacts.download_artifacts(artifact_uri=_artifact_location(uri, name, version),
@@ -117,7 +118,7 @@ def _artifact_location(uri: str, name: str, version: str) -> str:
     of a ``models:/`` URI asks the process-wide registry (``mlflow.get_registry_uri()``) whatever registry
     URI it is given, so without ``MLFLOW_TRACKING_URI`` in the environment it looked for the model in a
     ``mlflow.db`` in the working directory. Other URIs (``runs:/``, storage URIs) are returned as they are."""
-    from .. import tracking
+    from ..tracking import store as tracking
 
     if uri.startswith("models:/") and version.isdigit():
         return tracking.client().get_model_version_download_uri(name, version)
@@ -130,7 +131,7 @@ def _artifact_location(uri: str, name: str, version: str) -> str:
 def registry_identity(uri: str) -> tuple[str, str]:
     """(model name, version) of an MLflow model URI; aliases and ``latest`` are looked up in the
     registry. ``runs:/<run>/...`` gives (``runs:/<run>/...``, run id); other URIs give (uri, "")."""
-    from .. import tracking
+    from ..tracking import store as tracking
 
     m = _ALIAS.match(uri)
     if m:

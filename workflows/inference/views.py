@@ -14,19 +14,23 @@ from typing import Callable
 
 import numpy as np
 
+from cast_model.vocab import EVAL_VIEW_KEYS
 from pipelines.decode import VideoDecodeError, decode_sampled
 from pipelines.sampling import resample_indices
 from pipelines.sampling import crop_boxes, eval_indices, short_side_size
+
+from .config import InferConfig, InferConfigError
+from .model import ModelSource
 
 
 @dataclass(frozen=True)
 class ViewFlags:
     """View overrides for one-video inference (serving, predict CLI); ``None``: the checkpoint's.
     The same fields as :class:`workflows.inference.config.InferConfig`'s, which
-    ``job.view_settings`` reads."""
+    :func:`view_settings` reads."""
 
-    num_clips: int | None = None
-    num_crops: int | None = None
+    test_clips: int | None = None
+    test_crops: int | None = None
     sampling: str | None = None
     sampling_rate: int | None = None
     decode_device: str = "cpu"
@@ -50,6 +54,20 @@ class ViewSpec:
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
         return (self.views, self.num_frames, self.img_size, self.img_size, 3)
+
+
+def view_settings(cfg: InferConfig | ViewFlags, model: ModelSource, max_fps: float | None = None) -> ViewSpec:
+    """Flags > the checkpoint's evaluation views (its contract, checked when the model was resolved)."""
+    values = {k: model.extra[k] for k in EVAL_VIEW_KEYS}
+    flags = {"sampling": cfg.sampling, "sampling_rate": cfg.sampling_rate, "test_clips": cfg.test_clips,
+             "test_crops": cfg.test_crops}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    if values["test_crops"] not in (1, 3):
+        raise InferConfigError(f"test crops must be 1 or 3, got {values['test_crops']}")
+    return ViewSpec(num_frames=model.config.num_frames, img_size=model.config.img_size,
+                    clips=int(values["test_clips"]), crops=int(values["test_crops"]),
+                    sampling=values["sampling"], stride=int(values["sampling_rate"]),
+                    max_fps=max_fps, decode_device=cfg.decode_device)
 
 
 def sample_views(frames: np.ndarray, spec: ViewSpec) -> np.ndarray:

@@ -25,9 +25,8 @@ from cast_model.vocab import DATASETS, HEADS, SAMPLINGS
 from pipelines import manifest
 from pipelines.manifest import CLASSES_FILE, LabelMapError
 
-from ..cli import bool_values_as_flags
-from ..shared_storage import is_uri
-from ..tracking import DATA_DIR, REPO_ROOT
+from ..cluster.shared_storage import is_uri
+from ..tracking.store import DATA_DIR, REPO_ROOT
 
 CONFIG_DIR = REPO_ROOT / "configs"
 
@@ -357,7 +356,7 @@ def build_parser(dataset: str) -> argparse.ArgumentParser:
             continue
         hint = field_types()[f.name]
         flag, text = "--" + f.name.replace("_", "-"), FLAG_HELP.get(f.name, "(undocumented)")
-        if hint is bool:  # --x / --no-x, as in every CLI (cli.bool_values_as_flags reads the old --x true|false)
+        if hint is bool:  # --x / --no-x, as in every CLI
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, help=text)
             continue
         kind = _FlagType(f.name, typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else hint)
@@ -377,7 +376,7 @@ def parse_config(dataset: str, argv: Sequence[str] | None = None) -> ParsedConfi
     """Flags over the dataset's recipe -> an unresolved, typed :class:`TrainConfig` and where each value
     came from. A wrong type is a :class:`TrainConfigError` naming the key and its source."""
     parser = build_parser(dataset)
-    args = vars(parser.parse_args(bool_values_as_flags(parser, argv)))
+    args = vars(parser.parse_args(argv))
     config_dir, print_config = Path(args.pop("config_dir")), args.pop("print_config")
     layers = recipe_layers(dataset, args.get("preset"), config_dir) + [("flag", args)]
     values: dict[str, Any] = {}

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .. import tracking
-from ..cli import user_error
-from ..ray_connect import connect_ray
-from ..shared_storage import alive_nodes, cluster_path_problems
+from ..tracking import store as tracking
+from ..cli.common import user_error
+from ..cluster.ray_connect import connect_ray
+from ..cluster.shared_storage import alive_nodes, cluster_path_problems
 from . import mlflow_run
 from .config import TrainConfig, TrainConfigError, format_config, parse_config, resolve, validate
+from .lineage import weight_tags
 from .state import MODEL_DIR, read_progress
 
 
@@ -119,7 +120,8 @@ def _train(cfg: TrainConfig) -> TrainResult:
     resources = wait_for_resources(cfg)
     cfg = resolve(cfg, resources.get("GPU", 0.0), resources.get("CPU", 0.0))
     run_id, previous = mlflow_run.open_run(cfg.experiment, cfg.run_name,
-                                        {tracking.DATASET_TAG: cfg.dataset, "cast.preset": cfg.preset})
+                                        {tracking.DATASET_TAG: cfg.dataset, "cast.preset": cfg.preset,
+                                         **weight_tags(cfg)})
     started = time.perf_counter()
     if previous == "FINISHED":
         print(f"[train] run {cfg.run_name!r} already finished (MLflow run {run_id}); nothing to do", flush=True)
@@ -155,7 +157,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
 
 
 def _register(cfg: TrainConfig, run_id: str, model_dir: Path, metrics: dict[str, Any]) -> tuple[str, bool]:
-    from .. import registry
+    from ..tracking import registry
 
     top1 = float(metrics["val_top1"])
 
@@ -222,7 +224,7 @@ def run_lease_uri(cfg: TrainConfig) -> str:
         # Not on the object store: the lease's heartbeat writes beside Ray's checkpoint uploads coincided
         # with corrupted checkpoint reads on the moto S3 server in the cluster tests (under study). The
         # driver's machine holds the lease instead: one live job per run name per submitting host.
-        from ..tracking import DATA_DIR
+        from ..tracking.store import DATA_DIR
 
         return str(DATA_DIR / "run-leases" / cfg.run_name)
     return f"{cfg.storage_path.rstrip('/')}/.run-leases/{cfg.run_name}"

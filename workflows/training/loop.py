@@ -29,7 +29,7 @@ from cast_model.vocab import EVAL_VIEW_KEYS, as_heads, view_average
 
 from pipelines.loader import LoaderConfig, eval_loader, train_loader
 
-from .. import metrics as M
+from ..evaluation import metrics as M
 from .config import TrainConfig, steps_per_epoch, warmup_steps
 from .recipe import VideoMixup, build_criterion, build_model, build_optimizer, build_scheduler, total_loss
 from .state import MODEL_DIR, Progress, load_train_state, rng_state, save_train_state

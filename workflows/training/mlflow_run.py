@@ -18,7 +18,7 @@ import mlflow.system_metrics
 from mlflow.entities import Metric
 from mlflow.environment_variables import MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
 
-from .. import tracking
+from ..tracking import store as tracking
 
 RUN_NAME_TAG = "cast.run_name"
 SUPERSEDED_TAG = "cast.superseded"

@@ -1,0 +1,1 @@
+"""What the command lines share: error reporting and download bars (``common``)."""
