@@ -70,9 +70,9 @@ def parse(argv: list[str] | None = None) -> tuple[AblationConfig, int | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from workflows import tracking
-    from workflows.cli import user_error
-    from workflows.ray_connect import connect_ray
+    from workflows.tracking import store as tracking
+    from workflows.cli.common import user_error
+    from workflows.cluster.ray_connect import connect_ray
 
     try:
         cfg, num_cpus = parse(argv)

@@ -31,7 +31,7 @@ def ablation(local_ray, mlflow_store):
 
 @pytest.mark.ray
 def test_grid_makes_a_parent_and_a_child_run_per_variant_and_seed(ablation):
-    from workflows import tracking
+    from workflows.tracking import store as tracking
     from workflows.ablation.run import VARIANT_TAG
     from workflows.experts.export import sha256
 
@@ -56,7 +56,7 @@ def test_grid_makes_a_parent_and_a_child_run_per_variant_and_seed(ablation):
 
 @pytest.mark.ray
 def test_table_entries_are_the_child_runs_metrics(ablation, tmp_path):
-    from workflows import tracking
+    from workflows.tracking import store as tracking
     from workflows.ablation.run import VARIANT_TAG
 
     client = tracking.client()
@@ -76,7 +76,7 @@ def test_table_entries_are_the_child_runs_metrics(ablation, tmp_path):
 def test_cast_run_holds_attention_maps_of_the_right_shape(ablation, tmp_path):
     from PIL import Image
 
-    from workflows import tracking
+    from workflows.tracking import store as tracking
     from workflows.ablation.run import VARIANT_TAG
 
     client = tracking.client()
@@ -95,7 +95,7 @@ def test_cast_run_holds_attention_maps_of_the_right_shape(ablation, tmp_path):
 
 
 def test_ensemble_averages_the_saved_predictions(mlflow_store):
-    from workflows import tracking
+    from workflows.tracking import store as tracking
     from workflows.ablation.run import SEED_TAG, TASK_TAG, VARIANT_TAG, log_ensembles
     from workflows.ablation.trial import log_predictions, read_predictions
     from workflows.ablation.variants import BY_NAME

@@ -14,7 +14,7 @@ from cast_model import PRESETS
 from pipelines.synthetic_tasks import TASKS
 
 from ..experts.pretrain import PRETRAIN_PRESETS
-from ..tracking import DATA_DIR
+from ..tracking.store import DATA_DIR
 from .variants import NAMES, select
 
 EXPERT_SOURCES = ("project", "none")  # the experts pretrained here (workflows.experts), or random frozen ones

@@ -13,7 +13,7 @@ import pandas as pd
 
 from cast_model import CASTConfig
 
-from .. import tracking
+from ..tracking import store as tracking
 from . import report
 from .config import AblationConfig
 from .task import TaskInfo, scores, task_info
@@ -148,7 +148,7 @@ def run_ablation(cfg: AblationConfig, log: Callable[[str], None] = print) -> Abl
 
     from .data import load_task
 
-    from ..shared_storage import alive_nodes, cluster_path_problems
+    from ..cluster.shared_storage import alive_nodes, cluster_path_problems
     from .config import AblationConfigError
 
     started = time.perf_counter()

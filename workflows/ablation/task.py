@@ -10,7 +10,7 @@ import numpy as np
 
 from pipelines import synthetic_tasks as tasks
 
-from .. import metrics as M
+from ..evaluation import metrics as M
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def scores(probs: np.ndarray, labels: np.ndarray, info: TaskInfo) -> dict[str, f
     """Top-1 and how often the predicted class has the right appearance and the right motion, from
     (n, C) class probabilities and (n,) labels. ``am_balance`` is the harmonic mean of the two: the
     appearance-motion balance, computed by the same function as the paper's balanced measure over
-    datasets (:func:`workflows.metrics.harmonic_mean`), but a different measure."""
+    datasets (:func:`workflows.evaluation.metrics.harmonic_mean`), but a different measure."""
     if probs.ndim != 2 or probs.shape[1] != info.num_classes or len(probs) != len(labels) or not len(labels):
         raise ValueError(f"need (n, {info.num_classes}) probabilities for n > 0 labels, got {probs.shape} "
                          f"and {labels.shape}")

@@ -162,7 +162,7 @@ def run_trial(config: dict[str, Any], data: dict[str, list], info: dict[str, Any
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from .. import tracking
+    from ..tracking import store as tracking
 
     spec = config["trial"]
     os.environ["MLFLOW_TRACKING_URI"] = spec["tracking_uri"]  # the driver's, absolute
