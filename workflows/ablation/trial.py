@@ -14,6 +14,7 @@ import io
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -115,6 +116,7 @@ def train_worker(config: dict[str, Any]) -> None:
     from .task import scores
 
     spec = config["spec"]
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     torch.set_num_threads(max(1, int(spec["cpus"])))
     data = ray.get(config["data"][0])
     experts = ray.get(config["experts"][0])
@@ -130,6 +132,8 @@ def train_worker(config: dict[str, Any]) -> None:
     fit(model, data.train, data.validation, spec["recipe"], spec["seed"], on_eval)
     probs = predict(model, data.test.video)
     test = {f"test_{k}": v for k, v in scores(probs, data.test.label, info).items()}
+    # This worker's cost: model build, training, validation and test (not Ray's start-up of the worker).
+    test |= {"trial_wall_s": time.perf_counter() - wall0, "trial_cpu_s": time.process_time() - cpu0}
     client.log_batch(run_id, metrics=[Metric(k, v, 0, spec["recipe"]["steps"]) for k, v in test.items()])
     log_predictions(client, run_id, probs, data.test.label)
     if spec["attention"]:
