@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup docs test test-fast demo serve bench clean-data cluster-up cluster-down cluster-status
+.PHONY: setup docs test test-fast demo reproduce serve bench clean-data cluster-up cluster-down cluster-status
 
 MODEL ?= models:/cast-ssv2@champion
 PORT ?= 5001
@@ -36,13 +36,17 @@ demo: setup
 serve: setup
 	$(BIN)/python workflows/serve.py $(MODEL) --port $(PORT)
 
+# The paper's ablation on the synthetic tasks (docs/reproduce.md); ARGS=--full for more seeds.
+reproduce: setup
+	$(BIN)/python workflows/reproduce.py $(ARGS)
+
 bench: setup
 	$(BIN)/python -m benchmarks.model_speed
 	$(BIN)/python -m benchmarks.data_speed
 	$(BIN)/python -m benchmarks.infer_speed
 
 clean-data:
-	rm -rf data/demo
+	rm -rf data/demo data/ablation
 
 # The cluster stack on this machine (infra/local/cluster): Postgres, an S3 server, MLflow with logins,
 # a Ray head and three worker nodes. Installs Debian's postgresql when it is missing.

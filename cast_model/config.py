@@ -15,9 +15,16 @@ Head = Literal["single", "verb_noun"]  # the keys of vocab.HEADS
 #   "space_time" - every patch of every time step
 Window = Literal["time", "space", "space_time"]
 Direction = Literal["t2s", "s2t"]
+# Which experts the network holds: both (CAST and its ablations) or one alone (the single-expert baselines).
+Experts = Literal["both", "spatial", "temporal"]
+# How the single head joins the two adapted features: "sum" is CAST's head(A_s(s) + A_t(t)); "concat" is
+# head([A_s(s); A_t(t)]), the late-fusion baseline's head over both features side by side.
+Fusion = Literal["sum", "concat"]
 
 _WINDOWS = ("time", "space", "space_time")
 _DIRECTIONS = ("t2s", "s2t")
+_EXPERTS = ("both", "spatial", "temporal")
+_FUSIONS = ("sum", "concat")
 
 
 class ConfigError(ValueError):
@@ -50,6 +57,8 @@ class CASTConfig:
     t2s_window: Window = "time"
     s2t_window: Window = "space"
     head: Head = "single"
+    experts: Experts = "both"
+    fusion: Fusion = "sum"
     num_classes: int = 400
     num_verbs: int = 97
     num_nouns: int = 300
@@ -91,6 +100,14 @@ class CASTConfig:
     def bcast_layers(self) -> tuple[int, ...]:
         return tuple(range(self.depth)) if self.bcast_blocks is None else self.bcast_blocks
 
+    @property
+    def has_spatial(self) -> bool:
+        return self.experts in ("both", "spatial")
+
+    @property
+    def has_temporal(self) -> bool:
+        return self.experts in ("both", "temporal")
+
     # -- validation ------------------------------------------------------------------------------
     def validate(self) -> None:
         problems: list[str] = []
@@ -128,6 +145,7 @@ class CASTConfig:
                 problems.append(f"{name} must be one of {_WINDOWS}, got {getattr(self, name)!r}")
         if self.head not in HEADS:
             problems.append(f"head must be one of {tuple(HEADS)}, got {self.head!r}")
+        problems += self._variant_problems()
         for name in ("num_classes", "num_verbs", "num_nouns"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 problems.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -135,6 +153,28 @@ class CASTConfig:
             problems.append("drop_path_rate and head_drop_rate must lie in [0, 1)")
         if problems:
             raise ConfigError("invalid CASTConfig: " + "; ".join(problems))
+
+    def _variant_problems(self) -> list[str]:
+        """What keeps ``experts``/``fusion``/``directions`` from describing one of the ablation's networks."""
+        problems: list[str] = []
+        if self.experts not in _EXPERTS:
+            return [f"experts must be one of {_EXPERTS}, got {self.experts!r}"]
+        if self.fusion not in _FUSIONS:
+            return [f"fusion must be one of {_FUSIONS}, got {self.fusion!r}"]
+        if self.experts != "both":
+            if self.bcast_layers:
+                problems.append(f"experts={self.experts!r} has no second expert to exchange with: "
+                                f"bcast_blocks must be (), got {self.bcast_blocks!r}")
+            if self.head != "single":
+                problems.append(f"head={self.head!r} puts verbs on the temporal and nouns on the spatial expert: "
+                                f"it needs experts='both', got {self.experts!r}")
+            if self.fusion != "sum":
+                problems.append(f"fusion={self.fusion!r} joins two experts' features: experts={self.experts!r} has one")
+        if self.fusion == "concat" and self.head != "single":
+            problems.append("fusion='concat' applies to the single head only")
+        if self.bcast_layers and not self.directions and self.experts == "both":
+            problems.append("directions is empty while bcast_blocks asks for B-CAST: use bcast_blocks=() for no exchange")
+        return problems
 
     # -- presets and (de)serialisation -----------------------------------------------------------
     @classmethod
@@ -168,11 +208,16 @@ class CASTConfig:
         return dataclasses.replace(self, **changes)
 
 
-# The paper's ViT-B/16 (16 frames, 224^2) and a tiny one that trains on 2 CPU cores in minutes.
+# The paper's ViT-B/16 (16 frames, 224^2), a tiny one that trains on 2 CPU cores in minutes, and a
+# micro one (64 channels, 3 blocks, 32^2 frames cut in 16 patches, 4 time steps): the geometry of the
+# experts pretrained in the project (workflows.experts), small enough that the ablation's two dozen
+# fine-tunings fit half an hour on 2 cores.
 PRESETS: dict[str, dict[str, Any]] = {
     "base": dict(embed_dim=768, depth=12, num_heads=12, num_frames=16, img_size=224, patch_size=16),
     "tiny": dict(embed_dim=96, depth=4, num_heads=4, num_frames=8, img_size=64, patch_size=8,
                  init_scale=1.0),
+    "micro": dict(embed_dim=64, depth=3, num_heads=4, num_frames=8, img_size=32, patch_size=8,
+                  init_scale=1.0),
 }
 
-__all__ = ["CASTConfig", "ConfigError", "PRESETS", "Head", "Window", "Direction"]
+__all__ = ["CASTConfig", "ConfigError", "PRESETS", "Head", "Window", "Direction", "Experts", "Fusion"]

@@ -369,6 +369,9 @@ def load_experts(model: CAST, clip: str | Path | Mapping[str, object] | None = N
     if not sources:
         raise ValueError("load_experts needs clip= and/or videomae=")
     for side, checkpoint, convert in sources:
+        if not getattr(model.config, f"has_{side}"):
+            raise ValueError(f"this model holds no {side} expert (experts={model.config.experts!r}): "
+                             f"do not pass {'clip' if side == 'spatial' else 'videomae'}= weights")
         state = adapt_positions(convert(_as_state(checkpoint, allow_torchscript)), model.config)  # type: ignore[arg-type]
         name = "CLIP" if side == "spatial" else "VideoMAE"
         _load_into(model, state, _expert_keys(model, side), name)

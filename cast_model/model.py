@@ -171,6 +171,9 @@ class CrossAttention(nn.Module):
         scale = (dim // num_heads) ** -0.5
         self.q_pos = nn.Parameter(scale * torch.randn(rows_t * rows_n, dim))
         self.kv_pos = nn.Parameter(scale * torch.randn(rows_t * rows_n, dim))
+        # Set by cast_model.attention.capture_attention: takes the (G, H, L, L) probabilities. While it is
+        # None attention stays on the fused kernel, which never forms them.
+        self.on_attention: Callable[[torch.Tensor], None] | None = None
 
     def _group(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, N, d) -> (G, L, d): one attention sequence per window."""
@@ -196,7 +199,13 @@ class CrossAttention(nn.Module):
         G, L, _ = q_in.shape
         q = self.q(q_in).view(G, L, H, d // H).transpose(1, 2)  # (G, H, L, h)
         k, v = self.kv(kv_in).view(G, L, 2, H, d // H).permute(2, 0, 3, 1, 4)  # 2 x (G, H, L, h)
-        out = multi_head_attention(q, k, v, self.fused).transpose(1, 2).reshape(G, L, d)
+        if self.on_attention is None:
+            out = multi_head_attention(q, k, v, self.fused)  # (G, H, L, h)
+        else:
+            probs = ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1)  # (G, H, L, L)
+            self.on_attention(probs.detach())
+            out = probs @ v
+        out = out.transpose(1, 2).reshape(G, L, d)
         return self._ungroup(self.proj(out), B, T, N)
 
 
@@ -242,18 +251,32 @@ class BCAST(nn.Module):
 
 
 class CASTBlock(nn.Module):
+    """One layer of each expert the config holds (a single-expert model has only its own side, and its
+    stream of the other side stays None), with B-CAST between attention and FFN where asked."""
+
     def __init__(self, cfg: CASTConfig, drop_path: float, with_bcast: bool) -> None:
         super().__init__()
-        self.spatial = ExpertLayer(cfg, QuickGELU, CLIP_LN_EPS, "full", drop_path)
-        self.temporal = ExpertLayer(cfg, nn.GELU, VIDEOMAE_LN_EPS, "qv", drop_path)
+        self.spatial = ExpertLayer(cfg, QuickGELU, CLIP_LN_EPS, "full", drop_path) if cfg.has_spatial else None
+        self.temporal = ExpertLayer(cfg, nn.GELU, VIDEOMAE_LN_EPS, "qv", drop_path) if cfg.has_temporal else None
         self.bcast = BCAST(cfg, drop_path) if with_bcast else None
 
-    def forward(self, s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        s = self.spatial.attend(s)
-        t = self.temporal.attend(t)
+    def forward(self, s: torch.Tensor | None, t: torch.Tensor | None
+                ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if self.spatial is not None:
+            s = self.spatial.attend(s)
+        if self.temporal is not None:
+            t = self.temporal.attend(t)
         if self.bcast is not None:
             s, t = self.bcast(s, t)
-        return self.spatial.feed_forward(s), self.temporal.feed_forward(t)
+        if self.spatial is not None:
+            s = self.spatial.feed_forward(s)
+        if self.temporal is not None:
+            t = self.temporal.feed_forward(t)
+        return s, t
+
+    def adapters(self) -> list[Adapter]:
+        return [a for side in (self.spatial, self.temporal) if side is not None
+                for a in (side.attn_adapter, side.mlp_adapter)]
 
 
 def sinusoid_table(num_positions: int, dim: int) -> torch.Tensor:
@@ -308,26 +331,37 @@ class TemporalStem(nn.Module):
 
 class CAST(nn.Module):
     """The CAST network. ``forward(x)`` takes (B, 3, num_frames, img_size, img_size) float clips
-    (ImageNet-normalised) and returns (B, num_classes) logits, or ``{"verb", "noun"}`` logits."""
+    (ImageNet-normalised) and returns (B, num_classes) logits, or ``{"verb", "noun"}`` logits.
+
+    ``config.experts`` builds one expert alone (its stem, layers with adapters, norm, head adapter and
+    head; nothing of the other expert exists); ``config.fusion="concat"`` gives the single head both
+    adapted features side by side instead of their sum (the late-fusion baseline).
+    """
 
     def __init__(self, config: CASTConfig) -> None:
         super().__init__()
         self.config = cfg = config
         D = cfg.embed_dim
         self.grad_checkpointing = cfg.grad_checkpointing
-        self.spatial_stem = SpatialStem(cfg)
-        self.temporal_stem = TemporalStem(cfg)
+        if cfg.has_spatial:
+            self.spatial_stem = SpatialStem(cfg)
+        if cfg.has_temporal:
+            self.temporal_stem = TemporalStem(cfg)
         rates = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
         bcast_layers = set(cfg.bcast_layers)
         self.blocks = nn.ModuleList(
             CASTBlock(cfg, rates[i], with_bcast=i in bcast_layers) for i in range(cfg.depth))
-        self.spatial_norm = nn.LayerNorm(D, eps=CLIP_LN_EPS)  # CLIP's ln_post
-        self.temporal_norm = nn.LayerNorm(D, eps=VIDEOMAE_LN_EPS)  # VideoMAE's fc_norm
+        if cfg.has_spatial:
+            self.spatial_norm = nn.LayerNorm(D, eps=CLIP_LN_EPS)  # CLIP's ln_post
+        if cfg.has_temporal:
+            self.temporal_norm = nn.LayerNorm(D, eps=VIDEOMAE_LN_EPS)  # VideoMAE's fc_norm
         self.head_drop = nn.Dropout(cfg.head_drop_rate)
         if cfg.head == "single":
-            self.spatial_head_adapter = Adapter(D, cfg.adapter_ratio, skip=False)
-            self.temporal_head_adapter = Adapter(D, cfg.adapter_ratio, skip=False)
-            self.head = nn.Linear(D, cfg.num_classes)
+            if cfg.has_spatial:
+                self.spatial_head_adapter = Adapter(D, cfg.adapter_ratio, skip=False)
+            if cfg.has_temporal:
+                self.temporal_head_adapter = Adapter(D, cfg.adapter_ratio, skip=False)
+            self.head = nn.Linear(2 * D if cfg.fusion == "concat" else D, cfg.num_classes)
         else:
             self.head_noun = nn.Linear(D, cfg.num_nouns)  # spatial side: what is handled
             self.head_verb = nn.Linear(D, cfg.num_verbs)  # temporal side: what is done
@@ -345,8 +379,7 @@ class CAST(nn.Module):
                 nn.init.zeros_(m.bias)
         # Every new branch starts as the identity so training begins from the experts' features.
         for block in self.blocks:
-            for adapter in (block.spatial.attn_adapter, block.spatial.mlp_adapter,
-                            block.temporal.attn_adapter, block.temporal.mlp_adapter):
+            for adapter in block.adapters():
                 nn.init.zeros_(adapter.fc2.weight)
                 nn.init.zeros_(adapter.fc2.bias)
             if block.bcast is not None:
@@ -356,8 +389,8 @@ class CAST(nn.Module):
                         nn.init.zeros_(up.bias)
         heads = [self.head] if self.config.head == "single" else [self.head_verb, self.head_noun]
         if self.config.head == "single":
-            nn.init.zeros_(self.spatial_head_adapter.fc2.weight)
-            nn.init.zeros_(self.temporal_head_adapter.fc2.weight)
+            for adapter in self.head_adapters():
+                nn.init.zeros_(adapter.fc2.weight)
         with torch.no_grad():
             for head in heads:
                 head.weight.mul_(self.config.init_scale)
@@ -370,6 +403,9 @@ class CAST(nn.Module):
         the heads train; both experts stay frozen."""
         return (".bcast." in name or "adapter" in name or name.startswith(("spatial_norm.", "temporal_norm.", "head")))
 
+    def head_adapters(self) -> list[Adapter]:
+        return [getattr(self, n) for n in ("spatial_head_adapter", "temporal_head_adapter") if hasattr(self, n)]
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
 
@@ -380,25 +416,32 @@ class CAST(nn.Module):
         if x.ndim != 5 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"CAST expects input (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
 
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 3, F, H, W) -> pooled spatial and temporal features, 2 x (B, D)."""
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(B, 3, F, H, W) -> pooled spatial and temporal features, 2 x (B, D); None for an expert the
+        model does not hold."""
         self._check_input(x)
         B = x.shape[0]
-        s = self.spatial_stem(x)  # (B*T, 1+N, D)
-        t = self.temporal_stem(x)  # (B, T*N, D)
+        s = self.spatial_stem(x) if self.config.has_spatial else None  # (B*T, 1+N, D)
+        t = self.temporal_stem(x) if self.config.has_temporal else None  # (B, T*N, D)
         for block in self.blocks:
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 s, t = checkpoint(block, s, t, use_reentrant=False)
             else:
                 s, t = block(s, t)
-        cls = s[:, 0].reshape(B, -1, s.shape[-1]).mean(dim=1)  # mean of the per-frame CLS tokens
-        return self.spatial_norm(cls), self.temporal_norm(t.mean(dim=1))
+        if s is not None:
+            cls = s[:, 0].reshape(B, -1, s.shape[-1]).mean(dim=1)  # mean of the per-frame CLS tokens
+            s = self.spatial_norm(cls)
+        if t is not None:
+            t = self.temporal_norm(t.mean(dim=1))
+        return s, t
 
-    def forward_head(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
-        if self.config.head == "single":
-            fused = self.spatial_head_adapter(s) + self.temporal_head_adapter(t)
-            return self.head(self.head_drop(fused))
-        return {"verb": self.head_verb(self.head_drop(t)), "noun": self.head_noun(self.head_drop(s))}
+    def forward_head(self, s: torch.Tensor | None, t: torch.Tensor | None
+                     ) -> torch.Tensor | dict[str, torch.Tensor]:
+        if self.config.head != "single":
+            return {"verb": self.head_verb(self.head_drop(t)), "noun": self.head_noun(self.head_drop(s))}
+        parts = [a(f) for a, f in zip(self.head_adapters(), [f for f in (s, t) if f is not None])]  # (B, D) each
+        fused = torch.cat(parts, dim=-1) if self.config.fusion == "concat" else sum(parts[1:], parts[0])
+        return self.head(self.head_drop(fused))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         return self.forward_head(*self.forward_features(x))

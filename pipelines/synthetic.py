@@ -1,9 +1,15 @@
-"""A small dataset in each native layout, with real codecs, for tests and the demo.
+"""A small dataset in each native layout, with real codecs, for tests, the demo and the ablation.
 
-A class is an appearance (colour + shape) times a direction of motion, and the object's position in
-any single frame is distributed the same way for every direction (it wraps around the frame from a
-uniform random start), so one frame is not enough: a model must compare frames. Objects are big and high-contrast and cross about half the frame per clip, so
-motion stays visible between sparsely sampled frames.
+Two tasks (defined in :mod:`pipelines.synthetic_tasks`): ``motion``, where a class is one object's
+appearance (colour + shape) times its direction of motion, and ``binding``, where two objects of
+different appearance move, one horizontally and one vertically, and the class is the appearance of the
+horizontal one times which way it moves. An object's position in any single frame is distributed the
+same way for every direction (it wraps around the frame from a uniform random start), so one frame is
+not enough: a model must compare frames. Objects are big and high-contrast and cross about half the
+frame per clip, so motion stays visible between sparsely sampled frames.
+
+With ``heldout_per_class`` a labelled ``heldout`` split is written too, rendered from another seed
+than train and validation (a test set no tuning has seen).
 
     cast-synthetic --dataset ssv2 --out data/synth_ssv2 --num-classes 8 --bad 3   (workflows/synthetic.py)
 """
@@ -20,23 +26,11 @@ import numpy as np
 
 from cast_model.vocab import DATASETS
 from pipelines.encode import EncodeConfig, encode_video
+from pipelines.synthetic_tasks import (APPEARANCES, DIRECTIONS, TASKS, Scene, class_name, class_parts,
+                                       format_oracles, max_classes, object_name, scene_for)
 
-APPEARANCES: tuple[tuple[str, tuple[int, int, int], str], ...] = (
-    ("red", (230, 40, 40), "square"),
-    ("green", (40, 220, 60), "disc"),
-    ("blue", (50, 80, 240), "triangle"),
-    ("yellow", (235, 225, 40), "disc"),
-    ("magenta", (220, 50, 220), "triangle"),
-    ("cyan", (40, 220, 230), "square"),
-)
-# (name, unit vector (dy, dx)) -- image coordinates, y down
-DIRECTIONS: tuple[tuple[str, tuple[int, int]], ...] = (
-    ("from left to right", (0, 1)),
-    ("from right to left", (0, -1)),
-    ("downwards", (1, 0)),
-    ("upwards", (-1, 0)),
-)
-MAX_CLASSES = len(APPEARANCES) * len(DIRECTIONS)
+MAX_CLASSES = max_classes("motion")
+HELDOUT_SEED_OFFSET = 7919  # the held-out split's generator: seed + this, a stream train/validation never use
 
 
 @dataclass(frozen=True)
@@ -53,25 +47,28 @@ class SynthConfig:
     seed: int = field(default=0, metadata={"help": "random seed (the same seed writes the same files)"})
     bad: int = field(default=0, metadata={  # broken files (truncated, empty, garbage bytes), cycled
         "help": "broken files (truncated, empty, garbage bytes) and as many missing entries"})
+    task: str = field(default="motion", metadata={
+        "help": "motion: one object, appearance x direction; binding: two objects, the horizontal one's "
+                "appearance x direction", "choices": ("motion", "binding")})
+    heldout_per_class: int = field(default=0, metadata={
+        "help": "labelled held-out videos per class, rendered from another seed"})
 
     def __post_init__(self):
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
-        if not 2 <= self.num_classes <= MAX_CLASSES:
-            raise ValueError(f"num_classes must be in [2, {MAX_CLASSES}], got {self.num_classes}")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if not 2 <= self.num_classes <= max_classes(self.task):
+            raise ValueError(f"num_classes must be in [2, {max_classes(self.task)}] for task {self.task!r}, "
+                             f"got {self.num_classes}")
         if self.size < 32 or self.size % 2 or self.frames < 4 or self.videos_per_class < 1:
             raise ValueError("size must be even and >= 32, frames >= 4, videos_per_class >= 1")
+        if self.heldout_per_class < 0:
+            raise ValueError(f"heldout_per_class must be >= 0, got {self.heldout_per_class}")
 
-
-def class_parts(c: int) -> tuple[int, int]:
-    """Class id -> (appearance index, direction index)."""
-    return c // len(DIRECTIONS), c % len(DIRECTIONS)
-
-
-def class_name(c: int) -> str:
-    a, d = class_parts(c)
-    colour, _, shape = APPEARANCES[a]
-    return f"Moving {colour} {shape} {DIRECTIONS[d][0]}"
+    def splits(self) -> tuple[str, ...]:
+        """The labelled splits written: train, validation, and heldout when asked for."""
+        return ("train", "validation") + (("heldout",) if self.heldout_per_class else ())
 
 
 def _mask(shape: str, r: int) -> np.ndarray:
@@ -96,29 +93,36 @@ def _paint(img: np.ndarray, mask: np.ndarray, cy: int, cx: int, colour) -> None:
 
 def render_clip(rng: np.random.Generator, appearance: int, direction: int, frames: int, height: int,
                 width: int) -> np.ndarray:
-    """(F, H, W, 3) uint8: one object of ``appearance`` moving in ``direction`` over a noisy background.
+    """(F, H, W, 3) uint8: one object of ``appearance`` moving in ``direction`` over a noisy background."""
+    return render_scene(rng, Scene(((appearance, direction),)), frames, height, width)
 
-    The object wraps around the frame (leaves on one side, comes back on the other) from a uniform
+
+def render_scene(rng: np.random.Generator, scene: Scene, frames: int, height: int, width: int) -> np.ndarray:
+    """(F, H, W, 3) uint8: the scene's objects, each moving in its direction, over a noisy background
+    (later objects are painted over earlier ones where they cross).
+
+    Each object wraps around the frame (leaves on one side, comes back on the other) from a uniform
     random start, so in *every* frame its position is uniform whatever the direction: no single frame
     tells the directions apart, only the change between frames does.
     """
-    _, colour, shape = APPEARANCES[appearance]
     r = max(height // 6, 4)
-    dy, dx = DIRECTIONS[direction][1]
-    along = width if dx else height
-    travel = 0.5 * along  # pixels over the whole clip
-    start = rng.uniform(0, along)
-    across = rng.uniform(r + 1, (height if dx else width) - r - 2)
+    paths = []
+    for appearance, direction in scene.objects:
+        _, colour, shape = APPEARANCES[appearance]
+        dy, dx = DIRECTIONS[direction][1]
+        along = width if dx else height
+        start = rng.uniform(0, along)
+        across = rng.uniform(r + 1, (height if dx else width) - r - 2)
+        paths.append((_mask(shape, r), colour, dy, dx, along, start, across))
     bg = rng.integers(20, 60, size=3)
-    out = np.empty((frames, height, width, 3), np.uint8)
-    m = _mask(shape, r)
-    for t in range(frames):
-        img = np.clip(bg + rng.normal(0, 6, size=(height, width, 1)), 0, 255).astype(np.uint8)
-        pos = (start + (dx + dy) * travel * t / (frames - 1)) % along
-        for p in (pos - along, pos, pos + along):  # the parts of a wrapping object on either side
-            cy, cx = (int(round(p)), int(round(across))) if dy else (int(round(across)), int(round(p)))
-            _paint(img, m, cy, cx, colour)
-        out[t] = img
+    out = np.clip(bg + rng.normal(0, 6, size=(frames, height, width, 1)), 0, 255).astype(np.uint8)
+    for t, img in enumerate(out):  # painted in place
+        for m, colour, dy, dx, along, start, across in paths:
+            travel = 0.5 * along  # pixels over the whole clip
+            pos = (start + (dx + dy) * travel * t / (frames - 1)) % along
+            for p in (pos - along, pos, pos + along):  # the parts of a wrapping object on either side
+                cy, cx = (int(round(p)), int(round(across))) if dy else (int(round(across)), int(round(p)))
+                _paint(img, m, cy, cx, colour)
     return out
 
 
@@ -146,8 +150,11 @@ class _Writer:
         self._missing_left = self._bad_left = cfg.bad  # listed samples still to leave out / to break
 
     def clip(self, c: int, frames: int | None = None) -> np.ndarray:
-        a, d = class_parts(c)
-        return render_clip(self.rng, a, d, frames or self.cfg.frames, self.height, self.width)
+        scene = scene_for(c, self.cfg.task, lambda n: int(self.rng.integers(n)))
+        return render_scene(self.rng, scene, frames or self.cfg.frames, self.height, self.width)
+
+    def name(self, c: int) -> str:
+        return class_name(c, self.cfg.task)
 
     def write(self, path: Path, frames: np.ndarray, source_id: str, bad_index: int | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,7 +179,13 @@ class _Writer:
         self.write(path, self.clip(c), source_id, bad)
 
     def plan(self, split: str) -> list[int]:
-        per = self.cfg.videos_per_class if split == "train" else max(1, self.cfg.videos_per_class // 4)
+        """The shuffled class of each sample of ``split``. Entering ``heldout`` switches to the held-out
+        generator for good (it is the last split written), so its videos come from another seed."""
+        if split == "heldout":
+            self.rng = np.random.default_rng(self.cfg.seed + HELDOUT_SEED_OFFSET)
+            per = self.cfg.heldout_per_class
+        else:
+            per = self.cfg.videos_per_class if split == "train" else max(1, self.cfg.videos_per_class // 4)
         labels = [c for c in range(self.cfg.num_classes) for _ in range(per)]
         self.rng.shuffle(labels)
         return labels
@@ -189,27 +202,33 @@ def write_ssv2(cfg: SynthConfig, out: Path) -> dict:
     w = _Writer(cfg)
     labels_dir, videos = out / "labels", out / "videos"
     labels_dir.mkdir(parents=True, exist_ok=True)
-    names = {class_name(c): str(c) for c in range(cfg.num_classes)}
+    names = {w.name(c): str(c) for c in range(cfg.num_classes)}
     (labels_dir / "labels.json").write_text(json.dumps(names, indent=1))
     next_id = 1000
-    for split in ("train", "validation"):
+
+    def labelled(split: str) -> None:
+        nonlocal next_id
         entries = []
         for c in w.plan(split):
             vid = str(next_id)
             next_id += 1
-            a, d = class_parts(c)
-            template = f"Moving [{APPEARANCES[a][0]} {APPEARANCES[a][2]}] {DIRECTIONS[d][0]}"
-            entries.append({"id": vid, "label": class_name(c).lower(), "template": template,
+            obj = object_name(class_parts(c, cfg.task)[0])
+            entries.append({"id": vid, "label": w.name(c).lower(), "template": w.name(c).replace(obj, f"[{obj}]", 1),
                             "placeholders": ["object"]})
             w.write_listed(videos / f"{vid}.webm", c, vid, len(entries), split)
         (labels_dir / f"{split}.json").write_text(json.dumps(entries, indent=1))
-    test = []
+
+    labelled("train")
+    labelled("validation")
+    test = []  # SSV2's test split lists ids only
     for _ in range(2):
         vid = str(next_id)
         next_id += 1
         w.write(videos / f"{vid}.webm", w.clip(int(w.rng.integers(cfg.num_classes))), vid)
         test.append({"id": vid})
     (labels_dir / "test.json").write_text(json.dumps(test, indent=1))
+    if cfg.heldout_per_class:
+        labelled("heldout")
     return {"videos": str(videos), "annotations": str(labels_dir), "broken": w.broken}
 
 
@@ -217,21 +236,26 @@ def write_k400(cfg: SynthConfig, out: Path) -> dict:
     w = _Writer(cfg)
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     n = 0
-    for split, folder, csv_name in (("train", "train", "train.csv"), ("val", "val", "validate.csv")):
+    splits = [("train", "train", "train.csv"), ("val", "val", "validate.csv")]
+    if cfg.heldout_per_class:
+        splits.append(("heldout", "heldout", "heldout.csv"))
+    for split, folder, csv_name in splits:
         rows = []
-        for c in w.plan("train" if split == "train" else "validation"):
+        for c in w.plan({"val": "validation"}.get(split, split)):
             yid = _youtube_id(w.rng, n)
             n += 1
             start = int(w.rng.integers(0, 300))
             end = start + 10
-            rows.append({"label": class_name(c), "youtube_id": yid, "time_start": start, "time_end": end,
+            rows.append({"label": w.name(c), "youtube_id": yid, "time_start": start, "time_end": end,
                          "split": split})
             sid = f"{yid}_{start:06d}_{end:06d}"
             w.write_listed(out / folder / f"{sid}.mp4", c, sid, len(rows), split)
         _write_csv(out / "annotations" / csv_name, ["label", "youtube_id", "time_start", "time_end", "split"], rows)
+    heldout = {"heldout_videos": str(out / "heldout"), "heldout_annotations": str(out / "annotations" / "heldout.csv")}
     return {"videos": str(out / "train"), "val_videos": str(out / "val"),
             "annotations": str(out / "annotations" / "train.csv"),
-            "val_annotations": str(out / "annotations" / "validate.csv"), "broken": w.broken}
+            "val_annotations": str(out / "annotations" / "validate.csv"), "broken": w.broken,
+            **(heldout if cfg.heldout_per_class else {})}
 
 
 EK_COLUMNS = ["narration_id", "participant_id", "video_id", "narration_timestamp", "start_timestamp",
@@ -255,25 +279,27 @@ def _ts(seconds: float) -> str:
 
 def write_ek100(cfg: SynthConfig, out: Path) -> dict:
     """Long videos per participant, each a sequence of actions separated by still background; verb =
-    direction of motion, noun = object. Annotation frames count at 50 fps while the MP4s run at
+    direction of motion, noun = object (of the horizontally moving object in the binding task). Annotation frames count at 50 fps while the MP4s run at
     ``cfg.fps``, as with the real released frames; one segment per training video runs past the end
     (clamped) and, with ``bad``, one starts past the end (``segment_out_of_range``)."""
     w = _Writer(cfg)
     ann = out / "annotations"
     ann.mkdir(parents=True, exist_ok=True)
     gap = 4
-    n_verbs = len(DIRECTIONS)
     info = []
-    for split, csv_name in (("train", "EPIC_100_train.csv"), ("validation", "EPIC_100_validation.csv")):
+    splits = [("train", "EPIC_100_train.csv", 1), ("validation", "EPIC_100_validation.csv", 101)]
+    if cfg.heldout_per_class:
+        splits.append(("heldout", "EPIC_100_heldout.csv", 201))
+    for split, csv_name, first_video in splits:
         rows = []
         labels = w.plan(split)
         per_video = 6
         for v, chunk_start in enumerate(range(0, len(labels), per_video)):
             part = f"P{(v % 2) + 1:02d}"
-            video_id = f"{part}_{(1 if split == 'train' else 101) + v:02d}"
+            video_id = f"{part}_{first_video + v:02d}"
             clips, t = [], 0
             for j, c in enumerate(labels[chunk_start:chunk_start + per_video]):
-                a, d = class_parts(c)
+                a, d = class_parts(c, cfg.task)
                 still = np.full((gap, w.height, w.width, 3), 30, np.uint8)  # nothing happens
                 clips.append(still)
                 t += gap
@@ -314,8 +340,9 @@ def write_ek100(cfg: SynthConfig, out: Path) -> dict:
                 w.broken[f"{vid}_0"] = reason
         _write_csv(ann / csv_name, EK_COLUMNS, rows)
     _write_csv(ann / "EPIC_100_video_info.csv", ["video_id", "duration", "fps", "resolution"], info)
+    heldout = {"heldout_annotations": str(ann / "EPIC_100_heldout.csv")} if cfg.heldout_per_class else {}
     return {"videos": str(out), "annotations": str(ann / "EPIC_100_train.csv"),
-            "val_annotations": str(ann / "EPIC_100_validation.csv"), "broken": w.broken}
+            "val_annotations": str(ann / "EPIC_100_validation.csv"), "broken": w.broken, **heldout}
 
 
 def write_dataset(cfg: SynthConfig, out: str | Path) -> dict:

@@ -1,7 +1,8 @@
 """`make demo`: the whole path on a fresh machine, CPU only, in minutes.
 
-synthetic SSV2-layout videos -> shards (train + validation) -> the tiny CAST on 2 Ray workers ->
-validation top-1 against chance -> registered as ``cast-ssv2`` (aliases candidate / champion) -> how to
+synthetic SSV2-layout videos -> shards (train + validation) -> the project's pretrained tiny experts
+(made once, cached under data/experts) -> CAST at the micro geometry fine-tuned from them, experts
+frozen, on 2 Ray workers -> validation top-1 against the demo's pass mark -> registered as ``cast-ssv2`` (aliases candidate / champion) -> how to
 open the MLflow UI. Idempotent: data already made is reused; an interrupted training resumes from its
 checkpoint; a finished demo is reported, not retrained (``--fresh`` trains a new run and registers a
 new version, which becomes champion only if it beats the current one).
@@ -23,6 +24,10 @@ DEMO_DIR = DATA_DIR / "demo"
 # 6 objects x 4 directions of motion (chance 1/24); 8 training videos per class, validation a quarter.
 NUM_CLASSES = 24
 VIDEOS_PER_CLASS = 8
+# The demo fails below this validation top-1: telling the objects apart alone gives at most 1/4 (one
+# direction in four, see pipelines.synthetic_tasks.oracles), so passing needs the motion learnt.
+PASS_TOP1 = 0.80
+PRESET = "micro"
 
 
 def log(message: str) -> None:
@@ -60,7 +65,7 @@ def make_shards(data: dict, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--fresh", action="store_true", help="train a new run even if the demo run finished")
-    p.add_argument("--epochs", type=int, default=None, help="default: the tiny preset's")
+    p.add_argument("--epochs", type=int, default=None, help=f"default: the {PRESET} preset's")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="training arithmetic (auto: bf16 autocast where bf16 matmuls measure faster, else fp32)")
     a = p.parse_args(argv)
@@ -68,25 +73,31 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
+    from workflows.experts import ensure_experts
     from workflows.training import launch
     from workflows.training.command import config_from_args
 
     shards = DEMO_DIR / "shards"
-    run_name = "demo-ssv2-tiny" + (time.strftime("-%Y%m%d-%H%M%S") if a.fresh else "")
+    run_name = f"demo-ssv2-{PRESET}" + (time.strftime("-%Y%m%d-%H%M%S") if a.fresh else "")
     data = make_videos(DEMO_DIR / "videos")
+    t0 = time.perf_counter()
+    experts = ensure_experts(preset=PRESET, log=log)
+    log(f"experts ready in {time.perf_counter() - t0:.0f}s")
     connect_ray(2, dashboard=True)
     try:
         t0 = time.perf_counter()
         make_shards(data, shards)
         log(f"shards ready in {time.perf_counter() - t0:.0f}s")
-        argv_train = ["--shards", str(shards), "--val-shards", str(shards), "--preset", "tiny",
+        argv_train = ["--shards", str(shards), "--val-shards", str(shards), "--preset", PRESET,
+                      "--clip-weights", str(experts.spatial), "--videomae-weights", str(experts.temporal),
                       "--num-workers", "2", "--run-name", run_name, "--precision", a.precision]
         if a.epochs:
             argv_train += ["--epochs", str(a.epochs)]
         # The training commands' two steps: prepare (validate, label maps, lease, stores) and run.
         with launch.prepare(config_from_args("ssv2", argv_train)) as job:
             cfg = job.cfg
-            log(f"training the tiny CAST on 2 Ray workers (run {run_name!r}; progress lines come from rank 0)")
+            log(f"fine-tuning CAST ({PRESET}) from the pretrained experts, frozen, on 2 Ray workers (run {run_name!r}; "
+                f"progress lines come from rank 0)")
             result = launch.run(job)
     finally:
         ray.shutdown()
@@ -117,8 +128,8 @@ def report(result, cfg, seconds: float) -> int:
     except MlflowException as err:  # reporting only: the training itself succeeded
         log(f"registry lookup failed: {err}")
     log(f"MLflow: {tracking_uri()}; open the UI with\n    {ui_command()}")
-    if not top1 > 2 * chance:
-        log(f"validation top-1 {top1:.3f} is not clearly above chance ({chance:.3f})")
+    if not top1 >= PASS_TOP1:
+        log(f"validation top-1 {top1:.3f} is under the demo's pass mark {PASS_TOP1:.2f} (chance {chance:.3f})")
         return 1
     return 0
 

@@ -13,6 +13,7 @@ import json
 import sys
 
 from pipelines.synthetic import SynthConfig, write_dataset
+from pipelines.synthetic_tasks import format_oracles
 from workflows.cli.common import user_error
 from workflows.cli.flags import CommandLine
 
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         return user_error(command.prog, e)
     result = write_dataset(cfg, parsed.extra["out"])
     print(json.dumps({k: v for k, v in result.items() if k != "broken"} | {"broken": len(result["broken"])}))
+    print(format_oracles(cfg.task, cfg.num_classes))  # what each kind of evidence can reach on this task
     return 0
 
 

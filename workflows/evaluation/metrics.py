@@ -175,6 +175,14 @@ def harmonic_mean(values: Sequence[float]) -> float:
     return float(len(v) / np.sum(1.0 / v))
 
 
+def appearance_motion_balance(appearance_acc: float, motion_acc: float) -> float:
+    """The ablation's balance of one model on one task: the harmonic mean of how often its predicted
+    class has the right appearance and the right motion. The same function as the paper's balanced
+    measure (:func:`harmonic_mean` of top-1 over datasets), a different measure: it stays low for a model
+    that gets only one of the two right, as the paper's stays low for one that wins on one dataset only."""
+    return harmonic_mean([appearance_acc, motion_acc])
+
+
 def per_class_table(cm: np.ndarray, class_names: Sequence[str]):
     """A DataFrame, one row per class: class_id, name, support, predicted, correct, precision, recall, f1."""
     import pandas as pd

@@ -1,0 +1,88 @@
+"""The project's pretrained experts: files in the release layouts that cast_model.load_experts reads back
+exactly, and the pretraining path at its smallest size (files, MLflow runs, cache reuse and remaking)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+
+from cast_model import CAST
+from cast_model.convert import load_experts
+from workflows.experts import ensure_experts
+from workflows.experts.export import clip_state_dict, sha256, videomae_state_dict, write_safetensors
+from workflows.experts.nets import SpatialExpert, VideoMAE, tube_mask
+from workflows.experts.pretrain import PRETRAIN_PRESETS
+
+
+def _scrambled(net: torch.nn.Module) -> torch.nn.Module:
+    """Every expert weight random (an export must carry each one, not happen to match an init)."""
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if "adapter" not in name:
+                p.copy_(torch.randn_like(p) * 0.2)
+    return net.eval()
+
+
+def test_expert_files_round_trip_through_load_experts(tmp_path):
+    cfg = PRETRAIN_PRESETS["smoke"].config()
+    torch.manual_seed(0)
+    spatial, temporal = _scrambled(SpatialExpert(cfg)), _scrambled(VideoMAE(cfg, 16, 1, 2))
+    write_safetensors(clip_state_dict(spatial), tmp_path / "s.safetensors", {})
+    write_safetensors(videomae_state_dict(temporal), tmp_path / "t.safetensors", {})
+    with safe_open(str(tmp_path / "s.safetensors"), "pt") as f:
+        assert {"visual.conv1.weight", "visual.class_embedding", "visual.positional_embedding",
+                "visual.transformer.resblocks.0.attn.in_proj_weight", "visual.ln_post.weight"} <= set(f.keys())
+    with safe_open(str(tmp_path / "t.safetensors"), "pt") as f:
+        assert {"encoder.patch_embed.proj.weight", "encoder.blocks.0.attn.q_bias", "decoder.head.weight",
+                "mask_token"} <= set(f.keys())
+    model = load_experts(CAST(cfg.replace(num_classes=3)).eval(), clip=tmp_path / "s.safetensors",
+                         videomae=tmp_path / "t.safetensors")
+    own = model.state_dict()
+    for name, value in spatial.state_dict().items():
+        if name.startswith("blocks.") and "adapter" not in name:
+            i, rest = name.split(".", 2)[1:]
+            assert torch.equal(own[f"blocks.{i}.spatial.{rest}"], value), name
+    for name, value in temporal.state_dict().items():
+        if name.startswith("blocks.") and "adapter" not in name:
+            i, rest = name.split(".", 2)[1:]
+            assert torch.equal(own[f"blocks.{i}.temporal.{rest}"], value), name
+    assert torch.equal(own["spatial_stem.pos_embed"], spatial.stem.pos_embed)
+    assert torch.equal(own["temporal_stem.proj.weight"], temporal.stem.proj.weight)
+    # and CAST (adapters and B-CAST still at their identity start) computes what the experts computed
+    x = torch.randn(2, 3, cfg.num_frames, cfg.img_size, cfg.img_size)
+    with torch.no_grad():
+        s_cast, t_cast = model.forward_features(x)
+        frames = x[:, :, cfg.tubelet_size - 1::cfg.tubelet_size]  # the frames CAST's spatial side sees
+        cls = torch.stack([spatial.tokens(frames[:, :, k])[:, 0] for k in range(frames.shape[2])], 1).mean(1)
+        t_own = temporal.encode(x).mean(1)
+    torch.testing.assert_close(s_cast, spatial.ln_post(cls), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(t_cast, F.layer_norm(t_own, (cfg.embed_dim,), eps=1e-6), atol=1e-5, rtol=1e-4)
+    visible, masked = tube_mask(2, cfg, 0.75, torch.Generator().manual_seed(0))
+    assert sorted(torch.cat((visible[0], masked[0])).tolist()) == list(range(cfg.num_steps * cfg.num_patches))
+
+
+def test_smallest_pretraining_writes_files_and_runs_then_reuses_and_remakes(tmp_path, mlflow_store):
+    from workflows.tracking import store as tracking
+
+    lines: list[str] = []
+    files = ensure_experts(tmp_path / "experts", preset="smoke", log=lines.append)
+    assert files.spatial.is_file() and files.temporal.is_file()
+    assert files.lineage["spatial_sha256"] == sha256(files.spatial)
+    assert files.lineage["temporal_sha256"] == sha256(files.temporal)
+    client = tracking.client()
+    for side, probe in (("spatial", "probe_appearance_top1"), ("temporal", "probe_motion_top1")):
+        run = client.get_run(files.lineage[f"{side}_run_id"])
+        assert run.info.status == "FINISHED" and run.data.tags["cast.expert"] == side
+        assert 0.0 <= run.data.metrics[probe] <= 1.0 and f"{probe}_random_init" in run.data.metrics
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "expert")] == [f"expert/{side}.safetensors"]
+        with safe_open(str(getattr(files, side)), "pt") as f:
+            assert f.metadata()["cast.pretrain_run_id"] == run.info.run_id
+    assert files.config == PRETRAIN_PRESETS["smoke"].config()
+
+    again = ensure_experts(tmp_path / "experts", preset="smoke", log=lines.append)
+    assert again == files  # cached: same files, same runs
+    files.temporal.unlink()
+    remade = ensure_experts(tmp_path / "experts", preset="smoke", log=lines.append)
+    assert remade.temporal.is_file() and remade.lineage["temporal_run_id"] != files.lineage["temporal_run_id"]
+    load_experts(CAST(remade.config.replace(num_classes=2)), clip=remade.spatial, videomae=remade.temporal)

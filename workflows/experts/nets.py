@@ -1,0 +1,164 @@
+"""The two experts as stand-alone networks for pretraining, built from CAST's own layers.
+
+Both reuse :class:`cast_model.model.ExpertLayer` (CLIP's QuickGELU, eps and q/k/v biases on the spatial
+side, VideoMAE's on the temporal side) and CAST's stems, so the pretrained weights compute inside CAST
+exactly what they computed here. An ExpertLayer carries CAST's adapters: they are zeroed and frozen
+here, which makes each layer a plain pre-norm transformer layer.
+
+Shapes: B clips or frames, F frames, T = F / tubelet steps, N patches per frame, D width, P pixels per
+tubelet patch (tubelet * patch^2 * 3).
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.layers import trunc_normal_
+from torch import nn
+
+from cast_model.config import CASTConfig
+from cast_model.model import (CLIP_LN_EPS, VIDEOMAE_LN_EPS, ExpertLayer, QuickGELU, SpatialStem, TemporalStem,
+                              sinusoid_table)
+from pipelines.synthetic_tasks import APPEARANCES
+
+NUM_APPEARANCES = len(APPEARANCES)
+
+
+def _init(module: nn.Module) -> None:
+    """CAST's initialisation (truncated normal linears, unit norms), adapters zeroed and frozen."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    for name, p in module.named_parameters():
+        if "adapter" in name:
+            nn.init.zeros_(p)
+            p.requires_grad_(False)
+
+
+class SpatialExpert(nn.Module):
+    """A CLIP-style image ViT trained on single frames: which appearances a frame shows (multi-label, from
+    the class token after ln_post) and which appearance covers each patch (from the patch tokens)."""
+
+    def __init__(self, cfg: CASTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.stem = SpatialStem(cfg)
+        self.blocks = nn.ModuleList(ExpertLayer(cfg, QuickGELU, CLIP_LN_EPS, "full", 0.0) for _ in range(cfg.depth))
+        self.ln_post = nn.LayerNorm(cfg.embed_dim, eps=CLIP_LN_EPS)
+        self.head = nn.Linear(cfg.embed_dim, NUM_APPEARANCES)  # exported as CLIP's visual.proj
+        self.patch_norm = nn.LayerNorm(cfg.embed_dim, eps=CLIP_LN_EPS)
+        self.patch_head = nn.Linear(cfg.embed_dim, NUM_APPEARANCES + 1)  # + background
+        _init(self)
+
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, 1+N, D)."""
+        # CAST's stem takes clips and keeps the last frame of each tubelet: a one-tubelet clip of the image
+        clip = images.unsqueeze(2).expand(-1, -1, self.cfg.tubelet_size, -1, -1)
+        x = self.stem(clip)
+        for layer in self.blocks:
+            x = layer.feed_forward(layer.attend(x))
+        return x
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, D): the class token after ln_post, what CAST's spatial side pools."""
+        return self.ln_post(self.tokens(images)[:, 0])
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> appearance logits (B, A) and per-patch logits (B, N, A+1)."""
+        x = self.tokens(images)
+        return self.head(self.ln_post(x[:, 0])), self.patch_head(self.patch_norm(x[:, 1:]))
+
+
+class VideoMAE(nn.Module):
+    """VideoMAE: an encoder over the visible tubes of a tube-masked clip and a narrow decoder that
+    reconstructs the masked tubes' pixels (Tong et al. 2022, at this project's size)."""
+
+    def __init__(self, cfg: CASTConfig, decoder_dim: int, decoder_depth: int, decoder_heads: int,
+                 motion_target: bool = False) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.stem = TemporalStem(cfg)
+        self.blocks = nn.ModuleList(ExpertLayer(cfg, nn.GELU, VIDEOMAE_LN_EPS, "qv", 0.0) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=VIDEOMAE_LN_EPS)
+        dec = cfg.replace(embed_dim=decoder_dim, num_heads=decoder_heads, depth=decoder_depth)
+        self.encoder_to_decoder = nn.Linear(cfg.embed_dim, decoder_dim, bias=False)
+        self.mask_token = nn.Parameter(torch.zeros(decoder_dim))
+        self.decoder_blocks = nn.ModuleList(ExpertLayer(dec, nn.GELU, VIDEOMAE_LN_EPS, "qv", 0.0)
+                                            for _ in range(decoder_depth))
+        self.decoder_norm = nn.LayerNorm(decoder_dim, eps=VIDEOMAE_LN_EPS)
+        pixels = cfg.tubelet_size * cfg.patch_size**2 * 3
+        # with the motion target, each tube's frame difference (one frame's worth of pixels) too
+        self.decoder_head = nn.Linear(decoder_dim, pixels + (pixels // cfg.tubelet_size if motion_target else 0))
+        self.register_buffer("decoder_pos", sinusoid_table(cfg.num_steps * cfg.num_patches, decoder_dim),
+                             persistent=False)
+        _init(self)
+        trunc_normal_(self.mask_token, std=0.02)
+
+    def encode(self, clips: torch.Tensor, visible: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 3, F, H, W) and visible token indices (B, V) (None: all) -> (B, V, D) before the final norm."""
+        x = self.stem(clips)  # (B, T*N, D), positions added
+        if visible is not None:
+            x = torch.gather(x, 1, visible[..., None].expand(-1, -1, x.shape[-1]))
+        for layer in self.blocks:
+            x = layer.feed_forward(layer.attend(x))
+        return x
+
+    def features(self, clips: torch.Tensor) -> torch.Tensor:
+        """(B, 3, F, H, W) -> (B, D): mean of every token, normalised (a probe's input)."""
+        return self.norm(self.encode(clips)).mean(dim=1)
+
+    def forward(self, clips: torch.Tensor, visible: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        """Predicted pixels of the masked tokens, (B, M, P)."""
+        x = self.encoder_to_decoder(self.norm(self.encode(clips, visible)))  # (B, V, d)
+        B, M = masked.shape
+        pos = self.decoder_pos.to(x.dtype)
+        x = x + pos[visible]
+        y = self.mask_token.to(x.dtype).expand(B, M, -1) + pos[masked]
+        z = torch.cat((x, y), dim=1)
+        for layer in self.decoder_blocks:
+            z = layer.feed_forward(layer.attend(z))
+        return self.decoder_head(self.decoder_norm(z[:, -M:]))
+
+
+def tube_mask(batch: int, cfg: CASTConfig, ratio: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """VideoMAE's tube masking: the same patches hidden at every time step. -> visible (B, T*keep) and
+    masked (B, T*(N-keep)) token indices, sorted."""
+    N, T = cfg.num_patches, cfg.num_steps
+    keep = max(1, round(N * (1 - ratio)))
+    order = torch.rand(batch, N, generator=generator).argsort(dim=1)  # (B, N) a random patch order
+    steps = torch.arange(T)[None, :, None] * N  # (1, T, 1)
+    visible = (order[:, None, :keep] + steps).flatten(1).sort(dim=1).values
+    masked = (order[:, None, keep:] + steps).flatten(1).sort(dim=1).values
+    return visible, masked
+
+
+def half_time_mask(batch: int, cfg: CASTConfig, ratio: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tube masking in one half of the clip's time steps and *every* token of the other half (the first
+    or the last, at random per clip): the hidden half can only be filled in by carrying each object along
+    its motion, past or future. -> visible and masked token indices as :func:`tube_mask`."""
+    N, T = cfg.num_patches, cfg.num_steps
+    half = T // 2
+    keep = max(1, round(N * (1 - ratio)))
+    order = torch.rand(batch, N, generator=generator).argsort(dim=1)  # (B, N)
+    later = torch.rand(batch, generator=generator) < 0.5  # (B,) hide the later half (else the earlier)
+    shown = torch.where(later[:, None], torch.arange(half)[None], torch.arange(half, T)[None])  # (B, half) steps
+    visible = (order[:, None, :keep] + shown[:, :, None] * N).flatten(1).sort(dim=1).values  # (B, half*keep)
+    is_visible = torch.zeros(batch, T * N, dtype=torch.bool)
+    is_visible[torch.arange(batch)[:, None], visible] = True
+    masked = torch.arange(T * N).expand(batch, -1)[~is_visible].view(batch, -1)  # (B, T*N - half*keep), sorted
+    return visible, masked
+
+
+def tubelet_pixels(clips: torch.Tensor, cfg: CASTConfig) -> torch.Tensor:
+    """(B, 3, F, H, W) -> (B, T*N, P): each token's pixels in the temporal stem's token order."""
+    B = clips.shape[0]
+    t, p, g = cfg.tubelet_size, cfg.patch_size, cfg.grid_size
+    x = clips.reshape(B, 3, cfg.num_steps, t, g, p, g, p)
+    return x.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(B, cfg.num_steps * g * g, t * p * p * 3)
+
+
+__all__ = ["SpatialExpert", "VideoMAE", "tube_mask", "half_time_mask", "tubelet_pixels", "NUM_APPEARANCES"]
