@@ -31,9 +31,9 @@ def ensure_experts(root: Path | None = None, *, preset: str = "micro",
 
     from .cache import FILES, config_of, make_experts, preset_of, read_manifest
 
-    preset_of(preset)  # an unknown preset fails before anything is made
+    recipe = preset_of(preset)  # an unknown preset fails before anything is made
     folder = Path(root if root is not None else DATA_DIR / "experts") / preset
-    manifest = read_manifest(folder)
+    manifest = read_manifest(folder, recipe)
     if manifest is None:
         log(f"pretraining the {preset!r} experts into {folder} (once; later runs reuse the files)")
         manifest = make_experts(folder, preset, log)

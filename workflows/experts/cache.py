@@ -38,12 +38,15 @@ def preset_of(name: str) -> PretrainPreset:
     return PRETRAIN_PRESETS[name]
 
 
-def read_manifest(folder: Path) -> dict[str, Any] | None:
-    """The folder's manifest if both files are there with the digests it records, else None."""
+def read_manifest(folder: Path, preset: PretrainPreset) -> dict[str, Any] | None:
+    """The folder's manifest if both files are there with the digests it records and were made by
+    ``preset`` as it is defined now (a changed recipe remakes them), else None."""
     path = folder / MANIFEST
     if not path.is_file():
         return None
     manifest = json.loads(path.read_text())
+    if manifest.get("params") != preset.params():
+        return None
     for side, name in FILES.items():
         f = folder / name
         if not f.is_file() or sha256(f) != manifest["lineage"][f"{side}_sha256"]:
@@ -75,14 +78,15 @@ def make_experts(folder: Path, preset_name: str, log: Log) -> dict[str, Any]:
     """Pretrain both experts of ``preset_name`` into ``folder`` (under a lock; a manifest another process
     finished meanwhile is returned as is). Returns the manifest."""
     with _locked(folder):
-        done = read_manifest(folder)
+        preset = preset_of(preset_name)
+        done = read_manifest(folder, preset)
         if done is not None:
             return done
-        preset = preset_of(preset_name)
         torch.manual_seed(preset.seed)
         pool, probe = pretrain_pools(preset, log)
         cfg = preset.config()
-        manifest: dict[str, Any] = {"preset": preset_name, "config": cfg.to_dict(), "lineage": {}, "probes": {},
+        manifest: dict[str, Any] = {"preset": preset_name, "params": preset.params(), "config": cfg.to_dict(),
+                                    "lineage": {}, "probes": {},
                                     "seconds": {}, "cpu_seconds": {}}
         with _one_thread():
             for side in FILES:

@@ -47,10 +47,12 @@ class PretrainPreset:
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_steps: int = 50
-    mask_ratio: float = 0.75
-    masking: str = "half_time"  # "tube" (VideoMAE's) or "half_time" (tubes in one half of the steps, all of the other)
-    norm_pix_loss: bool = True
-    motion_target: bool = True  # also reconstruct each hidden tube's frame difference (MotionMAE's extra target)  # VideoMAE's target: each tube's pixels normalised by their own mean and std
+    # VideoMAE's objective, with a mask that asks for motion: one half of the time steps hidden entirely,
+    # tubes at ``mask_ratio`` in the other ("tube": VideoMAE's own masking at ``mask_ratio``)
+    masking: str = "half_time"
+    mask_ratio: float = 0.5
+    norm_pix_loss: bool = True  # VideoMAE's target: each tube's pixels normalised by their own mean and std
+    motion_target: bool = False  # also reconstruct each hidden tube's frame difference (MotionMAE's extra target)
     decoder_dim: int = 32
     decoder_depth: int = 1
     decoder_heads: int = 2
