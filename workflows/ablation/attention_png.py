@@ -1,8 +1,9 @@
 """B-CAST's attention maps for a few test videos, as arrays and as one PNG on CAST's MLflow run.
 
 Per video (a row): the frames the spatial expert sees, each overlaid with where the temporal queries of
-that time step look in space (S2T of the last block that has it), and beside them a T x T matrix of where
-the spatial queries of each step look along time (T2S). ``attention/maps.npz`` holds every block's
+that time step look in space (S2T of the last block that has it), and beside them, per block, a T x T
+matrix of where the spatial queries of each step look along time (T2S; blocks differ: one may be sharp
+while another stays uniform). ``attention/maps.npz`` holds every block's
 profiles: ``t2s_time`` (V, blocks, T, T) and ``s2t_space`` (V, blocks, T, N).
 """
 
@@ -45,15 +46,15 @@ def spatial_frames(clip: np.ndarray, tubelet: int) -> np.ndarray:
 
 
 def render(path: Path, video: np.ndarray, arrays: dict[str, np.ndarray], tubelet: int, titles: list[str]) -> Path:
-    """The PNG: one row per video, T frames with the last S2T map over them, then the last T2S matrix."""
+    """The PNG: one row per video, T frames with the last S2T map over them, then each block's T2S matrix."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     V, T = len(video), video.shape[2] // tubelet
-    S = video.shape[-1]
-    fig, axes = plt.subplots(V, T + 1, figsize=(1.6 * (T + 1), 1.8 * V), squeeze=False)
+    S, blocks = video.shape[-1], max(arrays["t2s_time"].shape[1], 1)
+    fig, axes = plt.subplots(V, T + blocks, figsize=(1.6 * (T + blocks), 1.8 * V), squeeze=False)
     for v in range(V):
         frames = spatial_frames(video[v], tubelet)
         for t in range(T):
@@ -67,16 +68,19 @@ def render(path: Path, video: np.ndarray, arrays: dict[str, np.ndarray], tubelet
             ax.set_axis_off()
             ax.set_title(f"t={t}" if v == 0 else "", fontsize=7)
         axes[v, 0].text(0, -0.25 * S, titles[v], fontsize=6, transform=axes[v, 0].transData)
-        ax = axes[v, T]
-        if arrays["t2s_time"].shape[1]:
-            ax.imshow(arrays["t2s_time"][v, -1], cmap="viridis", vmin=0, vmax=1)
+        for b in range(blocks):
+            ax = axes[v, T + b]
+            if not arrays["t2s_time"].shape[1]:
+                ax.set_axis_off()
+                continue
+            ax.imshow(arrays["t2s_time"][v, b], cmap="viridis", vmin=0, vmax=1)
             ax.set_xlabel("key step", fontsize=6)
             ax.set_ylabel("query step", fontsize=6)
+            ax.set_xticks(range(T))
+            ax.set_yticks(range(T))
             ax.tick_params(labelsize=5)
-        else:
-            ax.set_axis_off()
-        if v == 0:
-            ax.set_title("T2S: along time", fontsize=7)
+            if v == 0:
+                ax.set_title(f"T2S block {b}: along time", fontsize=7)
     fig.suptitle("S2T: where temporal queries look in space (overlay); T2S: where spatial queries look in time",
                  fontsize=8)
     fig.tight_layout()
