@@ -276,7 +276,10 @@ class CommandLine:
         for source, layer in below + [("flag", flags)]:
             values.update(layer)
             sources.update(dict.fromkeys(layer, source))
-        return Parsed(values, sources, extra, print_config)
+        # The dataclass's order; a layer's unknown keys stay, last, for the config to refuse by name.
+        order = [f.name for f in dataclasses.fields(self.config) if f.name in values]
+        order += [k for k in values if k not in names]
+        return Parsed({k: values[k] for k in order}, sources, extra, print_config)
 
     def format_config(self, parsed: Parsed) -> str:
         """One line per setting: name, value (JSON), source (what ``--print-config`` prints)."""

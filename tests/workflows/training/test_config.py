@@ -151,3 +151,19 @@ def test_recipe_fields_have_one_home(tmp_path):
     (tmp_path / "ssv2.yaml").write_text(yaml.safe_dump(broken))
     with pytest.raises(TrainConfigError, match=r"missing from the recipe and the flags: \['epochs'\]"):
         parse_config("ssv2", ["--shards", "s", "--val-shards", "v", "--config-dir", str(tmp_path)])
+
+
+def test_an_unknown_recipe_key_is_refused_by_name(tmp_path):
+    from workflows.training.config import TrainConfigError
+
+    d = recipe_dir(tmp_path, ("  epochs: 50 ", "  lerning_rate: 1\n  epochs: 50 "))
+    with pytest.raises(TrainConfigError, match=r"unknown training settings: \['lerning_rate'\]"):
+        parse_config("ssv2", argv(tmp_path, config_dir=d))
+
+
+def test_print_config_lists_the_settings_in_the_schema_order(tmp_path, capsys):
+    import dataclasses
+
+    assert main("ssv2", argv(tmp_path, "--print-config")) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert names == [f.name for f in dataclasses.fields(TrainConfig)]
