@@ -61,8 +61,8 @@ def test_a_still_picture_is_no_video_exit_2_naming_it(registered, tmp_path, caps
     still = tmp_path / "photo.jpg"
     Image.new("RGB", (64, 48), (200, 30, 30)).save(still)
     assert predict_main([str(still), "--model", URI]) == 2
-    errors = [s for s in capsys.readouterr().err.splitlines() if s.startswith("predict: ")]
-    assert len(errors) == 1 and errors[0].startswith(f"predict: {still}: too_short: a still image"), errors
+    errors = [s for s in capsys.readouterr().err.splitlines() if s.startswith("cast-predict: ")]
+    assert len(errors) == 1 and errors[0].startswith(f"cast-predict: {still}: too_short: a still image"), errors
 
 
 def test_the_registry_asked_is_the_projects_not_mlflows_process_wide_one(registered, videos, tmp_path):  # noqa: F811

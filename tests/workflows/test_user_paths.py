@@ -35,14 +35,14 @@ def test_an_epoch_shorter_than_update_freq_fails_before_ray(shards, tmp_path):
               env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"})
     assert out.returncode == 2, out.stderr[-2000:]
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("train_ssv2: error:"), out.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("train_ssv2.py: error:"), out.stderr[-2000:]
     assert "2 batch(es) per rank" in lines[0] and "the 4 accumulated per optimizer step" in lines[0], lines[0]
     assert "--total-batch-size" in lines[0]
     assert not (tmp_path / "ray").exists()  # nothing started, nothing written
 
 
 def test_enough_samples_pass_the_arithmetic(shards):
-    from workflows.training.config import config_from_args
+    from workflows.training.command import config_from_args
     from workflows.training.preflight import check_batch_arithmetic
 
     cfg = config_from_args("ssv2", ["--shards", str(shards), "--val-shards", str(shards), "--preset", "tiny",
@@ -57,6 +57,6 @@ def test_a_local_model_path_that_is_no_folder(tmp_path, capsys):
     video = tmp_path / "clip.webm"
     video.write_bytes(b"not read")
     assert predict.main([str(video), "--model", str(tmp_path / "no" / "such" / "ckpt")]) == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("predict")]
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("cast-predict: ")]
     assert len(lines) == 1 and "no such checkpoint folder" in lines[0], lines
     assert "artifact" not in lines[0].lower()

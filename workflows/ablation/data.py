@@ -69,7 +69,7 @@ def write_shards(task: str, root: Path, num_classes: int, videos_per_class: int,
     for split in SPLITS:
         result = run_preprocess(PreprocessConfig(dataset="ssv2", videos=paths["videos"], annotations=paths["annotations"],
                                                  split=split, out=str(shards), short_side=size,
-                                                 max_samples_per_shard=32, progress_every_s=30.0))
+                                                 max_samples_per_shard=32, progress_every=30.0))
         if result.rejected:
             raise RuntimeError(f"{result.rejected} synthetic {split} videos of {task} were rejected: see "
                                f"{shards}/rejects.parquet")
