@@ -68,3 +68,25 @@ def test_a_run_records_its_code_and_its_shards_and_the_model_leads_back(mlflow_s
         assert logged[context].name == f"{shards.name}/{split}"
         assert "manifest.parquet" in logged[context].source
     assert logged["training"].digest != logged["validation"].digest  # the digest follows the rows
+
+
+def test_weight_tags_name_each_file_its_digest_and_the_run_that_made_it(tmp_path):
+    """The tags a training run carries for the weight files it starts from: a project expert (safetensors
+    with the pretraining run in its metadata) gets its run id; a plain file only its digest and path."""
+    import hashlib
+
+    import torch
+    from safetensors.torch import save_file
+
+    expert = tmp_path / "spatial.safetensors"
+    save_file({"w": torch.ones(3)}, str(expert), metadata={lineage.PRETRAIN_RUN_KEY: "run123"})
+    other = tmp_path / "init.pth"
+    other.write_bytes(b"released weights")
+    tags = lineage.weight_tags({"spatial": str(expert), "temporal": None, "init": str(other)})
+    assert tags == {
+        "cast.lineage.spatial_path": str(expert),
+        "cast.lineage.spatial_sha256": hashlib.sha256(expert.read_bytes()).hexdigest(),
+        "cast.lineage.spatial_run_id": "run123",
+        "cast.lineage.init_path": str(other),
+        "cast.lineage.init_sha256": hashlib.sha256(b"released weights").hexdigest(),
+    }

@@ -19,7 +19,7 @@ import torch
 
 from cast_model.config import CASTConfig
 from workflows.tracking import store as tracking
-from workflows.training.lineage import PRETRAIN_RUN_KEY
+from workflows.tracking.lineage import PRETRAIN_RUN_KEY
 
 from .export import clip_state_dict, sha256, videomae_state_dict, write_safetensors
 from .nets import SpatialExpert, VideoMAE

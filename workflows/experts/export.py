@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from workflows.training.lineage import file_sha256 as sha256
+from workflows.tracking.lineage import file_sha256 as sha256
 
 from .nets import SpatialExpert, VideoMAE
 

@@ -7,6 +7,8 @@ registered model (through its version's run) answers "which code and which data 
   submitting side passes the commit along in that variable (``--runtime-env-json '{"env_vars":
   {"CAST_GIT_COMMIT": "<sha>"}}'``; the container image sets it at build time). Without either, no
   commit tag is written and :func:`source_tags` says why.
+* **Weights**: every weight file a run starts from (its sha256, path and, for the project's own
+  pretrained experts, the MLflow run that made it) as ``cast.lineage.<role>_*`` tags.
 * **Data**: each input shard folder's manifest (``manifest.parquet``, the split's rows) as an MLflow
   dataset with MLflow's digest of its content, in context ``training``, ``validation`` or
   ``evaluation``; the same manifest gives the same digest, a changed one another.
@@ -14,6 +16,7 @@ registered model (through its version's run) answers "which code and which data 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from collections.abc import Mapping
@@ -22,6 +25,41 @@ from pathlib import Path
 COMMIT_ENV = "CAST_GIT_COMMIT"
 CODE_ROOT = Path(__file__).resolve().parents[2]
 CONTEXT_TAG = "mlflow.data.context"  # MLflow's input tag for a dataset's role
+PRETRAIN_RUN_KEY = "cast.pretrain_run_id"  # safetensors metadata written by workflows.experts
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in 1 MiB pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _pretrain_run(path: Path) -> str | None:
+    if path.suffix != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return (f.metadata() or {}).get(PRETRAIN_RUN_KEY)
+
+
+def weight_tags(files: Mapping[str, str | None]) -> dict[str, str]:
+    """``cast.lineage.<role>_sha256`` / ``_path`` / ``_run_id`` tags for each role's weight file
+    (``{"spatial": path, ...}``; a role without a file is left out)."""
+    tags: dict[str, str] = {}
+    for role, value in files.items():
+        if not value:
+            continue
+        path, prefix = Path(value), f"cast.lineage.{role}"
+        tags[f"{prefix}_path"] = str(path)
+        tags[f"{prefix}_sha256"] = file_sha256(path)
+        run = _pretrain_run(path)
+        if run:
+            tags[f"{prefix}_run_id"] = run
+    return tags
 
 
 def code_version(root: Path = CODE_ROOT) -> tuple[str | None, str]:

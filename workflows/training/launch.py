@@ -37,7 +37,6 @@ from . import mlflow_run
 from .command import format_train_config, parse_config
 from .config import TrainConfig, TrainConfigError
 from .preflight import check_batch_arithmetic, check_shard_labels, check_weights, reconcile_stores
-from .lineage import weight_tags
 from .state import MODEL_DIR, read_progress
 from .validation import fit_cluster, validate
 
@@ -153,9 +152,10 @@ def run(job: PreparedRun) -> TrainResult:
         raise TrainConfigError("; ".join(problems))
     resources = wait_for_resources(cfg)
     cfg = fit_cluster(cfg, resources.get("GPU", 0.0), resources.get("CPU", 0.0))
+    weights = lineage.weight_tags({"spatial": cfg.clip_weights, "temporal": cfg.videomae_weights,
+                                   "init": cfg.init_checkpoint})
     run_id, previous = mlflow_run.open_run(cfg.experiment, cfg.run_name,
-                                        {tracking.DATASET_TAG: cfg.dataset, "cast.preset": cfg.preset,
-                                         **weight_tags(cfg)})
+                                        {tracking.DATASET_TAG: cfg.dataset, "cast.preset": cfg.preset, **weights})
     lineage.record(run_id, f"workflows/train_{cfg.dataset}.py",
                    {"training": lineage.manifest_dataset(cfg.shards, cfg.train_split),
                     "validation": lineage.manifest_dataset(cfg.val_shards, cfg.val_split)}, log=_log)
