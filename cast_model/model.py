@@ -329,6 +329,19 @@ class TemporalStem(nn.Module):
         return tokens + self.pos_embed.to(tokens.dtype)
 
 
+def init_vit_weights(module: nn.Module) -> None:
+    """ViT initialisation of every linear (truncated normal, std 0.02, zero bias) and LayerNorm (unit
+    scale, zero shift) inside ``module``: CAST's and the project's pretrained experts'."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class CAST(nn.Module):
     """The CAST network. ``forward(x)`` takes (B, 3, num_frames, img_size, img_size) float clips
     (ImageNet-normalised) and returns (B, num_classes) logits, or ``{"verb", "noun"}`` logits.
@@ -369,14 +382,7 @@ class CAST(nn.Module):
 
     # -- initialisation --------------------------------------------------------------------------
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_vit_weights(self)
         # Every new branch starts as the identity so training begins from the experts' features.
         for block in self.blocks:
             for adapter in block.adapters():

@@ -17,7 +17,7 @@ from torch import nn
 
 from cast_model.config import CASTConfig
 from cast_model.model import (CLIP_LN_EPS, VIDEOMAE_LN_EPS, ExpertLayer, QuickGELU, SpatialStem, TemporalStem,
-                              sinusoid_table)
+                              init_vit_weights, sinusoid_table)
 from pipelines.synthetic_tasks import APPEARANCES
 
 NUM_APPEARANCES = len(APPEARANCES)
@@ -25,14 +25,7 @@ NUM_APPEARANCES = len(APPEARANCES)
 
 def _init(module: nn.Module) -> None:
     """CAST's initialisation (truncated normal linears, unit norms), adapters zeroed and frozen."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    init_vit_weights(module)
     for name, p in module.named_parameters():
         if "adapter" in name:
             nn.init.zeros_(p)
