@@ -16,7 +16,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.schema import label_column
 from pipelines.shards import PARTS_DIR, join, list_names, resolve_out, write_atomic, write_table_atomic
 
 CLASSES_FILE = "classes.json"

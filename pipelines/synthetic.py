@@ -27,7 +27,7 @@ import numpy as np
 from cast_model.vocab import DATASETS
 from pipelines.encode import EncodeConfig, encode_video
 from pipelines.synthetic_tasks import (APPEARANCES, DIRECTIONS, TASKS, Scene, class_name, class_parts,
-                                       format_oracles, max_classes, object_name, scene_for)
+                                       max_classes, object_name, scene_for)
 
 MAX_CLASSES = max_classes("motion")
 HELDOUT_SEED_OFFSET = 7919  # the held-out split's generator: seed + this, a stream train/validation never use

@@ -10,7 +10,6 @@ FINISHED or FAILED.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import tempfile
