@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup docs test test-fast demo reproduce serve bench clean-data cluster-up cluster-down cluster-status
+.PHONY: setup test-deps docs test test-fast demo reproduce serve bench clean-data cluster-up cluster-down cluster-status
 
 MODEL ?= models:/cast-ssv2@champion
 PORT ?= 5001
@@ -23,10 +23,16 @@ $(STAMP): pyproject.toml
 docs: setup
 	$(BIN)/mkdocs build --strict --quiet -d build/site
 
-test: docs
+# What the tests run beside Python: Debian's ffmpeg (the fidelity tests' reference decoder) and
+# PostgreSQL's server binaries (the cluster tests start their own server); each installed only when missing.
+test-deps:
+	bash infra/local/install_ffmpeg.sh
+	bash infra/local/cluster/install_postgres.sh
+
+test: docs test-deps
 	$(BIN)/python -m pytest -q
 
-test-fast: docs
+test-fast: docs test-deps
 	$(BIN)/python -m pytest -q -m "not slow"
 
 demo: setup
