@@ -54,6 +54,7 @@ class VideoPlan:
     size: tuple[int, int] | None  # (height, width) to resize the coded frames to; None: as coded
     backend: str  # "pyav", "dali-cpu" or "dali-gpu"
     clamped: bool = False
+    like_loader: bool = False  # resized as the evaluation loader resizes (plan_decode)
 
     @property
     def num_frames(self) -> int:
@@ -111,11 +112,15 @@ def _pick_backend(info: Probe, backend: str, device: str) -> str:
     return f"dali-{device}" if dali and info.plain else "pyav"
 
 
-# Six parameters: the source, then keyword-only options with defaults, one per knob a caller sets.
+# Seven parameters: the source, then keyword-only options with defaults, one per knob a caller sets.
 def plan_decode(src: str | bytes, *, segment: tuple[int, int] | None = None, segment_fps: float | None = None,
-                short_side: int | None = None, backend: str = "auto", device: str = "cpu") -> VideoPlan:
+                short_side: int | None = None, like_loader: bool = False, backend: str = "auto",
+                device: str = "cpu") -> VideoPlan:
     """Probe ``src`` and fix the frames, size and backend of its decode (see the module). A file with
-    fewer than ``probe.MIN_VIDEO_FRAMES`` frames (a still image) is ``too_short``. Raises
+    fewer than ``probe.MIN_VIDEO_FRAMES`` frames (a still image) is ``too_short``. ``like_loader``: frames
+    sized and resized as the DALI evaluation loader resizes shard frames, for inference views, which are
+    never encoded (odd sizes as DALI rounds them, an antialiased bilinear resize of RGB frames); else even
+    sizes an encoder takes, resized in YUV as ffmpeg's scale filter does (shards). Raises
     :class:`VideoDecodeError` for a bad video, ``ValueError`` for bad arguments."""
     source = check_source(src)
     try:
@@ -131,8 +136,8 @@ def plan_decode(src: str | bytes, *, segment: tuple[int, int] | None = None, seg
     start, stop, clamped = segment_window(info, segment, segment_fps)
     size = None
     if short_side is not None and short_side < min(info.height, info.width):
-        size = short_side_size(info.height, info.width, short_side)
-    return VideoPlan(source, info, start, stop, size, used, clamped)
+        size = short_side_size(info.height, info.width, short_side, even=not like_loader)
+    return VideoPlan(source, info, start, stop, size, used, clamped, like_loader)
 
 
 def stream_frames(plan: VideoPlan, wanted: np.ndarray | None = None, budget: int | None = None,
@@ -165,9 +170,22 @@ def stream_frames(plan: VideoPlan, wanted: np.ndarray | None = None, budget: int
 DALI_CHUNK = 32
 
 
-def _to_rgb(frame, size: tuple[int, int] | None) -> np.ndarray:
+def resize_like_loader(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (h, w, 3) for ``size`` = (h, w), as the evaluation loader resizes (DALI,
+    antialiased linear, on RGB): PIL's bilinear reduce, within the decoders' own difference of DALI's
+    (benchmarks/skew.py)."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(rgb).resize((size[1], size[0]), Image.BILINEAR))
+
+
+def _to_rgb(frame, size: tuple[int, int] | None, like_loader: bool = False) -> np.ndarray:
     if size is None:
         return frame.to_ndarray(format="rgb24")
+    if like_loader:
+        # RGB first, then the loader's resize: the YUV-first resize below differs from it at colour edges
+        # (99th percentile ~20 levels at 64 -> 32 px).
+        return resize_like_loader(frame.to_ndarray(format="rgb24"), size)
     # Resize in YUV first (as ffmpeg's -vf scale does), then convert the small frame: ~7% less CPU per
     # 1080p frame than converting and resizing in one swscale pass.
     return frame.reformat(width=size[1], height=size[0]).to_ndarray(format="rgb24")
@@ -211,7 +229,7 @@ def _pyav_frames(plan: VideoPlan, wanted: np.ndarray, seek: bool = True) -> Iter
                     while pos < wanted.size and wanted[pos] < i:
                         pos += 1  # the decoder skipped a wanted frame: believe it
                     if pos < wanted.size and wanted[pos] == i:
-                        yield i, _to_rgb(frame, plan.size)
+                        yield i, _to_rgb(frame, plan.size, plan.like_loader)
                         n_out += 1
                         pos += 1
                     got = True
@@ -236,13 +254,14 @@ def _match(index: dict[int, int], pts: np.ndarray, t: int | None, tolerance: flo
     return min(near, key=lambda j: abs(int(pts[j]) - t)) if near else None
 
 
+# Eight parameters: plan_decode's keyword-only options and the minimum frame count.
 def decode_video(src: str | bytes, *, segment: tuple[int, int] | None = None, segment_fps: float | None = None,
-                 short_side: int | None = None, backend: str = "auto", device: str = "cpu",
-                 min_frames: int = MIN_VIDEO_FRAMES) -> DecodedVideo:
+                 short_side: int | None = None, like_loader: bool = False, backend: str = "auto",
+                 device: str = "cpu", min_frames: int = MIN_VIDEO_FRAMES) -> DecodedVideo:
     """Every frame of ``src`` (or of ``segment``) in one array: :func:`stream_frames` collected. For
     short clips and tests; jobs stream. Fewer than ``min_frames`` decoded is ``too_short``."""
     plan = plan_decode(src, segment=segment, segment_fps=segment_fps, short_side=short_side,
-                       backend=backend, device=device)
+                       like_loader=like_loader, backend=backend, device=device)
     frames = [f for _, f in stream_frames(plan)]
     check_count(len(frames), plan.num_frames, min_frames)
     return DecodedVideo(np.stack(frames), plan.info.fps, plan.info.codec, plan.backend, len(frames), plan.clamped)
@@ -264,16 +283,16 @@ def check_count(decoded: int, expected: int, min_frames: int = MIN_VIDEO_FRAMES)
 FramePicker = Callable[[int, float], np.ndarray]
 
 
-# Seven parameters: decode_video's keyword-only options, the frame picker and the memory budget.
+# Eight parameters: plan_decode's keyword-only options, the frame picker and the memory budget.
 def decode_sampled(src: str | bytes, pick: FramePicker, *, segment: tuple[int, int] | None = None,
-                   segment_fps: float | None = None, short_side: int | None = None, backend: str = "auto",
-                   device: str = "cpu", budget: int | None = None) -> DecodedVideo:
+                   segment_fps: float | None = None, short_side: int | None = None, like_loader: bool = False,
+                   backend: str = "auto", device: str = "cpu", budget: int | None = None) -> DecodedVideo:
     """The frames ``pick(n, fps)`` chooses out of the ``n`` frames of ``src`` (or of ``segment``), in
     ``pick``'s order, repeats allowed: the same pixels as ``decode_video(...).frames[pick(n, fps)]``
     without decoding the rest (PyAV decodes only the GOPs that hold picked frames; DALI only the picked
     frames). A picked frame the decoder does not output is ``truncated``, never another frame."""
     plan = plan_decode(src, segment=segment, segment_fps=segment_fps, short_side=short_side,
-                       backend=backend, device=device)
+                       like_loader=like_loader, backend=backend, device=device)
     idx = np.asarray(pick(plan.num_frames, plan.info.fps), dtype=np.int64)
     unique = np.unique(idx)
     got = dict(stream_frames(plan, unique, budget))
@@ -289,5 +308,5 @@ def decode_sampled(src: str | bytes, pick: FramePicker, *, segment: tuple[int, i
 
 
 __all__ = ["BACKENDS", "DALI_CPU_CODECS", "DecodedVideo", "FramePicker", "VideoDecodeError", "VideoPlan",
-           "check_count", "decode_sampled", "decode_video", "plan_decode", "probe_container", "segment_seconds",
-           "stream_frames"]
+           "check_count", "decode_sampled", "decode_video", "plan_decode", "probe_container", "resize_like_loader",
+           "segment_seconds", "stream_frames"]

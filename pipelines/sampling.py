@@ -6,6 +6,8 @@ by DALI's seeded RNG, and batch inference calls them directly: one definition of
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -65,13 +67,16 @@ def train_indices(num_frames: int, num_samples: int, sampling: str, stride: int,
     raise ValueError(f"unknown sampling {sampling!r}; expected 'uniform' or 'dense'")
 
 
-def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
-    """(height, width) after resizing so the shorter side is ``short_side`` (aspect kept, even sizes
-    so every codec accepts them)."""
-    if height <= width:
-        new_h, new_w = short_side, round(width * short_side / height)
-    else:
-        new_h, new_w = round(height * short_side / width), short_side
+def short_side_size(height: int, width: int, short_side: int, even: bool = True) -> tuple[int, int]:
+    """(height, width) after resizing so the shorter side is ``short_side``, aspect kept. ``even``: even
+    sizes, so every codec accepts them (shards); else the longer side rounded half up, exactly the size
+    DALI's ``resize_shorter`` gives the evaluation loader (inference views, which are never encoded, must
+    match it: an even width one pixel narrower shifts and rescales every crop)."""
+    scaled = max(height, width) * short_side / min(height, width)
+    new_h, new_w = (short_side, scaled) if height <= width else (scaled, short_side)
+    if not even:
+        return max(1, math.floor(new_h + 0.5)), max(1, math.floor(new_w + 0.5))
+    new_h, new_w = round(new_h), round(new_w)
     return max(2, new_h - new_h % 2), max(2, new_w - new_w % 2)
 
 
@@ -81,11 +86,12 @@ CROP_POSITIONS: tuple[float, ...] = (0.0, 0.5, 1.0)
 def crop_boxes(height: int, width: int, size: int) -> list[tuple[int, int, int, int]]:
     """The 3 evaluation crops ``(y0, x0, h, w)`` of a frame already resized to short side ``size``:
     left/centre/right for landscape frames, top/centre/bottom for portrait ones (DALI's
-    ``crop_pos_x = crop_pos_y`` in ``CROP_POSITIONS`` gives the same boxes)."""
+    ``crop_pos_x = crop_pos_y`` in ``CROP_POSITIONS`` gives the same boxes: its anchors round half up,
+    where Python's ``round`` would round a centre crop's 5.5 to 6 but 6.5 to 6)."""
     boxes = []
     for p in CROP_POSITIONS:
-        y0 = int(round(p * (height - size))) if height > size else 0
-        x0 = int(round(p * (width - size))) if width > size else 0
+        y0 = math.floor(p * (height - size) + 0.5) if height > size else 0
+        x0 = math.floor(p * (width - size) + 0.5) if width > size else 0
         boxes.append((y0, x0, min(size, height), min(size, width)))
     return boxes
 

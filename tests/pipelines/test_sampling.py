@@ -60,6 +60,19 @@ def test_crop_boxes_left_centre_right_and_top_centre_bottom():
     assert short_side_size(427, 240, 64) == (114, 64)
 
 
+def test_loader_sizes_and_crops_round_as_dali():
+    """Inference views take the sizes and crop anchors DALI's resize_shorter and crop_pos give the
+    evaluation loader (measured on DALI 2.4): the long side rounded half up, odd allowed; anchors half up."""
+    assert short_side_size(36, 48, 32, even=False) == (32, 43)  # 42.67; an even size would be 42
+    assert short_side_size(64, 85, 32, even=False) == (32, 43)  # 42.5 rounds up
+    assert short_side_size(240, 427, 224, even=False) == (224, 399)
+    assert short_side_size(87, 66, 32, even=False) == (42, 32)
+    assert short_side_size(240, 427, 224) == (224, 398)  # shards: even
+    assert crop_boxes(32, 43, 32)[1] == (0, 6, 32, 32)  # 5.5 -> 6
+    assert crop_boxes(32, 45, 32)[1] == (0, 7, 32, 32)  # 6.5 -> 7 (Python's round: 6)
+    assert crop_boxes(224, 399, 224) == [(0, 0, 224, 224), (0, 88, 224, 224), (0, 175, 224, 224)]
+
+
 def test_resample_indices_caps_fps():
     assert resample_indices(10, 25.0, 30.0).tolist() == list(range(10))
     idx = resample_indices(120, 60.0, 30.0)

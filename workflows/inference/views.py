@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from cast_model.vocab import EVAL_VIEW_KEYS
-from pipelines.decode import VideoDecodeError, decode_sampled
+from pipelines.decode import VideoDecodeError, decode_sampled, resize_like_loader
 from pipelines.memory import DEFAULT_BUDGET_BYTES
 from pipelines.sampling import resample_indices
 from pipelines.sampling import crop_boxes, eval_indices, short_side_size
@@ -74,7 +74,7 @@ def view_settings(cfg: InferConfig | ViewFlags, model: ModelSource, max_fps: flo
 def sample_views(frames: np.ndarray, spec: ViewSpec) -> np.ndarray:
     """(F, H, W, 3) uint8 frames -> (V, T, S, S, 3) uint8 views, V = clips x crops, clip-major (view
     ``k * crops + j`` is clip k, crop j). Frames should already have short side ``spec.img_size``
-    (``decode_video(short_side=...)``); smaller ones (the decoder never upscales) are resized up here,
+    (``decode_video(short_side=..., like_loader=True)``); smaller ones (the decoder never upscales) are resized up here,
     after sampling, as the evaluation loader's resize does."""
     return crop_views(frames[view_indices(frames.shape[0], spec)], spec)
 
@@ -98,12 +98,10 @@ def crop_views(picked: np.ndarray, spec: ViewSpec) -> np.ndarray:
 
 
 def resize_short_side(frames: np.ndarray, short_side: int) -> np.ndarray:
-    """(N, H, W, 3) uint8 -> (N, H', W', 3) with the short side ``short_side`` (bilinear; sizes as
-    ``pipelines.sampling.short_side_size``)."""
-    from PIL import Image
-
-    h, w = short_side_size(frames.shape[1], frames.shape[2], short_side)
-    return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR)) for f in frames])
+    """(N, H, W, 3) uint8 -> (N, H', W', 3) with the short side ``short_side`` (bilinear; the evaluation
+    loader's sizes, ``pipelines.sampling.short_side_size(..., even=False)``)."""
+    size = short_side_size(frames.shape[1], frames.shape[2], short_side, even=False)
+    return np.stack([resize_like_loader(f, size) for f in frames])
 
 
 def _read_member(path: str, offset: int, size: int) -> bytes:
@@ -131,9 +129,10 @@ def video_views(src: str | bytes, spec: ViewSpec, segment: tuple[int, int] | Non
         keep = resample_indices(num_frames, fps, spec.max_fps)  # e.g. raw EK100 at the shards' frame rate
         return keep[view_indices(len(keep), spec)]
 
-    # Only the sampled frames are decoded (see benchmarks/infer_speed.py for what that saves).
+    # Only the sampled frames are decoded (see benchmarks/infer_speed.py for what that saves), resized as
+    # the evaluation loader resizes shard frames (its sizes, its filter on RGB: benchmarks/skew.py).
     dec = decode_sampled(src, pick, segment=segment, segment_fps=segment_fps, short_side=spec.img_size,
-                         device=spec.decode_device, budget=DEFAULT_BUDGET_BYTES)
+                         like_loader=True, device=spec.decode_device, budget=DEFAULT_BUDGET_BYTES)
     return crop_views(dec.frames, spec)
 
 
