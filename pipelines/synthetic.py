@@ -71,7 +71,7 @@ class SynthConfig:
         return ("train", "validation") + (("heldout",) if self.heldout_per_class else ())
 
 
-def _mask(shape: str, r: int) -> np.ndarray:
+def shape_mask(shape: str, r: int) -> np.ndarray:
     yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
     if shape == "square":
         return np.ones_like(yy, dtype=bool)
@@ -80,7 +80,7 @@ def _mask(shape: str, r: int) -> np.ndarray:
     return (yy + r) >= 2 * np.abs(xx)  # triangle pointing up
 
 
-def _paint(img: np.ndarray, mask: np.ndarray, cy: int, cx: int, colour) -> None:
+def paint(img: np.ndarray, mask: np.ndarray, cy: int, cx: int, colour) -> None:
     """Paint ``mask`` centred at (cy, cx), clipped at the borders."""
     r = mask.shape[0] // 2
     h, w = img.shape[:2]
@@ -113,7 +113,7 @@ def render_scene(rng: np.random.Generator, scene: Scene, frames: int, height: in
         along = width if dx else height
         start = rng.uniform(0, along)
         across = rng.uniform(r + 1, (height if dx else width) - r - 2)
-        paths.append((_mask(shape, r), colour, dy, dx, along, start, across))
+        paths.append((shape_mask(shape, r), colour, dy, dx, along, start, across))
     bg = rng.integers(20, 60, size=3)
     out = np.clip(bg + rng.normal(0, 6, size=(frames, height, width, 1)), 0, 255).astype(np.uint8)
     for t, img in enumerate(out):  # painted in place
@@ -122,7 +122,7 @@ def render_scene(rng: np.random.Generator, scene: Scene, frames: int, height: in
             pos = (start + (dx + dy) * travel * t / (frames - 1)) % along
             for p in (pos - along, pos, pos + along):  # the parts of a wrapping object on either side
                 cy, cx = (int(round(p)), int(round(across))) if dy else (int(round(across)), int(round(p)))
-                _paint(img, m, cy, cx, colour)
+                paint(img, m, cy, cx, colour)
     return out
 
 

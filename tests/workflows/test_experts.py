@@ -3,6 +3,7 @@ exactly, and the pretraining path at its smallest size (files, MLflow runs, cach
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
@@ -11,7 +12,9 @@ from cast_model import CAST
 from cast_model.convert import load_experts
 from workflows.experts import ensure_experts
 from workflows.experts.export import clip_state_dict, sha256, videomae_state_dict, write_safetensors
-from workflows.experts.nets import SpatialExpert, VideoMAE, tube_mask
+from pipelines.synthetic_tasks import APPEARANCES
+from workflows.experts.data import render_motion_pool, token_motion
+from workflows.experts.nets import MotionField, SpatialExpert, VideoMAE, tube_mask
 from workflows.experts.pretrain import PRETRAIN_PRESETS
 
 
@@ -86,3 +89,43 @@ def test_smallest_pretraining_writes_files_and_runs_then_reuses_and_remakes(tmp_
     remade = ensure_experts(tmp_path / "experts", preset="smoke", log=lines.append)
     assert remade.temporal.is_file() and remade.lineage["temporal_run_id"] != files.lineage["temporal_run_id"]
     load_experts(CAST(remade.config.replace(num_classes=2)), clip=remade.spatial, videomae=remade.temporal)
+
+
+def test_a_motion_field_expert_is_an_encoder_only_videomae_file_that_cast_computes_exactly(tmp_path):
+    cfg = PRETRAIN_PRESETS["smoke"].config()
+    torch.manual_seed(1)
+    net = _scrambled(MotionField(cfg))
+    write_safetensors(videomae_state_dict(net), tmp_path / "t.safetensors", {})
+    with safe_open(str(tmp_path / "t.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert "encoder.patch_embed.proj.weight" in keys and "encoder.norm.weight" in keys
+    assert not any(k.startswith(("decoder", "motion_head", "mask_token")) for k in keys)  # the read-out stays behind
+    model = load_experts(CAST(cfg.replace(num_classes=3)).eval(), videomae=tmp_path / "t.safetensors")
+    x = torch.randn(2, 3, cfg.num_frames, cfg.img_size, cfg.img_size)
+    with torch.no_grad():
+        t_cast = model.forward_features(x)[1]
+        t_own = F.layer_norm(net.encode(x).mean(1), (cfg.embed_dim,), eps=1e-6)
+    torch.testing.assert_close(t_cast, t_own, atol=1e-5, rtol=1e-4)
+
+
+def test_motion_targets_are_each_tubes_velocity_and_zero_on_the_background():
+    cfg = PRETRAIN_PRESETS["micro"].config()
+    pool = render_motion_pool(24, cfg, seed=5, max_speed=1.2)
+    v = pool.velocity.astype(np.float32)
+    painted = np.zeros(pool.clips.shape[:-1], bool)  # objects are painted in their exact colours
+    for _, colour, _ in APPEARANCES:
+        painted |= (pool.clips == np.array(colour, np.uint8)).all(-1)
+    assert np.abs(v[~painted]).max() == 0  # the noisy background never moves
+    assert (np.abs(v[painted]).sum(-1) > 0).mean() > 0.9  # painted pixels carry their object's motion
+    assert np.abs(v).max() <= 1.2 * 24 / cfg.num_frames + 1e-2  # within max_speed (per sampled frame)
+    # one velocity per object: every pixel of one colour in a clip moves alike
+    for c in range(len(pool.clips)):
+        for _, colour, _ in APPEARANCES:
+            where = (pool.clips[c] == np.array(colour, np.uint8)).all(-1)
+            if where.any():
+                assert len(np.unique(v[c][where], axis=0)) == 1
+    tokens = token_motion(pool.velocity[:2, :, :, : cfg.img_size], cfg)
+    assert tokens.shape == (2, cfg.num_steps * cfg.num_patches, 2)
+    t, p = cfg.tubelet_size, cfg.patch_size
+    first_tube = v[0, :t, :p, :p].reshape(-1, 2).mean(0)  # the first token's pixels, by hand
+    torch.testing.assert_close(tokens[0, 0], torch.from_numpy(first_tube), atol=1e-3, rtol=0)

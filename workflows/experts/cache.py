@@ -22,9 +22,9 @@ from workflows.tracking import store as tracking
 from workflows.tracking.lineage import PRETRAIN_RUN_KEY
 
 from .export import clip_state_dict, sha256, videomae_state_dict, write_safetensors
-from .nets import SpatialExpert, VideoMAE
-from .pretrain import (PRETRAIN_PRESETS, PretrainPreset, pretrain_pools, probe_spatial, probe_temporal,
-                       train_spatial, train_temporal)
+from .nets import SpatialExpert
+from .pretrain import (PRETRAIN_PRESETS, PretrainPools, PretrainPreset, pretrain_pools, probe_spatial, probe_temporal,
+                       temporal_net, train_spatial, train_temporal)
 
 EXPERIMENT = "cast-experts"
 MANIFEST = "experts.json"
@@ -83,21 +83,21 @@ def make_experts(folder: Path, preset_name: str, log: Log) -> dict[str, Any]:
         if done is not None:
             return done
         torch.manual_seed(preset.seed)
-        pool, probe = pretrain_pools(preset, log)
+        pools = pretrain_pools(preset, log)
         cfg = preset.config()
         manifest: dict[str, Any] = {"preset": preset_name, "params": preset.params(), "config": cfg.to_dict(),
                                     "lineage": {}, "probes": {},
                                     "seconds": {}, "cpu_seconds": {}}
         with _one_thread():
             for side in FILES:
-                _pretrain_one(side, preset, preset_name, pool, probe, folder, manifest, log)
+                _pretrain_one(side, preset, preset_name, pools, folder, manifest, log)
         tmp = folder / f".{MANIFEST}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(manifest, indent=1))
         os.replace(tmp, folder / MANIFEST)
         return manifest
 
 
-def _pretrain_one(side: str, preset: PretrainPreset, preset_name: str, pool, probe, folder: Path,
+def _pretrain_one(side: str, preset: PretrainPreset, preset_name: str, pools: PretrainPools, folder: Path,
                   manifest: dict[str, Any], log: Log) -> None:
     """One expert: its MLflow run (params, loss curve, probes before/after, the file as an artifact)."""
     cfg = preset.config()
@@ -110,10 +110,10 @@ def _pretrain_one(side: str, preset: PretrainPreset, preset_name: str, pool, pro
         for k, v in preset.params().items():
             client.log_param(run_id, k, v)
         if side == "spatial":
-            net, train, probe_of, probe_name = SpatialExpert(cfg), train_spatial, probe_spatial, "appearance"
+            net, pool, train, probe_of, probe_name = SpatialExpert(cfg), pools.spatial, train_spatial, probe_spatial, "appearance"
         else:
-            net = VideoMAE(cfg, preset.decoder_dim, preset.decoder_depth, preset.decoder_heads, preset.motion_target)
-            train, probe_of, probe_name = train_temporal, probe_temporal, "motion"
+            net, pool, train, probe_of, probe_name = temporal_net(preset), pools.temporal, train_temporal, probe_temporal, "motion"
+        probe = pools.probe
         before = probe_of(net.eval(), probe)
         t0, c0 = time.perf_counter(), time.process_time()
         loss = train(net, pool, preset, lambda step, value: client.log_metric(run_id, "loss", value, step=step))

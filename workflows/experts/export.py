@@ -5,8 +5,8 @@
   ``visual.ln_post``, ``visual.proj``). ``visual.proj`` holds the pretraining head (appearance logits),
   as CLIP's holds its projection into the joint space; CAST ignores both.
 - temporal: a VideoMAE pretraining checkpoint (``encoder.patch_embed.proj``, ``encoder.blocks.N.*``,
-  ``encoder.norm``, ``encoder_to_decoder``, ``mask_token``, ``decoder.blocks.N.*``, ``decoder.norm``,
-  ``decoder.head``); CAST keeps the encoder.
+  ``encoder.norm``; from masked reconstruction also ``encoder_to_decoder``, ``mask_token``,
+  ``decoder.blocks.N.*``, ``decoder.norm``, ``decoder.head``); CAST keeps the encoder.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 from workflows.tracking.lineage import file_sha256 as sha256
 
-from .nets import SpatialExpert, VideoMAE
+from .nets import SpatialExpert, VideoEncoder, VideoMAE
 
 StateDict = dict[str, torch.Tensor]
 
@@ -60,18 +60,23 @@ def clip_state_dict(net: SpatialExpert) -> StateDict:
     return out
 
 
-def videomae_state_dict(net: VideoMAE) -> StateDict:
-    """The temporal expert as a VideoMAE pretraining checkpoint (encoder under ``encoder.``, decoder kept)."""
+def videomae_state_dict(net: VideoEncoder) -> StateDict:
+    """The temporal expert as a VideoMAE pretraining checkpoint: the encoder under ``encoder.``, and for
+    a :class:`VideoMAE` its decoder too (a :class:`MotionField`'s read-out is no part of the release
+    layout and stays behind)."""
     s = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
     out = {"encoder.patch_embed.proj.weight": s["stem.proj.weight"], "encoder.patch_embed.proj.bias": s["stem.proj.bias"],
-           "encoder.norm.weight": s["norm.weight"], "encoder.norm.bias": s["norm.bias"],
-           "encoder_to_decoder.weight": s["encoder_to_decoder.weight"], "mask_token": s["mask_token"].reshape(1, 1, -1),
-           "decoder.norm.weight": s["decoder_norm.weight"], "decoder.norm.bias": s["decoder_norm.bias"],
-           "decoder.head.weight": s["decoder_head.weight"], "decoder.head.bias": s["decoder_head.bias"]}
+           "encoder.norm.weight": s["norm.weight"], "encoder.norm.bias": s["norm.bias"]}
     for i in range(net.cfg.depth):
         out.update({f"encoder.blocks.{i}.{k}": v for k, v in _layer(s, f"blocks.{i}.", _VIDEOMAE_LAYER).items()})
-    for i in range(len(net.decoder_blocks)):
-        out.update({f"decoder.blocks.{i}.{k}": v for k, v in _layer(s, f"decoder_blocks.{i}.", _VIDEOMAE_LAYER).items()})
+    if isinstance(net, VideoMAE):
+        out.update({"encoder_to_decoder.weight": s["encoder_to_decoder.weight"],
+                    "mask_token": s["mask_token"].reshape(1, 1, -1),
+                    "decoder.norm.weight": s["decoder_norm.weight"], "decoder.norm.bias": s["decoder_norm.bias"],
+                    "decoder.head.weight": s["decoder_head.weight"], "decoder.head.bias": s["decoder_head.bias"]})
+        for i in range(len(net.decoder_blocks)):
+            out.update({f"decoder.blocks.{i}.{k}": v
+                        for k, v in _layer(s, f"decoder_blocks.{i}.", _VIDEOMAE_LAYER).items()})
     return out
 
 

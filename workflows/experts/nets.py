@@ -66,30 +66,16 @@ class SpatialExpert(nn.Module):
         return self.head(self.ln_post(x[:, 0])), self.patch_head(self.patch_norm(x[:, 1:]))
 
 
-class VideoMAE(nn.Module):
-    """VideoMAE: an encoder over the visible tubes of a tube-masked clip and a narrow decoder that
-    reconstructs the masked tubes' pixels (Tong et al. 2022, at this project's size)."""
+class VideoEncoder(nn.Module):
+    """VideoMAE's encoder: tubelet stem with fixed positions, plain pre-norm layers, a final norm. What
+    CAST's temporal expert keeps of either pretraining network below."""
 
-    def __init__(self, cfg: CASTConfig, decoder_dim: int, decoder_depth: int, decoder_heads: int,
-                 motion_target: bool = False) -> None:
+    def __init__(self, cfg: CASTConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.stem = TemporalStem(cfg)
         self.blocks = nn.ModuleList(ExpertLayer(cfg, nn.GELU, VIDEOMAE_LN_EPS, "qv", 0.0) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=VIDEOMAE_LN_EPS)
-        dec = cfg.replace(embed_dim=decoder_dim, num_heads=decoder_heads, depth=decoder_depth)
-        self.encoder_to_decoder = nn.Linear(cfg.embed_dim, decoder_dim, bias=False)
-        self.mask_token = nn.Parameter(torch.zeros(decoder_dim))
-        self.decoder_blocks = nn.ModuleList(ExpertLayer(dec, nn.GELU, VIDEOMAE_LN_EPS, "qv", 0.0)
-                                            for _ in range(decoder_depth))
-        self.decoder_norm = nn.LayerNorm(decoder_dim, eps=VIDEOMAE_LN_EPS)
-        pixels = cfg.tubelet_size * cfg.patch_size**2 * 3
-        # with the motion target, each tube's frame difference (one frame's worth of pixels) too
-        self.decoder_head = nn.Linear(decoder_dim, pixels + (pixels // cfg.tubelet_size if motion_target else 0))
-        self.register_buffer("decoder_pos", sinusoid_table(cfg.num_steps * cfg.num_patches, decoder_dim),
-                             persistent=False)
-        _init(self)
-        trunc_normal_(self.mask_token, std=0.02)
 
     def encode(self, clips: torch.Tensor, visible: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 3, F, H, W) and visible token indices (B, V) (None: all) -> (B, V, D) before the final norm."""
@@ -103,6 +89,43 @@ class VideoMAE(nn.Module):
     def features(self, clips: torch.Tensor) -> torch.Tensor:
         """(B, 3, F, H, W) -> (B, D): mean of every token, normalised (a probe's input)."""
         return self.norm(self.encode(clips)).mean(dim=1)
+
+
+class MotionField(VideoEncoder):
+    """The encoder with a linear read-out of each token's motion: (B, T*N, 2), the (dy, dx) velocity of
+    what covers the token's tube, in pixels per time step (zero on the static background). Trained on
+    rendered clips whose motion is known by construction (as optical-flow networks are pretrained on
+    synthetic scenes); exported as a VideoMAE checkpoint of the encoder alone."""
+
+    def __init__(self, cfg: CASTConfig) -> None:
+        super().__init__(cfg)
+        self.motion_head = nn.Linear(cfg.embed_dim, 2)
+        _init(self)
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        return self.motion_head(self.norm(self.encode(clips)))
+
+
+class VideoMAE(VideoEncoder):
+    """VideoMAE: the encoder over the visible tubes of a masked clip and a narrow decoder that
+    reconstructs the masked tubes' pixels (Tong et al. 2022, at this project's size)."""
+
+    def __init__(self, cfg: CASTConfig, decoder_dim: int, decoder_depth: int, decoder_heads: int,
+                 motion_target: bool = False) -> None:
+        super().__init__(cfg)
+        dec = cfg.replace(embed_dim=decoder_dim, num_heads=decoder_heads, depth=decoder_depth)
+        self.encoder_to_decoder = nn.Linear(cfg.embed_dim, decoder_dim, bias=False)
+        self.mask_token = nn.Parameter(torch.zeros(decoder_dim))
+        self.decoder_blocks = nn.ModuleList(ExpertLayer(dec, nn.GELU, VIDEOMAE_LN_EPS, "qv", 0.0)
+                                            for _ in range(decoder_depth))
+        self.decoder_norm = nn.LayerNorm(decoder_dim, eps=VIDEOMAE_LN_EPS)
+        pixels = cfg.tubelet_size * cfg.patch_size**2 * 3
+        # with the motion target, each tube's frame difference (one frame's worth of pixels) too
+        self.decoder_head = nn.Linear(decoder_dim, pixels + (pixels // cfg.tubelet_size if motion_target else 0))
+        self.register_buffer("decoder_pos", sinusoid_table(cfg.num_steps * cfg.num_patches, decoder_dim),
+                             persistent=False)
+        _init(self)
+        trunc_normal_(self.mask_token, std=0.02)
 
     def forward(self, clips: torch.Tensor, visible: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
         """Predicted pixels of the masked tokens, (B, M, P)."""
@@ -154,4 +177,4 @@ def tubelet_pixels(clips: torch.Tensor, cfg: CASTConfig) -> torch.Tensor:
     return x.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(B, cfg.num_steps * g * g, t * p * p * 3)
 
 
-__all__ = ["SpatialExpert", "VideoMAE", "tube_mask", "half_time_mask", "tubelet_pixels", "NUM_APPEARANCES"]
+__all__ = ["SpatialExpert", "VideoEncoder", "MotionField", "VideoMAE", "tube_mask", "half_time_mask", "tubelet_pixels", "NUM_APPEARANCES"]

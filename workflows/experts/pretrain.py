@@ -3,8 +3,11 @@
 - spatial (appearance) expert: single frames, never their order. Objectives: which appearances the
   frame shows (multi-label, on the class token) and which appearance covers each patch (on the patch
   tokens, so B-CAST's per-patch queries find appearance where the object is).
-- temporal (motion) expert: VideoMAE's masked tube reconstruction on unlabelled clips (pixels of the
-  hidden tubes from the visible ones), as the paper's temporal expert was pretrained.
+- temporal (motion) expert: by default each token's motion (the velocity of what covers its tube) on
+  rendered clips whose motion is known by construction, no label of any task (as optical-flow networks
+  are pretrained on synthetic scenes); or VideoMAE's masked tube reconstruction (pixels of the hidden
+  tubes from the visible ones), as the paper's temporal expert was pretrained. At this size the second
+  leaves the direction of motion barely decodable (docs/learning.md has the measurements).
 
 Sanity first: a linear probe of each frozen expert (appearance from the spatial one's features of one
 frame, direction of motion from the temporal one's features of a clip), beside the same probe on the
@@ -24,11 +27,15 @@ import torch.nn.functional as F
 
 from cast_model.config import CASTConfig
 
-from .data import (PRETRAIN_SEED, PROBE_SEED, ClipPool, appearance_sets, as_clips, crop_columns, normalise,
-                   patch_labels, render_pool)
-from .nets import SpatialExpert, VideoMAE, half_time_mask, tube_mask, tubelet_pixels
+from ..cli.flags import flag
+from .data import (MOTION_SEED, PRETRAIN_SEED, PROBE_SEED, ClipPool, MotionPool, appearance_sets, as_clips,
+                   crop_columns, normalise, patch_labels, render_motion_pool, render_pool, token_motion)
+from .nets import MotionField, SpatialExpert, VideoEncoder, VideoMAE, half_time_mask, tube_mask, tubelet_pixels
 
 Log = Callable[[str], None]
+
+
+TEMPORAL_OBJECTIVES = ("motion_field", "videomae")
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,10 @@ class PretrainPreset:
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_steps: int = 50
+    # The temporal expert's objective: "motion_field" (each token's velocity, on clips of free motion) or
+    # "videomae" (masked tube reconstruction, with the masking options below)
+    temporal_objective: str = "motion_field"
+    max_speed: float = 1.2  # motion_field: fastest object, pixels per source frame
     # VideoMAE's objective, with a mask that asks for motion: one half of the time steps hidden entirely,
     # tubes at ``mask_ratio`` in the other ("tube": VideoMAE's own masking at ``mask_ratio``)
     masking: str = "half_time"
@@ -57,6 +68,12 @@ class PretrainPreset:
     decoder_depth: int = 1
     decoder_heads: int = 2
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.temporal_objective not in TEMPORAL_OBJECTIVES:
+            raise ValueError(f"temporal_objective must be one of {TEMPORAL_OBJECTIVES}, got {self.temporal_objective!r}")
+        if self.masking not in ("half_time", "tube"):
+            raise ValueError(f"masking must be 'half_time' or 'tube', got {self.masking!r}")
 
     def config(self) -> CASTConfig:
         return CASTConfig.preset(self.model, **self.model_overrides)
@@ -74,6 +91,17 @@ PRETRAIN_PRESETS: dict[str, PretrainPreset] = {
                             probe_clips=24, spatial_steps=3, spatial_batch=8, temporal_steps=3, temporal_batch=4,
                             warmup_steps=1, decoder_dim=16, decoder_depth=1, decoder_heads=2),
 }
+
+
+
+@dataclass(frozen=True)
+class ExpertsConfig:
+    """Which experts to make (``cast-pretrain-experts``): a pretraining preset, the cache folder."""
+
+    preset: str = field(default="micro", metadata=flag(
+        "pretraining preset (micro: the demo's and the ablation's; smoke: seconds, for checks)",
+        choices=sorted(PRETRAIN_PRESETS)))
+    root: str | None = field(default=None, metadata=flag("cache folder", none="data/experts"))
 
 
 def _schedule(step: int, preset: PretrainPreset, total: int) -> float:
@@ -126,7 +154,38 @@ def train_spatial(net: SpatialExpert, pool: ClipPool, preset: PretrainPreset, on
     return _optimise(net, preset, preset.spatial_steps, loss_of, on_log)
 
 
-def train_temporal(net: VideoMAE, pool: ClipPool, preset: PretrainPreset, on_log: Callable[[int, float], None]) -> float:
+def temporal_net(preset: PretrainPreset) -> VideoEncoder:
+    """The temporal expert's pretraining network for the preset's objective."""
+    cfg = preset.config()
+    if preset.temporal_objective == "motion_field":
+        return MotionField(cfg)
+    return VideoMAE(cfg, preset.decoder_dim, preset.decoder_depth, preset.decoder_heads, preset.motion_target)
+
+
+def train_temporal(net: VideoEncoder, pool: ClipPool | MotionPool, preset: PretrainPreset,
+                   on_log: Callable[[int, float], None]) -> float:
+    """The temporal expert's objective: :func:`train_motion_field` or :func:`train_videomae`."""
+    if isinstance(net, MotionField) and isinstance(pool, MotionPool):
+        return train_motion_field(net, pool, preset, on_log)
+    if isinstance(net, VideoMAE) and isinstance(pool, ClipPool):
+        return train_videomae(net, pool, preset, on_log)
+    raise TypeError(f"no temporal objective for {type(net).__name__} on a {type(pool).__name__}")
+
+
+def train_motion_field(net: MotionField, pool: MotionPool, preset: PretrainPreset,
+                       on_log: Callable[[int, float], None]) -> float:
+    """Mean squared error of every token's predicted velocity against its tube's rendered one."""
+    rng = np.random.default_rng(preset.seed + 2)
+
+    def loss_of(step: int) -> torch.Tensor:
+        index = rng.integers(0, len(pool.clips), preset.temporal_batch)
+        clips, velocity = crop_columns(pool, index, rng)
+        return F.mse_loss(net(as_clips(clips)), token_motion(velocity, net.cfg))
+
+    return _optimise(net, preset, preset.temporal_steps, loss_of, on_log)
+
+
+def train_videomae(net: VideoMAE, pool: ClipPool, preset: PretrainPreset, on_log: Callable[[int, float], None]) -> float:
     """Masked tube reconstruction: mean squared error on the hidden tubes' (normalised) pixels."""
     rng = np.random.default_rng(preset.seed + 2)
     gen = torch.Generator().manual_seed(preset.seed + 3)
@@ -182,23 +241,36 @@ def probe_spatial(net: SpatialExpert, probe: ClipPool) -> float:
 
 
 @torch.no_grad()
-def probe_temporal(net: VideoMAE, probe: ClipPool) -> float:
+def probe_temporal(net: VideoEncoder, probe: ClipPool) -> float:
     """Direction of motion (4 classes) from the frozen temporal expert's features of a centre-cropped clip."""
     clips, _ = crop_columns(probe, np.arange(len(probe.clips)), None)
     feats = torch.cat([net.features(as_clips(clips[i:i + 64])) for i in range(0, len(clips), 64)])
     return linear_probe(feats, torch.from_numpy(probe.first_object[:, 1]), 4)
 
 
-def pretrain_pools(preset: PretrainPreset, log: Log) -> tuple[ClipPool, ClipPool]:
-    """The pretraining pool (one or two objects) and the probe pool (one object: labels are unambiguous)."""
+@dataclass(frozen=True)
+class PretrainPools:
+    """The clips each expert pretrains on, and the probe's (one object each: labels are unambiguous)."""
+
+    spatial: ClipPool
+    temporal: ClipPool | MotionPool
+    probe: ClipPool
+
+
+def pretrain_pools(preset: PretrainPreset, log: Log) -> PretrainPools:
+    """Render the preset's pools: one or two objects moving the task's ways (the spatial expert's frames,
+    and VideoMAE's clips), free motion (the motion-field objective's clips), and the probe's."""
     t0 = time.perf_counter()
     cfg = preset.config()
     pool = render_pool(preset.pool_clips, cfg, PRETRAIN_SEED + preset.seed)
+    temporal = (render_motion_pool(preset.pool_clips, cfg, MOTION_SEED + preset.seed, preset.max_speed)
+                if preset.temporal_objective == "motion_field" else pool)
     probe = render_pool(preset.probe_clips, cfg, PROBE_SEED + preset.seed, one_object_share=1.0)
-    log(f"rendered {preset.pool_clips} pretraining and {preset.probe_clips} probe clips in "
+    log(f"rendered {preset.pool_clips} pretraining clips per expert and {preset.probe_clips} probe clips in "
         f"{time.perf_counter() - t0:.1f}s")
-    return pool, probe
+    return PretrainPools(pool, temporal, probe)
 
 
-__all__ = ["PretrainPreset", "PRETRAIN_PRESETS", "train_spatial", "train_temporal", "linear_probe", "probe_spatial",
-           "probe_temporal", "pretrain_pools"]
+__all__ = ["PretrainPreset", "PRETRAIN_PRESETS", "TEMPORAL_OBJECTIVES", "PretrainPools", "temporal_net", "train_spatial",
+           "train_temporal", "train_motion_field", "train_videomae", "linear_probe", "probe_spatial", "probe_temporal",
+           "pretrain_pools"]
