@@ -150,6 +150,11 @@ def test_gate_needs_a_lead_larger_than_the_seed_spread():
     assert not report.gates(close)[0].passed  # lead 0.05 < std 0.1
     behind = report.summarize(_rows({"cast": [0.5], "spatial": [0.6]}), ["cast", "spatial"], labels)
     assert not report.gates(behind)[0].passed
+    # a task where appearance and motion seen apart can be perfect: a tie at the top passes, being behind not
+    tied = report.summarize(_rows({"cast": [1.0, 1.0], "spatial": [1.0, 1.0]}), ["cast", "spatial"], labels)
+    assert not report.gates(tied)[0].passed and not report.gates(tied, {"motion": 0.5})[0].passed
+    assert report.gates(tied, {"motion": 1.0})[0].passed
+    assert not report.gates(behind, {"motion": 1.0})[0].passed
 
 
 def test_chart_is_a_png(tmp_path):

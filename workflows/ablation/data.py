@@ -2,8 +2,9 @@
 preprocessing) -> one centre clip per video decoded by the project's loader -> numpy arrays.
 
 Every trial of the ablation trains and tests on the same decoded clips, put once in Ray's object store;
-a trial never decodes video. Made files are cached under ``<data_dir>/<task>/`` and reused when they
-were made with the same sizes (``made.json`` says which), so a rerun skips straight to training.
+a trial never decodes video. Made files are cached under ``<data_dir>/<task>-<sizes>/`` (one folder per
+task and data settings, ``made.json`` says which) and reused, so a rerun skips straight to training and
+a run with other data settings makes its own.
 """
 
 from __future__ import annotations
@@ -99,8 +100,8 @@ def load_task(task: str, data_dir: str | Path, num_classes: int, videos_per_clas
     from pipelines.manifest import read_label_map
     from pipelines.synthetic_tasks import class_name
 
-    root = Path(data_dir) / task
     size = max(32, img_size + img_size % 2)  # the synthetic writer's smallest frame
+    root = Path(data_dir) / f"{task}-{videos_per_class}v{heldout_per_class}h-{size}px-seed{seed}"
     shards = write_shards(task, root, num_classes, videos_per_class, heldout_per_class, size, seed, log)
     names = read_label_map(str(shards))["label"]
     cache = root / f"clips-{num_frames}x{img_size}.npz"

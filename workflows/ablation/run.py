@@ -201,7 +201,7 @@ def finish(client, parent: str, rows: list[dict[str, Any]], variants: tuple[Vari
     table = report.summarize(rows, [v.name for v in variants], {v.name: v.label for v in variants})
     oracles = [o for info in infos.values() for o in info.oracle_rows()]
     markdown = report.to_markdown(table, oracles)
-    gates = report.gates(table)
+    gates = report.gates(table, {t: info.oracles[report.UNBOUND_EVIDENCE].ceiling for t, info in infos.items()})
     with tempfile.TemporaryDirectory() as tmp:
         table.to_csv(Path(tmp) / "ablation.csv", index=False)
         (Path(tmp) / "ablation.md").write_text(markdown)
