@@ -28,7 +28,7 @@ from pipelines.synthetic import SynthConfig, class_name, write_dataset
 from workflows.inference.config import InferConfig
 from workflows.inference.replica import video_probs
 from workflows.inference.views import ViewSpec, sample_views, video_views
-from workflows.stamp_checkpoint import recipe_contract
+from workflows.inference.released import recipe_contract
 
 
 def make_inputs(root: Path, videos: int, size: int, frames: int, preset: str) -> tuple[Path, Path]:
@@ -53,7 +53,7 @@ def plain_loop(inbox: Path, ckpt: Path, spec: ViewSpec, device: str, threads: in
     model = model.to(device).eval()
     n = 0
     for path in sorted(inbox.iterdir()):
-        frames = decode_video(str(path), short_side=spec.img_size).frames
+        frames = decode_video(str(path), short_side=spec.img_size, like_loader=True).frames
         views = torch.from_numpy(sample_views(frames, spec))[None].to(device)  # (1, V, T, S, S, 3)
         video_probs(model, views)["label"].topk(5)
         n += 1
@@ -69,7 +69,7 @@ def decode_speed(inbox: Path, spec: ViewSpec, rounds: int = 2) -> dict:
     for _ in range(rounds):
         t0 = time.time()
         for path in paths:
-            sample_views(decode_video(str(path), short_side=spec.img_size).frames, spec)
+            sample_views(decode_video(str(path), short_side=spec.img_size, like_loader=True).frames, spec)
         times["decode_all"] += time.time() - t0
         t1 = time.time()
         for path in paths:

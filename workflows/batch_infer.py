@@ -19,7 +19,7 @@ import sys
 from dataclasses import asdict
 
 from workflows.cli.common import quiet_download_bars, user_error
-from workflows.cli.flags import CommandLine
+from workflows.cli.flags import CommandLine, Parsed
 from workflows.cluster.ray_connect import connect_ray
 from workflows.inference.config import InferConfig
 
@@ -32,30 +32,31 @@ def command_line() -> CommandLine:
 
 
 def main(argv: list[str] | None = None) -> int:
-    command = command_line()
-    parsed = command.parse(argv)
-    if parsed.print_config:  # nothing is checked or started
-        print(command.format_config(parsed))
-        return 0
+    return command_line().run(argv, batch_infer)
+
+
+def batch_infer(parsed: Parsed) -> int:
+    """The job: the tracking store, OUT's lease, the plan, then Ray (only when something is new)."""
+    cfg: InferConfig = parsed.config
     quiet_download_bars()
     from cast_model import CheckpointError
     from pipelines.lease import LeaseHeld, hold
     from workflows.inference.config import InferConfigError
-    from workflows.inference.job import plan_job
+    from workflows.inference.job import check_local_cpus, plan_job
 
     from workflows.tracking import store as tracking
     from workflows.cluster.shared_storage import ClusterPathError
 
     try:
-        # Config, tracking server, model, input listing and labels are checked before Ray starts; so is
-        # OUT's lease.
-        cfg = InferConfig(**parsed.values)
+        # Config (by ``run``), the local Ray's CPUs, tracking server, model, input listing and labels are
+        # checked before Ray starts; so is OUT's lease.
+        check_local_cpus(cfg, parsed.extra.get("num_cpus"))
         tracking.preflight()
         with hold(cfg.out, "batch_infer", wait_s=cfg.lease_wait,
                   log=lambda m: print(m, file=sys.stderr, flush=True)):
             summary = _predict_and_evaluate(plan_job(cfg), parsed.extra.get("num_cpus"))
     except (InferConfigError, CheckpointError, LeaseHeld, tracking.TrackingUnavailable, ClusterPathError) as e:
-        return user_error(command.prog, e)
+        return user_error(parsed.prog, e)
     print(json.dumps(summary, default=str))
     return 0
 

@@ -23,7 +23,7 @@ import sys
 
 from cast_model.vocab import head_prefix, is_action
 from workflows.cli.common import quiet_download_bars, user_error
-from workflows.cli.flags import CommandLine
+from workflows.cli.flags import CommandLine, Parsed
 from workflows.inference.config import InferConfigError, PredictConfig
 
 
@@ -52,27 +52,27 @@ def format_table(results: list[dict], heads: tuple[str, ...]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    command = command_line()
-    parsed = command.parse(argv)
-    if parsed.print_config:
-        print(command.format_config(parsed))
-        return 0
+    return command_line().run(argv, predict)
+
+
+def predict(parsed: Parsed) -> int:
+    """The job: load the model, classify ``parsed.config.videos``, print the table or JSON lines."""
+    cfg: PredictConfig = parsed.config
     quiet_download_bars()
     from workflows.inference.classify import VideoClassifier, views_for
     from workflows.inference.model import resolve_model
     from workflows.inference.views import ViewFlags
 
     try:
-        cfg = PredictConfig(**parsed.values)
         source = resolve_model(cfg.model)
         views = views_for(source, ViewFlags(cfg.test_clips, cfg.test_crops, cfg.sampling, cfg.sampling_rate))
         classifier = VideoClassifier.load(source, cfg.top_k, views, cfg.device, cfg.precision)
     except (InferConfigError, RuntimeError) as e:
-        return user_error(command.prog, e)
+        return user_error(parsed.prog, e)
     results = classifier.classify(list(cfg.videos))
     for r in results:
         if r["reason"]:
-            print(f"{command.prog}: {r['video']}: {r['reason']}: {r['detail']}".splitlines()[0], file=sys.stderr)
+            print(f"{parsed.prog}: {r['video']}: {r['reason']}: {r['detail']}".splitlines()[0], file=sys.stderr)
     if cfg.json:
         for r in results:
             print(json.dumps(r | {"model": source.name, "model_version": source.version}))

@@ -21,7 +21,7 @@ from pipelines.lease import LeaseHeld, hold
 from pipelines.preprocess_job import PreprocessConfig, prepare_listing, run_preprocess
 from workflows.cli.common import user_error
 from workflows.cli.flags import CommandLine, Parsed
-from workflows.cluster.ray_connect import connect_ray
+from workflows.cluster.ray_connect import connect_ray, too_few_cpus
 from workflows.cluster.shared_storage import ClusterPathError
 
 COMMAND = "cast-preprocess"
@@ -36,25 +36,29 @@ def command_line() -> CommandLine:
     return command
 
 
-def config_of(parsed: Parsed, decode_device: str) -> PreprocessConfig:
-    """The config, with ``auto`` resolved to ``decode_device``."""
-    return PreprocessConfig(**dict(parsed.values, decode_device=decode_device))
+def config_of(parsed: Parsed) -> PreprocessConfig:
+    """The config, with ``auto`` resolved to the CPU (the job moves to the GPU when the cluster has one)."""
+    device = parsed.values["decode_device"]
+    return PreprocessConfig(**dict(parsed.values, decode_device="cpu" if device == "auto" else device))
 
 
 def main(argv: list[str] | None = None) -> int:
-    command = command_line()
-    parsed = command.parse(argv)
-    if parsed.print_config:
-        print(command.format_config(parsed))
-        return 0
+    return command_line().run(argv, preprocess, build=config_of)
+
+
+def preprocess(parsed: Parsed) -> int:
+    """The job: list the split, hold OUT's lease, connect to Ray, write the shards."""
+    cfg: PreprocessConfig = parsed.config
     auto = parsed.values["decode_device"] == "auto"
-    # Validate before Ray starts: a wrong config, a bad annotation or an output another job is writing
-    # fails in a second, with one line and exit 2, not after cluster start-up.
+    # Validate before Ray starts: a wrong config (refused by ``run``), a bad annotation or an output another
+    # job is writing fails in a second, with one line and exit 2, not after cluster start-up.
     try:
-        cfg = config_of(parsed, "cpu" if auto else parsed.values["decode_device"])
+        problem = too_few_cpus(parsed.extra.get("num_cpus"), 1, "each decode task holds 1 CPU")
+        if problem:
+            raise ValueError(problem)
         listing = prepare_listing(cfg)
     except (ValueError, AnnotationError) as e:  # AnnotationError is a ValueError; named for the reader
-        return user_error(command.prog, e)
+        return user_error(parsed.prog, e)
     import ray
 
     started = False
@@ -68,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     except (LeaseHeld, ClusterPathError) as e:
         if created and isinstance(e, ClusterPathError):  # the lease made --out: a refused path leaves none
             _remove_empty_output(cfg.out)
-        return user_error(command.prog, e)
+        return user_error(parsed.prog, e)
     finally:
         if started:
             ray.shutdown()

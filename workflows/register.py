@@ -15,79 +15,58 @@ checkpoint or label file that does not fit is one line and exit 2, before anythi
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import sys
 import tempfile
 from pathlib import Path
 
-from cast_model.config import PRESETS
-from cast_model.vocab import DATASETS
 from workflows.cli.common import user_error
+from workflows.cli.flags import CommandLine, Parsed
+from workflows.inference.config import RegisterConfig
 
 EXPERIMENT = "cast-register"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="cast-register", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("checkpoint", metavar="CHECKPOINT",
-                   help="the paper's released .pth, a checkpoint folder of ours (cast.json + model.safetensors), "
-                        "or a registered model (models:/NAME/VERSION) to register again with the current code")
-    p.add_argument("--dataset", required=True, choices=DATASETS, help="the dataset the checkpoint's head was trained on")
-    p.add_argument("--labels", default=None, metavar="FILE",
-                   help="the dataset's label file (ssv2: labels.json; k400: an annotation CSV; ek100: "
-                        "EPIC_100_train.csv with the class CSVs beside it); needed for a .pth")
-    p.add_argument("--preset", default="base", choices=sorted(PRESETS), help="the model preset of a .pth")
-    p.add_argument("--name", default=None, help="registered model name (default: cast-<dataset>)")
-    p.add_argument("--champion", action="store_true", help="move the champion alias to this version even if one exists")
-    return p.parse_args(argv)
-
-
-def sha256(path: Path) -> str:
-    """The file's digest, or for a folder the digest of its files' names and digests (sorted)."""
-    if path.is_dir():
-        parts = [f"{p.relative_to(path)}:{sha256(p)}" for p in sorted(path.rglob("*")) if p.is_file()]
-        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def command_line() -> CommandLine:
+    return CommandLine(RegisterConfig, "cast-register", __file__, description=__doc__)
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = parse_args(argv)
+    return command_line().run(argv, register)
+
+
+def register(parsed: Parsed) -> int:
+    """The job: the checkpoint made a folder of ours (label map, contract), then registered in its own run."""
+    cfg: RegisterConfig = parsed.config
     from cast_model import CheckpointError
     from cast_model.convert import ConversionError
     from pipelines.datasets import AnnotationError
-    from workflows.tracking import registry
-    from workflows.tracking import store as tracking
     from workflows.inference.config import InferConfigError
     from workflows.inference.model import resolve_model
     from workflows.inference.released import prepare_release
+    from workflows.tracking import registry
+    from workflows.tracking import store as tracking
+    from workflows.tracking.lineage import path_sha256
 
-    name = a.name or f"cast-{a.dataset}"
+    name = cfg.registered_name
     with tempfile.TemporaryDirectory(prefix="cast-register-") as tmp:
         try:
             tracking.preflight()
             # A registered model: its checkpoint artifact (the weights and label map), not its logged code.
-            source = resolve_model(a.checkpoint, Path(tmp) / "download").checkpoint if ":/" in a.checkpoint \
-                else Path(a.checkpoint)
-            folder = prepare_release(source, a.dataset, Path(tmp) / "checkpoint", a.preset, a.labels)
+            source = resolve_model(cfg.checkpoint, Path(tmp) / "download").checkpoint if cfg.is_registered \
+                else Path(cfg.checkpoint)
+            folder = prepare_release(source, cfg.dataset, Path(tmp) / "checkpoint", cfg.preset, cfg.labels)
         except (CheckpointError, ConversionError, AnnotationError, InferConfigError, OSError,
                 tracking.TrackingUnavailable) as e:
-            return user_error("cast-register", " ".join(str(e).split()))
-        origin = a.checkpoint if ":/" in a.checkpoint else str(source.resolve())
-        tags = {"cast.kind": "register", tracking.DATASET_TAG: a.dataset, "cast.source": origin,
-                "cast.source_sha256": sha256(source)}
+            return user_error(parsed.prog, " ".join(str(e).split()))
+        origin = cfg.checkpoint if cfg.is_registered else str(source.resolve())
+        version_tags = {"cast.source": origin, "cast.source_sha256": path_sha256(source)}
+        tags = {"cast.kind": "register", tracking.DATASET_TAG: cfg.dataset, **version_tags}
         with tracking.one_shot_run(EXPERIMENT, f"register {Path(origin).name}", tags) as (client, run_id):
-            reg = registry.register(run_id, folder, name, None, tags={"cast.source": tags["cast.source"],
-                                                                       "cast.source_sha256": tags["cast.source_sha256"]})
-            if a.champion and not reg.champion:
+            reg = registry.register(run_id, folder, name, None, tags=version_tags)
+            if cfg.champion and not reg.champion:
                 client.set_registered_model_alias(name, registry.CHAMPION, reg.version)
-    aliases = "candidate, champion" if (reg.champion or a.champion) else "candidate"
-    print(f"cast-register: {a.checkpoint} -> models:/{name}/{reg.version} ({aliases})")
+    aliases = "candidate, champion" if (reg.champion or cfg.champion) else "candidate"
+    print(f"{parsed.prog}: {cfg.checkpoint} -> models:/{name}/{reg.version} ({aliases})")
     return 0
 
 

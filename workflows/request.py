@@ -10,35 +10,35 @@ any clip over ~96 KB; a file has no such limit. A file that cannot be read is on
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from workflows.cli.common import user_error
+from workflows.cli.flags import CommandLine, Parsed
+from workflows.inference.config import RequestConfig
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="cast-request", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (or, with --path, paths/URIs)")
-    p.add_argument("--path", action="store_true",
-                   help="send the paths/URIs (column 'path', read by the server) instead of the files' bytes")
-    p.add_argument("-o", "--out", default="-", help="file to write the request to ('-': stdout)")
-    return p.parse_args(argv)
+def command_line() -> CommandLine:
+    return CommandLine(RequestConfig, "cast-request", __file__, description=__doc__)
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = parse_args(argv)
+    return command_line().run(argv, write_request)
+
+
+def write_request(parsed: Parsed) -> int:
+    """The job: read the videos (or take their paths), write the request to ``--out``."""
+    cfg: RequestConfig = parsed.config
     from workflows.inference.pyfunc import request_body
 
     try:
-        text = json.dumps(request_body(a.videos, by_path=a.path))
+        text = json.dumps(request_body(list(cfg.videos), by_path=cfg.path))
     except OSError as e:
-        return user_error("cast-request", f"{e.filename}: {e.strerror}")
-    if a.out == "-":
+        return user_error(parsed.prog, f"{e.filename}: {e.strerror}")
+    if cfg.out == "-":
         sys.stdout.write(text + "\n")
     else:
-        with open(a.out, "w") as f:
+        with open(cfg.out, "w") as f:
             f.write(text + "\n")
     return 0
 

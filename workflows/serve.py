@@ -13,43 +13,33 @@ starts. The request format is in ``workflows.inference.pyfunc``'s doc and the do
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from workflows.cli.common import user_error
+from workflows.cli.flags import CommandLine, Parsed
+from workflows.inference.config import InferConfigError, ServeConfig
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="cast-serve", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("model", metavar="MODEL",
-                   help="models:/NAME@ALIAS, models:/NAME/VERSION or another MLflow model URI")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    p.add_argument("--port", type=int, default=5001, help="port to listen on")
-    p.add_argument("--workers", type=int, default=1, help="server worker processes (each loads the model)")
-    a = p.parse_args(argv)
-    if not 0 < a.port < 65536:
-        p.error(f"--port must be 1..65535, got {a.port}")
-    if a.workers < 1:
-        p.error(f"--workers must be >= 1, got {a.workers}")
-    return a
+def command_line() -> CommandLine:
+    return CommandLine(ServeConfig, "cast-serve", __file__, description=__doc__)
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = parse_args(argv)
-    from workflows.inference.config import InferConfigError
-    from workflows.inference.model import lookup_model
-    from workflows.inference.server import serve
+    return command_line().run(argv, serve)
 
-    if ":/" not in a.model:
-        return user_error("cast-serve", f"MODEL {a.model}: not an MLflow model URI (models:/NAME@ALIAS); "
-                                        f"register a checkpoint folder first with cast-register")
+
+def serve(parsed: Parsed) -> int:
+    """The job: look the model up in the registry (refused before the server starts), then serve it."""
+    cfg: ServeConfig = parsed.config
+    from workflows.inference.model import lookup_model
+    from workflows.inference.server import serve as serve_model
+
     try:
-        name, version = lookup_model(a.model)
+        name, version = lookup_model(cfg.model)
     except InferConfigError as e:
-        return user_error("cast-serve", e)
-    print(f"cast-serve: {name} v{version} on http://{a.host}:{a.port}/invocations", file=sys.stderr, flush=True)
-    serve(a.model, a.host, a.port, a.workers)
+        return user_error(parsed.prog, e)
+    print(f"{parsed.prog}: {name} v{version} on http://{cfg.host}:{cfg.port}/invocations", file=sys.stderr, flush=True)
+    serve_model(cfg.model, cfg.host, cfg.port, cfg.workers)
     return 0
 
 

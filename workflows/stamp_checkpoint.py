@@ -7,43 +7,40 @@ from ``cast.json``'s ``extra`` (vocab.CONTRACT_KEYS). Views default to the datas
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
-from cast_model.vocab import DATASETS, SAMPLINGS
+
 from workflows.cli.common import user_error
+from workflows.cli.flags import CommandLine, Parsed
+from workflows.inference.config import StampConfig
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="cast-stamp-checkpoint", description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoint", help="checkpoint folder (cast.json + model.safetensors)")
-    p.add_argument("--dataset", required=True, choices=DATASETS, help="the dataset the model was trained on")
-    p.add_argument("--preset", default=None, help="the recipe preset it was trained with (its test views)")
-    p.add_argument("--sampling", choices=SAMPLINGS, default=None, help="default: the recipe's")
-    p.add_argument("--sampling-rate", type=int, default=None, help="default: the recipe's")
-    p.add_argument("--test-clips", type=int, default=None, help="default: the recipe's")
-    p.add_argument("--test-crops", type=int, choices=(1, 3), default=None, help="default: the recipe's")
-    return p.parse_args(argv)
+def command_line() -> CommandLine:
+    return CommandLine(StampConfig, "cast-stamp-checkpoint", __file__, description=__doc__)
 
 
 def main(argv: list[str] | None = None) -> int:
     """The ``cast-stamp-checkpoint`` command."""
-    a = parse_args(argv)
+    return command_line().run(argv, stamp)
+
+
+def stamp(parsed: Parsed) -> int:
+    """The job: the recipe's contract (the flags' views on top) written into the checkpoint's ``cast.json``."""
+    cfg: StampConfig = parsed.config
     from cast_model import CheckpointError
     from cast_model.checkpoint import read_checkpoint_meta, update_extra
     from workflows.inference.released import recipe_contract
     from workflows.training.config import TrainConfigError
 
     try:
-        labels = read_checkpoint_meta(a.checkpoint).get("labels")
+        labels = read_checkpoint_meta(cfg.checkpoint).get("labels")
         if not labels:
-            raise CheckpointError(f"{a.checkpoint}: the checkpoint has no label map (its heads)")
-        contract = recipe_contract(a.dataset, tuple(labels), a.preset, sampling=a.sampling,
-                                   sampling_rate=a.sampling_rate, test_clips=a.test_clips, test_crops=a.test_crops)
-        update_extra(Path(a.checkpoint), contract)
+            raise CheckpointError(f"{cfg.checkpoint}: the checkpoint has no label map (its heads)")
+        contract = recipe_contract(cfg.dataset, tuple(labels), cfg.preset, **cfg.views())
+        update_extra(Path(cfg.checkpoint), contract)
     except (CheckpointError, TrainConfigError) as e:
-        return user_error("stamp_checkpoint", e)
-    print(f"{a.checkpoint}: {contract}")
+        return user_error(parsed.prog, e)
+    print(f"{cfg.checkpoint}: {contract}")
     return 0
 
 

@@ -14,8 +14,7 @@ import sys
 
 from pipelines.synthetic import SynthConfig, write_dataset
 from pipelines.synthetic_tasks import format_oracles
-from workflows.cli.common import user_error
-from workflows.cli.flags import CommandLine
+from workflows.cli.flags import CommandLine, Parsed
 
 
 def command_line() -> CommandLine:
@@ -26,15 +25,12 @@ def command_line() -> CommandLine:
 
 
 def main(argv: list[str] | None = None) -> int:
-    command = command_line()
-    parsed = command.parse(argv)
-    if parsed.print_config:
-        print(command.format_config(parsed))
-        return 0
-    try:
-        cfg = SynthConfig(**parsed.values)
-    except ValueError as e:
-        return user_error(command.prog, e)
+    return command_line().run(argv, synthesize)
+
+
+def synthesize(parsed: Parsed) -> int:
+    """The job: write the dataset into ``--out``, print its summary and what each kind of evidence reaches."""
+    cfg: SynthConfig = parsed.config
     result = write_dataset(cfg, parsed.extra["out"])
     print(json.dumps({k: v for k, v in result.items() if k != "broken"} | {"broken": len(result["broken"])}))
     print(format_oracles(cfg.task, cfg.num_classes))  # what each kind of evidence can reach on this task

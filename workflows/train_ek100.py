@@ -9,9 +9,9 @@ import sys
 from workflows.training import launch
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """The ``cast-train-ek100`` command."""
-    return launch.main("ek100")
+    return launch.main("ek100", argv)
 
 
 if __name__ == "__main__":

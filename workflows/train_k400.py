@@ -9,9 +9,9 @@ import sys
 from workflows.training import launch
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """The ``cast-train-k400`` command."""
-    return launch.main("k400")
+    return launch.main("k400", argv)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ import sys
 from workflows.training import launch
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """The ``cast-train-ssv2`` command."""
-    return launch.main("ssv2")
+    return launch.main("ssv2", argv)
 
 
 if __name__ == "__main__":

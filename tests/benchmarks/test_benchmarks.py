@@ -83,3 +83,49 @@ def test_ours_from_paper_computes_what_the_paper_computes():
         torch.testing.assert_close(ours(x), paper.eval()(x), rtol=1e-4, atol=1e-5)
     trainable = lambda m: sum(p.numel() for p in m.parameters() if p.requires_grad)  # noqa: E731
     assert trainable(ours) == trainable(paper)
+
+
+def test_skew_comparison_counts_agreement_probabilities_and_pixels():
+    import numpy as np
+
+    from benchmarks.skew import PATHS, compare
+
+    views = np.zeros((2, 4, 8, 8, 3), np.uint8)
+    moved = views.copy()
+    moved[0, 0, 0, 0, 0] = 200  # one pixel of one video differs on the raw path
+    probs = {"a": np.array([0.7, 0.2, 0.1]), "b": np.array([0.2, 0.5, 0.3])}
+    preds = {p: {"a": (probs["a"], views), "b": (probs["b"], views)} for p in PATHS}
+    preds["raw/pyav"] = {"a": (np.array([0.4, 0.5, 0.1]), moved), "b": (probs["b"], views)}
+    out = compare(preds, {"a": 0, "b": 1})
+    assert out["videos"] == 2 and out["top1"] == {"shard/dali": 1.0, "shard/pyav": 1.0, "raw/pyav": 0.5}
+    pair = out["pairs"]["shard/dali vs raw/pyav"]
+    assert pair["top1_agreement"] == 0.5 and abs(pair["mean_abs_dprob_top"] - 0.15) < 1e-9
+    assert pair["pixel_max_abs"] == 200 and out["pairs"]["shard/dali vs shard/pyav"]["pixel_max_abs"] == 0
+
+
+def test_skew_fine_tunes_the_demo_model(tmp_path):
+    """The benchmark trains what the demo trains: the micro recipe from the pretrained experts, frozen, at
+    the demo's total batch (here one worker accumulating two batches of 8) and lr."""
+    from types import SimpleNamespace
+
+    from benchmarks.skew import train_config
+    from workflows.training import demo
+
+    experts = SimpleNamespace(spatial=tmp_path / "spatial.safetensors", temporal=tmp_path / "temporal.safetensors")
+    a = SimpleNamespace(preset=demo.PRESET, epochs=15, seed=0)
+    cfg = train_config(str(tmp_path / "shards"), experts, a, ["--loader-threads", "1"])
+    assert (cfg.preset, cfg.freeze_experts, cfg.epochs, cfg.precision) == ("micro", True, 15, "fp32")
+    assert (cfg.clip_weights, cfg.videomae_weights) == (str(experts.spatial), str(experts.temporal))
+    assert (cfg.total_batch_size, cfg.batch_size, cfg.update_freq) == (16, 8, 2) and abs(cfg.lr - 2e-3) < 1e-12
+    assert cfg.loader_threads == 1  # the flags after -- come last
+
+
+def test_ek100_layout_keeps_recordings_contiguous_and_mixing_counts_pairs():
+    import numpy as np
+
+    from benchmarks.ek100_shuffle import layout, mixing
+
+    recs = layout(10, 500, seed=0)
+    assert abs(len(recs) - 500) <= 10 and (np.diff(recs) >= 0).all() and set(recs) == set(range(10))
+    out = mixing([np.array([1, 1, 2, 3]), np.array([4, 4, 4, 4])])
+    assert out == {"distinct_recordings_per_batch": 2.0, "same_recording_pairs": round((1 / 6 + 1) / 2, 3)}

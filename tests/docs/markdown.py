@@ -66,8 +66,16 @@ def console_scripts() -> dict[str, str]:
     return {name: target.split(":")[0] for name, target in scripts.items()}
 
 
+PLACEHOLDER = re.compile(r"<([a-z][\w -]*)>")  # <some id>: a value the reader fills in
+OPTIONAL = re.compile(r"\[(--[^\]]+)\]")  # [--log-mlflow]: a flag the reader may add
+
+
 def _logical_lines(block: str) -> list[str]:
+    """The block's command lines: continuations joined, comments dropped, a placeholder made one word
+    (``<some id>`` -> ``SOME_ID``) and an optional flag given (``[--x]`` -> ``--x``)."""
     joined = re.sub(r"\\\n\s*", " ", block)
+    joined = PLACEHOLDER.sub(lambda m: re.sub(r"\W+", "_", m.group(1)).upper(), joined)
+    joined = OPTIONAL.sub(r"\1", joined)
     return [line.split(" #", 1)[0].strip() for line in joined.splitlines()
             if line.strip() and not line.lstrip().startswith("#")]
 

@@ -62,12 +62,18 @@ def small_video(tmp_path_factory) -> bytes:
     return encode(frames(8), tmp_path_factory.mktemp("hostile") / "v.mp4", ("-c:v", "libx264")).read_bytes()
 
 
-def test_a_link_out_of_the_videos_folder_is_refused_unless_allowed(tmp_path, small_video):
+def _videos_with_a_link_out(tmp_path: Path, video: bytes, link: str, real: str) -> Path:
+    """A videos folder holding ``real`` and ``link``, a symlink to a video outside the folder."""
     videos, elsewhere = tmp_path / "videos", tmp_path / "elsewhere"
     videos.mkdir(), elsewhere.mkdir()
-    (elsewhere / "secret.mp4").write_bytes(small_video)
-    os.symlink(elsewhere / "secret.mp4", videos / "v1.mp4")
-    (videos / "v2.mp4").write_bytes(small_video)
+    (elsewhere / "secret.mp4").write_bytes(video)
+    os.symlink(elsewhere / "secret.mp4", videos / link)
+    (videos / real).write_bytes(video)
+    return videos
+
+
+def test_a_link_out_of_the_videos_folder_is_refused_unless_allowed(tmp_path, small_video):
+    videos = _videos_with_a_link_out(tmp_path, small_video, "v1.mp4", "v2.mp4")
     os.symlink("v2.mp4", videos / "v3.mp4")  # a link inside the folder is fine
     work = _Work(32, None, EncodeConfig(codec="mjpeg"), "cpu", 2, ("label",), videos_root=str(videos))
     rows = {n: VideoRow(n, str(videos / f"{n}.mp4"), {"label": 0}).to_record() for n in ("v1", "v2", "v3")}
@@ -117,11 +123,7 @@ def test_batch_inference_refuses_a_link_out_of_its_input_folder(tmp_path, small_
     from workflows.inference.config import InferConfig
     from workflows.inference.inputs import list_inputs
 
-    videos, elsewhere = tmp_path / "videos", tmp_path / "elsewhere"
-    videos.mkdir(), elsewhere.mkdir()
-    (elsewhere / "secret.mp4").write_bytes(small_video)
-    os.symlink(elsewhere / "secret.mp4", videos / "out.mp4")
-    (videos / "in.mp4").write_bytes(small_video)
+    videos = _videos_with_a_link_out(tmp_path, small_video, "out.mp4", "in.mp4")
     model = "models:/cast@champion"  # only named: listing opens no model
     listing = list_inputs(InferConfig(model=model, input=str(videos), out=str(tmp_path / "o")))
     assert [Path(r["path"]).name for r in listing.records] == ["in.mp4"]

@@ -226,9 +226,9 @@ def test_retry_rejects_defaults_to_missing_and_none_turns_it_off(hostile, tmp_pa
 
     args = ["--dataset", "ssv2", "--videos", hostile["videos"], "--annotations", hostile["annotations"],
             "--split", "train", "--out", str(tmp_path)]
-    assert config_of(command_line().parse(args), "cpu").retry == {"missing"} == config(hostile, tmp_path).retry
-    assert config_of(command_line().parse(args + ["--retry-rejects", "none"]), "cpu").retry == frozenset()
-    both = config_of(command_line().parse(args + ["--retry-rejects", "missing,truncated"]), "cpu")
+    assert config_of(command_line().parse(args)).retry == {"missing"} == config(hostile, tmp_path).retry
+    assert config_of(command_line().parse(args + ["--retry-rejects", "none"])).retry == frozenset()
+    both = config_of(command_line().parse(args + ["--retry-rejects", "missing,truncated"]))
     assert both.retry == {"missing", "truncated"}
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.real_video_cases import CASES, FPS, Case, frames
 
-HINT = "ffmpeg not found: the fidelity suite needs Debian's ffmpeg; run `make setup` (infra/local/install_ffmpeg.sh)"
+HINT = "ffmpeg not found: the fidelity suite needs Debian's ffmpeg; run `make test-deps` (infra/local/install_ffmpeg.sh)"
 
 
 def require_ffmpeg() -> None:

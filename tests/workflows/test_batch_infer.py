@@ -100,7 +100,7 @@ def test_raw_videos_one_row_per_good_video_and_every_bad_one_rejected(data, regi
     # The job's numbers equal the checkpoint run by hand on the same views of one video.
     row = pred.iloc[0]
     net, _ = load_checkpoint(registered["checkpoint"])
-    frames = decode_video(row["source_id"], short_side=net.config.img_size).frames
+    frames = decode_video(row["source_id"], short_side=net.config.img_size, like_loader=True).frames
     views = sample_views(frames, plan.views)  # (6, T, S, S, 3)
     probs = video_probs(net, torch.from_numpy(views)[None])["label"][0]
     ref = probs.topk(5)

@@ -10,30 +10,38 @@ argument group, the words for a ``None`` default) in the field's metadata::
         top_k: int = field(default=5, metadata=flag("classes listed per video", group="output"))
         test_clips: int | None = field(default=None, metadata=flag("temporal views", none="the checkpoint's"))
 
-    command = CommandLine(PredictConfig, "cast-predict", __file__, description=__doc__)
-    parsed = command.parse(argv)        # a wrong flag: one line "<prog>: error: <what>" and exit 2
-    if parsed.print_config:
-        print(command.format_config(parsed)); return 0
-    cfg = PredictConfig(**parsed.values)
+    def main(argv: list[str] | None = None) -> int:
+        return CommandLine(PredictConfig, "cast-predict", __file__, description=__doc__).run(argv, predict)
+
+    def predict(parsed: Parsed) -> int:    # the job: parsed.config is the PredictConfig
+        ...
+
+:meth:`CommandLine.run` is every door's one way from flags to job: a wrong flag or a value the config
+refuses is one line ``<prog>: error: <what>`` and exit code 2; ``--print-config`` prints each setting and
+its source and returns 0 without building the config (no I/O: it works on paths that do not exist);
+otherwise the job runs with ``parsed.config``. :meth:`CommandLine.parse` is the step below it (values
+and sources, nothing built).
 
 What the builder makes of a field ``some_name``:
 
 * the flag ``--some-name`` (the field's name: flag and field never differ); ``positional=True`` makes it
-  a positional argument instead (a ``tuple[...]`` positional takes one or more values);
+  a positional argument instead (a ``tuple[...]`` positional takes one or more values); ``short="-o"``
+  adds a one-letter spelling beside it;
 * its type from the annotation: ``int``, ``float``, ``str``, ``bool`` (``--x`` / ``--no-x``), ``X | None``
-  (the text ``none`` gives ``None``), ``tuple[X, ...]`` or ``tuple[X, X]`` (several values). A value is
-  converted losslessly (:func:`coerce`: ``1e-3`` -> 0.001, ``5.0`` -> 5, but ``5.5`` is no int);
-* its default shown once, in the help, as ``(default: X)``; a ``None`` default is shown with the words of
-  ``none=`` (``(default: the checkpoint's)``); a field without a default (and without a value in a
+  (the text ``none`` gives ``None``), ``tuple[X, ...]`` or ``tuple[X, X]`` (several values; ``sep=","``:
+  one value ``a,b`` split at the separator). A value is converted losslessly (:func:`coerce`: ``1e-3`` ->
+  0.001, ``5.0`` -> 5, but ``5.5`` is no int);
+* its default shown once, in the help, as ``(default: X)``; a ``None`` (or empty text) default is shown
+  with the words of ``none=`` (``(default: the checkpoint's)``); a field without a default (and without a value in a
   lower layer) is a required flag;
 * argument groups in the order their first field appears (``group=``; fields without one go under
   "options");
-* every job command line gets ``--print-config``: each resolved value with its source, ``default`` (the
+* every command line gets ``--print-config``: each resolved value with its source, ``default`` (the
   dataclass), a lower layer's name (``layers=``: e.g. the recipe YAML) or ``flag``.
 
 ``layers`` are ``(source, {field: value})`` pairs between the dataclass defaults and the flags (a
 training recipe): ``--help`` shows their values as the defaults. Layers that depend on the flags (the
-recipe's preset, another recipe folder) are given to ``parse`` as ``layers(flag_values, extra_values)``,
+recipe's preset, another recipe folder) are given to ``run``/``parse`` as ``layers(flag_values, extra_values)``,
 which replaces the constructor's. ``skip`` names fields that are no flag (set by the program itself).
 Extra flags that are no config field (``--num-cpus``) are added with ``command.parser.add_argument``
 (pass ``default=argparse.SUPPRESS``); they come back in ``Parsed.extra``.
@@ -56,21 +64,24 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from .common import user_error
+
 PRINT_CONFIG = "print_config"
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _NO_DEFAULT = object()
 
 
 def flag(help: str, *, choices: Sequence[Any] | None = None, group: str | None = None, none: str | None = None,
-         positional: bool = False, metavar: str | None = None, sep: str | None = None, cli: bool = True
-         ) -> dict[str, Any]:
+         positional: bool = False, metavar: str | None = None, sep: str | None = None, short: str | None = None,
+         cli: bool = True) -> dict[str, Any]:
     """The metadata of a config field for the builder (``field(metadata=flag(...))``): its help text,
     allowed values, argument group, the words for a ``None`` default (``none``), positional or not;
-    ``sep``: a ``tuple[str, ...]`` field typed as one value split at ``sep`` (``a,b``; ``none``: empty).
+    ``sep``: a ``tuple[X, ...]`` field typed as one value split at ``sep`` (``a,b``; ``none``: empty);
+    ``short``: a one-letter spelling beside ``--name`` (``-o``).
     ``cli=False``: the field is no flag (the program sets it). Modules that must not import ``workflows``
     (``pipelines``) write the same keys as a plain dict."""
     return {"help": help, "choices": tuple(choices) if choices is not None else None, "group": group,
-            "none": none, "positional": positional, "metavar": metavar, "sep": sep, "cli": cli}
+            "none": none, "positional": positional, "metavar": metavar, "sep": sep, "short": short, "cli": cli}
 
 
 class FlagError(ValueError):
@@ -136,15 +147,17 @@ def _optional(hint: Any) -> tuple[Any, bool]:
 
 
 class _Split:
-    """argparse ``type=`` of a ``tuple[str, ...]`` field typed as one text split at ``sep``."""
+    """argparse ``type=`` of a ``tuple[X, ...]`` field typed as one text split at ``sep``, each piece an X."""
 
     __name__ = "list"
 
-    def __init__(self, sep: str):
-        self.sep = sep
+    def __init__(self, sep: str, item: "_FlagType"):
+        self.sep, self.item = sep, item
 
-    def __call__(self, text: str) -> tuple[str, ...]:
-        return () if text.lower() == "none" else tuple(t.strip() for t in text.split(self.sep) if t.strip())
+    def __call__(self, text: str) -> tuple[Any, ...]:
+        if text.lower() == "none":
+            return ()
+        return tuple(self.item(t.strip()) for t in text.split(self.sep) if t.strip())
 
 
 class _FlagType:
@@ -188,6 +201,8 @@ class Parsed:
     sources: dict[str, str]  # field -> "default", a layer's name or "flag"
     extra: dict[str, Any]  # flags that are no config field (added with command.parser.add_argument)
     print_config: bool
+    prog: str = ""  # the program name, as the user typed it (error lines begin with it)
+    config: Any = None  # the config built from ``values`` (by CommandLine.run; parse builds none)
 
 
 class CommandLine:
@@ -238,12 +253,13 @@ class CommandLine:
             group.add_argument(f.name, type=_FlagType(f.name, inner, optional), nargs="+" if many else None,
                                **kwargs)
             return
-        name = "--" + f.name.replace("_", "-")
+        names = ([meta["short"]] if meta.get("short") else []) + ["--" + f.name.replace("_", "-")]
         if hint is bool:
-            group.add_argument(name, dest=f.name, action=argparse.BooleanOptionalAction, **kwargs)
+            group.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, **kwargs)
             return
         if meta.get("sep"):
-            group.add_argument(name, dest=f.name, type=_Split(meta["sep"]), required=default is _NO_DEFAULT,
+            item = _FlagType(f.name, typing.get_args(hint)[0], False)
+            group.add_argument(*names, dest=f.name, type=_Split(meta["sep"], item), required=default is _NO_DEFAULT,
                                **kwargs)
             return
         if typing.get_origin(hint) is tuple:
@@ -252,7 +268,7 @@ class CommandLine:
             kwargs["nargs"] = "+" if len(args) == 2 and args[1] is Ellipsis else len(args)
         else:
             inner = hint
-        group.add_argument(name, dest=f.name, type=_FlagType(f.name, inner, optional),
+        group.add_argument(*names, dest=f.name, type=_FlagType(f.name, inner, optional),
                            required=default is _NO_DEFAULT, **kwargs)
 
     def parse(self, argv: Sequence[str] | None = None,
@@ -279,11 +295,31 @@ class CommandLine:
         # The dataclass's order; a layer's unknown keys stay, last, for the config to refuse by name.
         order = [f.name for f in dataclasses.fields(self.config) if f.name in values]
         order += [k for k in values if k not in names]
-        return Parsed({k: values[k] for k in order}, sources, extra, print_config)
+        return Parsed({k: values[k] for k in order}, sources, extra, print_config, self.prog)
+
+    def run(self, argv: Sequence[str] | None, job: Callable[[Parsed], int], *,
+            layers: Callable[[dict[str, Any], dict[str, Any]], Sequence[tuple[str, Mapping[str, Any]]]] | None = None,
+            build: Callable[[Parsed], Any] | None = None, show: Callable[[Parsed], str] | None = None) -> int:
+        """A door's ``main``: :meth:`parse` the flags (a wrong one: one line and exit 2), then either
+        ``--print-config`` (each setting and its source, ``show(parsed)`` where the default lines do not
+        say enough; exit code 0: nothing is built, read or started, so paths that do not exist print too)
+        or ``job(parsed)`` with ``parsed.config`` built from the values (``build(parsed)``, by default the
+        dataclass itself). A value the config refuses (a ``ValueError`` while building or showing) is one
+        line ``<prog>: error: <what>`` and exit code 2, before the job starts. Returns the exit code."""
+        try:
+            parsed = self.parse(argv, layers)  # a layer (a recipe file) may refuse a value too
+            if parsed.print_config:
+                print(show(parsed) if show is not None else self.format_config(parsed))
+                return 0
+            config = build(parsed) if build is not None else self.config(**parsed.values)
+        except ValueError as err:
+            return user_error(self.prog, err)
+        return job(dataclasses.replace(parsed, config=config))
 
     def format_config(self, parsed: Parsed) -> str:
-        """One line per setting: name, value (JSON), source (what ``--print-config`` prints)."""
-        return format_config(parsed.values, parsed.sources)
+        """One line per setting, the extra flags given last: name, value (JSON), source (what
+        ``--print-config`` prints)."""
+        return format_config(parsed.values | parsed.extra, parsed.sources | dict.fromkeys(parsed.extra, "flag"))
 
 
 def format_config(values: Mapping[str, Any], sources: Mapping[str, str]) -> str:
@@ -296,7 +332,7 @@ def format_config(values: Mapping[str, Any], sources: Mapping[str, str]) -> str:
 def _default_text(default: Any, none: str | None, sep: str | None = None) -> str:
     if default is _NO_DEFAULT:
         return " (required)"
-    if default is None:
+    if default is None or (default == "" and none):  # nothing given: the words for what is used then
         return f" (default: {none})" if none else ""
     if isinstance(default, bool):
         return f" (default: {'on' if default else 'off'})"

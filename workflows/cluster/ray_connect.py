@@ -34,6 +34,28 @@ def connect_ray(num_cpus: int | None = None, *, dashboard: bool = False, log_to_
     return True
 
 
+def local_cpus(num_cpus: int | None) -> int | None:
+    """The CPUs of the local Ray that :func:`connect_ray` would start for ``num_cpus`` (given, else every
+    CPU of this machine), or None when it joins a cluster (``RAY_ADDRESS`` set: the cluster's size is the
+    cluster's, and an autoscaler may add nodes). For checks that must run before Ray starts: a local Ray
+    too small for a job's actors is a deadlock, not a slow job."""
+    if os.environ.get("RAY_ADDRESS"):
+        return None
+    # Ray counts the machine's CPUs, lowered to a cgroup quota: never more than os.cpu_count().
+    return num_cpus if num_cpus is not None else (os.cpu_count() or 1)
+
+
+def too_few_cpus(num_cpus: int | None, need: int | float, needs: str) -> str | None:
+    """The one-line problem when the local Ray of ``num_cpus`` has fewer than ``need`` CPUs (``needs`` says
+    what they are for), else None."""
+    have = local_cpus(num_cpus)
+    if have is None or have >= need:
+        return None
+    given = f"--num-cpus {num_cpus}" if num_cpus is not None else f"this machine's {have} CPUs"
+    return (f"the job needs at least {need:g} CPUs on a local Ray ({needs}), {given} given: it would wait "
+            f"forever")
+
+
 def cluster_address() -> str | None:
     """The Ray cluster to join: ``RAY_ADDRESS`` (``host:port`` of the GCS, ``ray://``, ``auto``), or None.
 

@@ -35,6 +35,7 @@ from cast_model.vocab import head_prefix, is_action
 from pipelines.shards import join, write_atomic
 
 from . import metrics as M
+from ..cli.flags import flag
 from ..inference.store import OutputStore
 
 KIND_TAG = "cast.kind"
@@ -225,6 +226,18 @@ def evaluate_job(plan, log=print) -> dict[str, Any]:
         + ", ".join(f"{k} {v:.4f}" for k, v in report.summary.items() if k.endswith(("top1", "top5")))
         + f"; files in {folder}; MLflow run {run_id}")
     return {"run_id": run_id, "folder": folder, "samples": report.samples, **report.summary}
+
+
+@dataclass(frozen=True)
+class BalancedConfig:
+    """The balanced measure over ``metrics.json`` files (``cast-balanced-measure``)."""
+
+    metrics: tuple[str, ...] = field(metadata=flag("metrics.json files, one per dataset", positional=True))
+    ek100_figures: tuple[str, ...] = field(default=EK100_FIGURES, metadata=flag(
+        "EK100 summary figures that enter the mean, comma separated", sep=","))
+    out: str | None = field(default=None, metadata=flag("write the result as JSON here", none="stdout only"))
+    log_mlflow: bool = field(default=False, metadata=flag("log it as a run in --experiment"))
+    experiment: str = field(default="cast-evaluation", metadata=flag("MLflow experiment of --log-mlflow's run"))
 
 
 def balanced_measure(reports: Sequence[Mapping[str, Any]], ek100_figures: Sequence[str] = EK100_FIGURES

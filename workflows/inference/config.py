@@ -1,7 +1,9 @@
 """The configurations of inference: the batch job's (:class:`InferConfig`, checked before Ray or a model is
-touched) and a few videos' in one process (:class:`PredictConfig`). Each field carries its command-line
-help: ``workflows/batch_infer.py`` and ``workflows/predict.py`` build their flags from them
-(``workflows.cli.flags``)."""
+touched), a few videos' in one process (:class:`PredictConfig`), the REST server's (:class:`ServeConfig`)
+and its request file's (:class:`RequestConfig`), and the checkpoints' way in: the contract stamped into
+one (:class:`StampConfig`) and a release registered (:class:`RegisterConfig`). Each field carries its
+command-line help: the doors in ``workflows/`` build their flags from them (``workflows.cli.flags``).
+None of them touches a file when it is made, except :class:`InferConfig`, which checks its input paths."""
 
 from __future__ import annotations
 
@@ -9,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cast_model.config import PRESETS
 from cast_model.precision import PRECISIONS
-from cast_model.vocab import SAMPLINGS
+from cast_model.vocab import DATASETS, SAMPLINGS
 from pipelines.datasets import LAYOUTS
 
 from ..cli.flags import flag
@@ -20,11 +23,12 @@ _MODEL_HELP = ("models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN/model, any M
                "checkpoint folder")
 _PRECISION_HELP = "auto: bf16 autocast on GPUs and on CPUs where bf16 matmuls measure faster, else fp32"
 _IN, _VIEWS, _RUN, _POOL, _OUT = "input", "views per video", "model run", "actor pool", "output"
+_RECIPE = "the recipe's"
 
 
-def _view(help: str, **kw) -> Any:
-    """A view override of both inference configs: ``None``, the checkpoint's (its training contract)."""
-    return field(default=None, metadata=flag(help, group=_VIEWS, none="the checkpoint's", **kw))
+def _view(help: str, none: str = "the checkpoint's", **kw) -> Any:
+    """A view override: ``None``, the checkpoint's (its training contract), or for a stamp the recipe's."""
+    return field(default=None, metadata=flag(help, group=_VIEWS, none=none, **kw))
 
 
 class InferConfigError(ValueError):
@@ -155,3 +159,80 @@ class PredictConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InferConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """A registered model served over HTTP (``cast-serve``)."""
+
+    model: str = field(metadata=flag("models:/NAME@ALIAS, models:/NAME/VERSION or another MLflow model URI",
+                                     positional=True, metavar="MODEL"))
+    host: str = field(default="127.0.0.1", metadata=flag("address to listen on (0.0.0.0: every interface)"))
+    port: int = field(default=5001, metadata=flag("port to listen on"))
+    workers: int = field(default=1, metadata=flag("server worker processes (each loads the model)"))
+
+    def __post_init__(self) -> None:
+        if ":/" not in self.model:
+            raise InferConfigError(f"MODEL {self.model}: not an MLflow model URI (models:/NAME@ALIAS); register a "
+                                   f"checkpoint folder first with cast-register")
+        if not 0 < self.port < 65536:
+            raise InferConfigError(f"--port must be 1..65535, got {self.port}")
+        if self.workers < 1:
+            raise InferConfigError(f"--workers must be >= 1, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class RequestConfig:
+    """The JSON request for a served model, written from video files (``cast-request``)."""
+
+    videos: tuple[str, ...] = field(metadata=flag("video files (or, with --path, paths/URIs)", positional=True,
+                                                  metavar="VIDEO"))
+    path: bool = field(default=False, metadata=flag(
+        "send the paths/URIs (column 'path', read by the server) instead of the files' bytes"))
+    out: str = field(default="-", metadata=flag("file to write the request to ('-': stdout)", short="-o"))
+
+
+@dataclass(frozen=True)
+class StampConfig:
+    """The training/inference contract written into a checkpoint that lacks it (``cast-stamp-checkpoint``);
+    each view left ``None`` is the dataset's recipe's."""
+
+    checkpoint: str = field(metadata=flag("checkpoint folder (cast.json + model.safetensors)", positional=True))
+    dataset: str = field(metadata=flag("the dataset the model was trained on", choices=DATASETS))
+    preset: str | None = field(default=None, metadata=flag(
+        "the recipe preset it was trained with (its test views)", none="the recipe's own values"))
+    sampling: str | None = _view("frame sampling", _RECIPE, choices=SAMPLINGS)
+    sampling_rate: int | None = _view("dense sampling stride", _RECIPE)
+    test_clips: int | None = _view("temporal views per video", _RECIPE, metavar="N")
+    test_crops: int | None = _view("spatial views per clip (1: centre, 3: left/centre/right)", _RECIPE,
+                                   choices=(1, 3))
+
+    def views(self) -> dict[str, Any]:
+        return {"sampling": self.sampling, "sampling_rate": self.sampling_rate, "test_clips": self.test_clips,
+                "test_crops": self.test_crops}
+
+
+@dataclass(frozen=True)
+class RegisterConfig:
+    """A checkpoint registered in the MLflow Model Registry (``cast-register``)."""
+
+    checkpoint: str = field(metadata=flag(
+        "the paper's released .pth, a checkpoint folder of ours (cast.json + model.safetensors), or a registered "
+        "model (models:/NAME/VERSION) to register again with the current code", positional=True, metavar="CHECKPOINT"))
+    dataset: str = field(metadata=flag("the dataset the checkpoint's head was trained on", choices=DATASETS))
+    labels: str | None = field(default=None, metadata=flag(
+        "the dataset's label file (ssv2: labels.json; k400: an annotation CSV; ek100: EPIC_100_train.csv with the "
+        "class CSVs beside it); needed for a .pth", metavar="FILE", none="the checkpoint's own label map"))
+    preset: str = field(default="base", metadata=flag("the model preset of a .pth", choices=sorted(PRESETS)))
+    name: str | None = field(default=None, metadata=flag("registered model name", none="cast-<dataset>"))
+    champion: bool = field(default=False, metadata=flag(
+        "move the champion alias to this version even if one exists"))
+
+    @property
+    def registered_name(self) -> str:
+        return self.name or f"cast-{self.dataset}"
+
+    @property
+    def is_registered(self) -> bool:
+        """``checkpoint`` names a registered model (``models:/...``), not a file or folder."""
+        return ":/" in self.checkpoint

@@ -21,7 +21,8 @@ from typing import Callable
 from pipelines.progress import format_eta
 from pipelines.schema import count_rejects
 
-from .config import InferConfig
+from ..cluster.ray_connect import too_few_cpus
+from .config import InferConfig, InferConfigError
 from .inputs import InputListing, check_labels, list_inputs
 from .model import ModelSource, resolve_model
 from .store import ModelStamp, OutputStore, new_job_id, predictions_table
@@ -104,6 +105,18 @@ def pool_size(cfg: InferConfig, device: str, cluster_gpus: float) -> tuple[int, 
         return cfg.min_replicas, cfg.max_replicas
     fits = int(cluster_gpus // cfg.gpus_per_replica) if device == "gpu" else 1
     return cfg.min_replicas, max(cfg.min_replicas, fits, 1)
+
+
+def check_local_cpus(cfg: InferConfig, num_cpus: int | None) -> None:
+    """Refuse, before Ray starts, a local Ray that cannot hold the model replicas and a decode task at once:
+    each replica is an actor that keeps its CPU for the whole job (on GPU too), so with no CPU left the
+    decode tasks that feed them never run and the job waits forever. Joining a cluster is not checked
+    (its size is the cluster's; an autoscaler may add nodes)."""
+    replicas = cfg.num_replicas or cfg.min_replicas  # the pool's first actors, started before any decode
+    problem = too_few_cpus(num_cpus, replicas + 1,
+                           f"{replicas} model replica(s) x 1 CPU + at least 1 CPU for decoding")
+    if problem:
+        raise InferConfigError(problem)
 
 
 def run_job(plan: JobPlan, log: Callable[[str], None] | None = None) -> JobResult:

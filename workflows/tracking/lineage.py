@@ -37,6 +37,14 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def path_sha256(path: Path) -> str:
+    """The sha256 of a file, or of a folder: of its files' relative names and digests, sorted."""
+    if path.is_dir():
+        parts = [f"{p.relative_to(path)}:{file_sha256(p)}" for p in sorted(path.rglob("*")) if p.is_file()]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    return file_sha256(path)
+
+
 def _pretrain_run(path: Path) -> str | None:
     if path.suffix != ".safetensors":
         return None

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from ..cli.flags import CommandLine, format_config
+from ..cli.flags import CommandLine, Parsed, format_config
 from ..tracking.store import DATA_DIR
 from .config import TrainConfig
 from .recipe_yaml import CONFIG_DIR, recipe_layers
@@ -33,21 +33,31 @@ def command_line(dataset: str) -> CommandLine:
     return command
 
 
+def recipe_of(dataset: str) -> Callable[[dict[str, Any], dict[str, Any]], list[tuple[str, dict[str, Any]]]]:
+    """The layers under the flags: the dataset's recipe (from ``--config-dir``) and the preset ``--preset``
+    names in it."""
+
+    def layers(flags: dict[str, Any], extra: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        return recipe_layers(dataset, flags.get("preset"), Path(extra.get("config_dir", CONFIG_DIR)))
+
+    return layers
+
+
+def train_config(parsed: Parsed) -> TrainConfig:
+    """The typed, unvalidated :class:`TrainConfig` of the parsed values (a wrong value in the recipe is a
+    :class:`TrainConfigError` naming the key and its source)."""
+    values = dict(parsed.values)
+    if not values.get("storage_path"):  # computed here, at the edge, not at import as a field default
+        values["storage_path"] = str(DATA_DIR / "ray_results")
+    return TrainConfig.from_dict(values, parsed.sources)
+
+
 def parse_config(dataset: str, argv: Sequence[str] | None = None) -> ParsedConfig:
     """Flags over the dataset's recipe (and the preset ``--preset`` names) -> an unvalidated, typed
     :class:`TrainConfig` and where each value came from. A wrong flag exits 2; a wrong value in the
     recipe is a :class:`TrainConfigError` naming the key and its source."""
-
-    def layers(flags: dict[str, Any], extra: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-        config_dir = Path(extra.get("config_dir", CONFIG_DIR))
-        preset = flags.get("preset")
-        return recipe_layers(dataset, preset if preset is not None else None, config_dir)
-
-    parsed = command_line(dataset).parse(argv, layers=layers)
-    values = dict(parsed.values)
-    if not values.get("storage_path"):  # computed here, at the edge, not at import as a field default
-        values["storage_path"] = str(DATA_DIR / "ray_results")
-    return ParsedConfig(TrainConfig.from_dict(values, parsed.sources), parsed.sources, parsed.print_config)
+    parsed = command_line(dataset).parse(argv, layers=recipe_of(dataset))
+    return ParsedConfig(train_config(parsed), parsed.sources, parsed.print_config)
 
 
 def config_from_args(dataset: str, argv: Sequence[str] | None = None) -> TrainConfig:

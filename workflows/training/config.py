@@ -115,13 +115,13 @@ class TrainConfig:
         group=_CLUSTER))
     # -- run bookkeeping ----------------------------------------------------------------------------------
     run_name: str = field(default="", metadata=flag(
-        "run name (Ray Train and MLflow); the same name resumes the run; empty: <dataset>-<preset>-<time>",
+        "run name (Ray Train and MLflow); the same name resumes the run", none="<dataset>-<preset>-<time>",
         group=_RUN))
-    experiment: str = field(default="", metadata=flag("MLflow experiment; empty: cast-<dataset>", group=_RUN))
-    registered_model: str = field(default="", metadata=flag("registered model name; empty: cast-<dataset>",
+    experiment: str = field(default="", metadata=flag("MLflow experiment", none="cast-<dataset>", group=_RUN))
+    registered_model: str = field(default="", metadata=flag("registered model name", none="cast-<dataset>",
                                                             group=_RUN))
     storage_path: str = field(default="", metadata=flag(
-        "Ray Train storage (absolute path or URI visible to every node); empty: <repo>/data/ray_results",
+        "Ray Train storage (absolute path or URI visible to every node)", none="<repo>/data/ray_results",
         group=_RUN))
     checkpoint_every: int = field(default=0, metadata=flag(
         "also checkpoint every N optimizer steps (0: at epoch ends only)", group=_RUN))

@@ -9,10 +9,10 @@
     python workflows/train_ssv2.py --shards OUT/train --val-shards OUT/validation --preset tiny
     ray job submit --working-dir . -- python workflows/train_ssv2.py --shards ... --num-workers 8
 
-The three ``train_<dataset>`` commands (:func:`main`) and ``workflows/demo.py`` use the same two steps.
-The driver owns the job's MLflow run: it opens it (a rerun under the same ``--run-name`` reopens it and
-Ray resumes from the run's latest checkpoint), hands its id to the workers, logs and registers the
-final model, and closes the run FINISHED, or FAILED on any error.
+The three ``train_<dataset>`` commands (:func:`main`) and the demo (``workflows.training.demo``) use the
+same two steps. The driver owns the job's MLflow run: it opens it (a rerun under the same ``--run-name``
+reopens it and Ray resumes from the run's latest checkpoint), hands its id to the workers, logs and
+registers the final model, and closes the run FINISHED, or FAILED on any error.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from typing import Any, Callable, Iterator, Sequence
 from pipelines.lease import LeaseHeld, hold
 
 from ..cli.common import user_error
-from ..cli.flags import program_name
+from ..cli.flags import Parsed
 from ..cluster.ray_connect import connect_ray
 from ..cluster.shared_storage import alive_nodes, cluster_path_problems
 from ..tracking import lineage
 from ..tracking import store as tracking
 from . import mlflow_run
-from .command import format_train_config, parse_config
+from .command import command_line, format_train_config, recipe_of, train_config
 from .config import TrainConfig, TrainConfigError
 from .preflight import check_batch_arithmetic, check_shard_labels, check_weights, reconcile_stores
 from .state import MODEL_DIR, read_progress
@@ -218,14 +218,24 @@ def _register(cfg: TrainConfig, run_id: str, model_dir: Path, metrics: dict[str,
 
 
 def main(dataset: str, argv: Sequence[str] | None = None) -> int:
-    """The ``cast-train-<dataset>`` command: parse, :func:`prepare`, connect to Ray, :func:`run`."""
+    """The ``cast-train-<dataset>`` command: flags over the recipe, then :func:`prepare`, connect to Ray,
+    :func:`run` (``--print-config``: the resolved config, with the names :func:`with_defaults` derives)."""
+    return command_line(dataset).run(argv, train_command, layers=recipe_of(dataset), build=train_config,
+                                     show=show_config)
+
+
+def show_config(parsed: Parsed) -> str:
+    """What ``--print-config`` prints: each setting, its source, and ``derived`` for the derived names."""
+    config = train_config(parsed)
+    cfg = with_defaults(config)
+    derived = {k: "derived" for k in DERIVED if getattr(config, k) != getattr(cfg, k)}
+    return format_train_config(cfg, parsed.sources | derived)
+
+
+def train_command(parsed: Parsed) -> int:
+    """The job of ``parsed.config``: prepare, connect to Ray, run; a config the cluster cannot host (GPUs,
+    CPUs), a busy run name or an unreachable store is one line and exit 2."""
     try:
-        parsed = parse_config(dataset, argv)
-        if parsed.print_config:
-            cfg = with_defaults(parsed.config)
-            derived = {k: "derived" for k in DERIVED if getattr(parsed.config, k) != getattr(cfg, k)}
-            print(format_train_config(cfg, parsed.sources | derived))
-            return 0
         with prepare(parsed.config) as job:
             try:
                 connect_ray(dashboard=True)
@@ -233,16 +243,10 @@ def main(dataset: str, argv: Sequence[str] | None = None) -> int:
                 raise TrainConfigError(str(err)) from err
             result = run(job)
     except (TrainConfigError, tracking.TrackingUnavailable, LeaseHeld) as err:
-        # also: the cluster cannot host the request (GPUs, CPUs)
-        return user_error(command_prog(dataset), err)
+        return user_error(parsed.prog, err)
     final = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("final_val_")}
     print(f"[train] done in {result.seconds:.0f}s: {final}", flush=True)
     return 0
-
-
-def command_prog(dataset: str) -> str:
-    """The program name of ``train_<dataset>`` as the user typed it (errors begin with it)."""
-    return program_name(f"cast-train-{dataset}", f"train_{dataset}.py")
 
 
 def run_lease_uri(cfg: TrainConfig) -> str:

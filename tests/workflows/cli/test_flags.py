@@ -90,13 +90,28 @@ def test_layers_are_the_defaults_shown_and_the_sources_printed(monkeypatch, caps
 
 
 # -- the job command lines ----------------------------------------------------------------------------------
+DOORS = ("batch_infer", "predict", "preprocess", "synthetic", "stamp_checkpoint", "balanced_measure", "register",
+         "serve", "request", "reproduce", "pretrain_experts", "demo")
+
+
 def _parsers() -> dict[str, argparse.ArgumentParser]:
-    from workflows import batch_infer, predict, preprocess, synthetic
+    import importlib
+
     from workflows.training.command import command_line
 
-    return {"batch_infer": batch_infer.command_line().parser, "predict": predict.command_line().parser,
-            "preprocess": preprocess.command_line().parser, "synthetic": synthetic.command_line().parser,
+    return {**{door: importlib.import_module(f"workflows.{door}").command_line().parser for door in DOORS},
             **{f"train_{d}": command_line(d).parser for d in ("ssv2", "k400", "ek100")}}
+
+
+def test_every_door_is_built_by_the_builder():
+    """Every entry point in ``workflows/`` is one of the doors above (or a training door), and none builds
+    an argparse parser of its own."""
+    from tests.docs.markdown import ROOT
+
+    doors = {p.stem for p in (ROOT / "workflows").glob("*.py")} - {"__init__"}
+    assert doors == set(DOORS) | {"train_ssv2", "train_k400", "train_ek100"}
+    for door in doors:
+        assert "ArgumentParser(" not in (ROOT / "workflows" / f"{door}.py").read_text(), door
 
 
 def test_every_job_command_line_has_help_on_every_flag_and_print_config(monkeypatch):
@@ -104,16 +119,17 @@ def test_every_job_command_line_has_help_on_every_flag_and_print_config(monkeypa
     for name, parser in _parsers().items():
         actions = [a for a in parser._actions if not isinstance(a, argparse._HelpAction)]
         assert all(a.help for a in actions), (name, [a.dest for a in actions if not a.help])
-        if name != "synthetic":
-            assert "--print-config" in parser.format_help(), name
+        assert "--print-config" in parser.format_help(), name
         help_text = " ".join(parser.format_help().split())
         assert "(default: None)" not in help_text and "(default: (default" not in help_text, name
+        assert "(default: )" not in help_text, name
 
 
-@pytest.mark.parametrize("command, prog", [("predict", "cast-predict"), ("batch_infer", "cast-batch-infer"),
-                                           ("preprocess", "cast-preprocess"), ("train_ssv2", "cast-train-ssv2"),
-                                           ("synthetic", "cast-synthetic")])
-def test_installed_command_names(monkeypatch, command, prog):
+@pytest.mark.parametrize("command", [*DOORS, "train_ssv2"])
+def test_installed_command_names(monkeypatch, command):
+    from tests.docs.markdown import console_scripts
+
+    (prog,) = [name for name, module in console_scripts().items() if module == f"workflows.{command}"]
     monkeypatch.setattr(sys, "argv", [f"/venv/bin/{prog}"])
     assert _parsers()[command].prog == prog
     script = command + ".py"
@@ -136,3 +152,35 @@ def test_print_config_of_the_inference_and_preprocessing_commands(tmp_path, caps
                             "--out", "o", "--print-config"]) == 0
     lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()}
     assert lines["decode_device"][1:] == ['"auto"', "cast-preprocess"] and lines["split"][-1] == "flag"
+
+
+def test_print_config_of_the_other_doors_touches_no_file(tmp_path, capsys):
+    """``--print-config`` on files that do not exist: each value and its source, a lower layer's name
+    (``--full``'s profile), the extra flags, lists typed as one comma separated value; nothing read."""
+    from workflows import balanced_measure, register, reproduce, request
+
+    def printed(main, argv):
+        assert main([*argv, "--print-config"]) == 0
+        return {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()}
+
+    lines = printed(reproduce.main, ["--full", "--variants", "cast,spatial,temporal", "--no-gate", "--num-cpus", "2"])
+    assert lines["seeds"] == ["[0,", "1,", "2,", "3,", "4]", "--full"] and lines["gate"] == ["false", "flag"]
+    assert lines["variants"][-1] == "flag" and lines["num_cpus"] == ["2", "flag"]
+    assert printed(reproduce.main, ["--full", "--seeds", "7"])["seeds"] == ["[7]", "flag"]  # a flag wins
+    missing = str(tmp_path / "no" / "such.json")
+    lines = printed(balanced_measure.main, [missing, "--ek100-figures", "verb_top1,action_top1"])
+    assert lines["ek100_figures"] == ['["verb_top1",', '"action_top1"]', "flag"] and lines["out"] == ["null", "default"]
+    assert printed(register.main, [missing, "--dataset", "k400"])["dataset"] == ['"k400"', "flag"]
+    assert printed(request.main, [missing, "-o", str(tmp_path / "r.json")])["out"][-1] == "flag"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_value_the_config_refuses_is_one_line_and_exit_2(capsys):
+    from workflows import reproduce, serve
+
+    assert serve.main(["models:/m@champion", "--port", "70000"]) == 2
+    assert capsys.readouterr().err == "cast-serve: error: --port must be 1..65535, got 70000\n"
+    assert serve.main(["path/to/checkpoint"]) == 2  # a folder: cast-register it first
+    assert "not an MLflow model URI" in capsys.readouterr().err
+    assert reproduce.main(["--seeds", "1,1"]) == 2
+    assert capsys.readouterr().err.startswith("cast-reproduce: error: seeds must be distinct")

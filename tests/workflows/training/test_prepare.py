@@ -70,9 +70,10 @@ def test_separate_folders_are_each_read_once(mlflow_store, shards, tmp_path, mon
 
 
 def test_the_commands_and_the_demo_use_the_one_preparation_and_run():
-    """``launch.main`` (the three ``train_<dataset>`` doors) and ``workflows/demo.py`` call ``prepare`` and
-    ``run``, and nothing else on the path validates, reads a label map, takes the lease or reconciles."""
-    for path in (REPO / "workflows" / "training" / "launch.py", REPO / "workflows" / "demo.py"):
+    """``launch.main`` (the three ``train_<dataset>`` doors) and the demo (``workflows/training/demo.py``)
+    call ``prepare`` and ``run``, and nothing else on the path validates, reads a label map, takes the lease
+    or reconciles."""
+    for path in (REPO / "workflows" / "training" / "launch.py", REPO / "workflows" / "training" / "demo.py"):
         tree = ast.parse(path.read_text())
         calls = Counter(n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", "")
                         for n in ast.walk(tree) if isinstance(n, ast.Call))
