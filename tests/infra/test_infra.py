@@ -793,3 +793,22 @@ def test_cronjob_script_keeps_the_newest_48_rayjobs(docs, tmp_path):
     assert len(names) == 48
     assert "cast-batch-infer-old-00" not in names and "cast-batch-infer-old-02" not in names
     assert "cast-batch-infer-old-03" in names and any(not n.startswith("cast-batch-infer-old") for n in names)
+
+
+def test_cluster_up_refuses_a_port_another_process_listens_on(tmp_path):
+    """Two stacks on one port (two test runs side by side) must not half-start or stop each other:
+    `up` names the port and its variable and touches nothing."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = {**os.environ, "CAST_CLUSTER_DIR": str(tmp_path / "stack"), "CAST_MLFLOW_PORT": str(port),
+               "CAST_CLUSTER_RUN_DIR": str(tmp_path / "run")}
+        proc = subprocess.run([sys.executable, str(INFRA / "local/cluster/stack.py"), "up"], env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert f"{port} (CAST_MLFLOW_PORT)" in proc.stderr
+    assert "Nothing was started or stopped" in proc.stderr
+    assert not (tmp_path / "stack").exists() and not (tmp_path / "run").exists()

@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -94,6 +95,28 @@ class Settings:
     @property
     def s3_url(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
+
+    def ports(self) -> dict[str, int]:
+        """The listening ports ``up`` takes, by the variable that moves each."""
+        return {"CAST_PG_PORT": self.pg_port, "CAST_MLFLOW_PORT": self.mlflow_port, "CAST_S3_PORT": self.s3_port,
+                "CAST_RAY_PORT": self.ray_port, "CAST_RAY_PORT + 1 (Ray client server)": self.ray_port + 1,
+                "CAST_RAY_DASHBOARD_PORT": self.dashboard_port}
+
+
+def busy_ports(s: Settings) -> dict[str, int]:
+    """The stack's ports that another process already listens on. Checked before ``up`` touches
+    anything: a second stack on the same ports (two test runs side by side) would otherwise fail
+    part-way with a server's own error, or stop the first stack's Ray nodes as leftovers."""
+    busy = {}
+    for name, port in s.ports().items():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # as the servers bind: a closed socket's TIME_WAIT is no owner, a listener is
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                busy[name] = port
+    return busy
 
 
 # -- processes ----------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import argparse
 import sys
 import time
 
-from components import Settings, StackError, start_stack, stop_stack, stack_alive
+from components import Settings, StackError, busy_ports, start_stack, stop_stack, stack_alive
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +38,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cluster stack: already running (state in {settings.state_file})")
         print(usage(settings))
         return 0
+    busy = busy_ports(settings)
+    if busy:
+        taken = ", ".join(f"{port} ({name})" for name, port in busy.items())
+        print(f"cluster-up: port(s) already in use: {taken}. Another stack or server holds them: move this "
+              f"one with those variables, or stop a stack of an earlier run with `stack.py down` under the "
+              f"same settings (`make cluster-down` for the default one). Nothing was started or stopped.",
+              file=sys.stderr)
+        return 1
     stop_stack(settings)  # whatever a half-dead earlier stack left
     started = time.time()
     try:
