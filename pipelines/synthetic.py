@@ -1,12 +1,14 @@
 """A small dataset in each native layout, with real codecs, for tests, the demo and the ablation.
 
 Two tasks (defined in :mod:`pipelines.synthetic_tasks`): ``motion``, where a class is one object's
-appearance (colour + shape) times its direction of motion, and ``binding``, where two objects of
-different appearance move, one horizontally and one vertically, and the class is the appearance of the
-horizontal one times which way it moves. An object's position in any single frame is distributed the
+appearance (one of six hues at equal brightness) times its direction of motion, and ``binding``, where
+two objects of different appearance move, one horizontally and one vertically, and the class is the
+appearance of the horizontal one times which way it moves. An object's position in any single frame is distributed the
 same way for every direction (it wraps around the frame from a uniform random start), so one frame is
 not enough: a model must compare frames. Objects are big and high-contrast and cross about half the
-frame per clip, so motion stays visible between sparsely sampled frames.
+frame per clip, so motion stays visible between sparsely sampled frames. ``synthetic.json`` records the
+config and :func:`~pipelines.synthetic_tasks.objects_id` (the objects the videos show), so a cache of
+videos made with other objects is recognised.
 
 With ``heldout_per_class`` a labelled ``heldout`` split is written too, rendered from another seed
 than train and validation (a test set no tuning has seen).
@@ -27,7 +29,7 @@ import numpy as np
 from cast_model.vocab import DATASETS
 from pipelines.encode import EncodeConfig, encode_video
 from pipelines.synthetic_tasks import (APPEARANCES, DIRECTIONS, TASKS, Scene, class_name, class_parts,
-                                       max_classes, object_name, scene_for)
+                                       max_classes, object_name, objects_id, scene_for)
 
 MAX_CLASSES = max_classes("motion")
 HELDOUT_SEED_OFFSET = 7919  # the held-out split's generator: seed + this, a stream train/validation never use
@@ -345,10 +347,25 @@ def write_ek100(cfg: SynthConfig, out: Path) -> dict:
             "val_annotations": str(ann / "EPIC_100_validation.csv"), "broken": w.broken, **heldout}
 
 
+def made_dataset(cfg: SynthConfig, out: str | Path) -> dict | None:
+    """The paths :func:`write_dataset` returned if ``out`` holds the dataset of ``cfg`` painted with today's
+    objects (its ``synthetic.json`` says so), else None: a folder of other settings or other objects must be
+    written again."""
+    marker = Path(out) / "synthetic.json"
+    if not marker.is_file():
+        return None
+    made = json.loads(marker.read_text())
+    if made.get("config") != cfg.__dict__ or made.get("objects") != objects_id():
+        return None
+    return {k: v for k, v in made.items() if k not in ("config", "objects")}
+
+
 def write_dataset(cfg: SynthConfig, out: str | Path) -> dict:
     """Write the dataset; returns its paths and ``broken``: {source_id: expected reject reason}."""
     out = Path(out)
     writer = {"ssv2": write_ssv2, "k400": write_k400, "ek100": write_ek100}[cfg.dataset]
     result = writer(cfg, out)
-    (out / "synthetic.json").write_text(json.dumps({"config": cfg.__dict__, **result}, indent=1))
+    # "objects": which appearance table painted these videos (a reader remakes them when it changed)
+    (out / "synthetic.json").write_text(json.dumps({"config": cfg.__dict__, "objects": objects_id(), **result},
+                                                   indent=1))
     return result

@@ -1,6 +1,9 @@
 """The synthetic tasks' definitions: classes, what each sample shows, and what each kind of model could know.
 
-Two tasks share the same objects (six appearances, four directions of motion):
+Two tasks share the same objects (six appearances, four directions of motion). The six appearances
+are discs of six hues at one brightness (Rec.601 luma 118 of 255; the background's is about 20-60): they differ
+in hue alone, so only a colour-seeing model tells them apart, and a luma-only one (the project's temporal
+expert, as primate motion vision is largely colour-blind) sees six identical discs:
 
 - ``motion``: one object; the class is its appearance x its direction (up to 24 classes).
 - ``binding``: two objects of different appearance, one moving horizontally, one vertically; the class
@@ -16,18 +19,38 @@ not from training.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Callable, Hashable, Iterator
 
+# (name, RGB, shape). Isoluminant: Y = 0.299 R + 0.587 G + 0.114 B is 118.0 +- 0.04 for each (no integer RGB
+# near these hues hits one value exactly); every channel spread exceeds 120, so the noisy background (greys
+# tinted by at most 40) never paints an object's exact colour, which the experts' pretraining targets rely on.
 APPEARANCES: tuple[tuple[str, tuple[int, int, int], str], ...] = (
-    ("red", (230, 40, 40), "square"),
-    ("green", (40, 220, 60), "disc"),
-    ("blue", (50, 80, 240), "triangle"),
-    ("yellow", (235, 225, 40), "disc"),
-    ("magenta", (220, 50, 220), "triangle"),
-    ("cyan", (40, 220, 230), "square"),
+    ("red", (207, 81, 75), "disc"),
+    ("yellow", (135, 132, 1), "disc"),
+    ("green", (48, 168, 44), "disc"),
+    ("cyan", (29, 155, 161), "disc"),
+    ("blue", (104, 102, 237), "disc"),
+    ("magenta", (188, 68, 192), "disc"),
 )
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # Rec.601: the brightness a colour-blind observer sees
+
+
+def luma(rgb: tuple[int, int, int]) -> float:
+    """Rec.601 luma of an RGB colour (0-255)."""
+    return sum(w * c for w, c in zip(LUMA_WEIGHTS, rgb))
+
+
+def objects_id() -> str:
+    """A short digest of the appearance table: cached data rendered from these objects (datasets, the
+    ablation's clips, the pretrained experts) records it and is remade when the objects change."""
+    table = json.dumps([[name, list(rgb), shape] for name, rgb, shape in APPEARANCES])
+    return hashlib.sha256(table.encode()).hexdigest()[:12]
+
+
 # (name, unit vector (dy, dx)) -- image coordinates, y down. The first two are horizontal.
 DIRECTIONS: tuple[tuple[str, tuple[int, int]], ...] = (
     ("from left to right", (0, 1)),
@@ -165,6 +188,7 @@ def _check_task(task: str) -> None:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
 
 
-__all__ = ["APPEARANCES", "DIRECTIONS", "HORIZONTAL", "VERTICAL", "TASKS", "Scene", "Oracle", "max_classes",
+__all__ = ["APPEARANCES", "LUMA_WEIGHTS", "luma", "objects_id",
+           "DIRECTIONS", "HORIZONTAL", "VERTICAL", "TASKS", "Scene", "Oracle", "max_classes",
            "num_motions", "class_parts", "class_name", "object_name", "scene_for", "oracles", "format_oracles",
            "EVIDENCE"]

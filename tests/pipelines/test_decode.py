@@ -75,12 +75,15 @@ def _object_mask(frame: np.ndarray, colour: np.ndarray) -> np.ndarray:
 
 
 def test_synthetic_class_needs_motion_not_one_frame():
+    # 160 clips per direction: with 80, sampling noise alone took the disc's occupancy past the 0.07 bound
+    # (measured: 0.072 at 80 clips, 0.045 at 160, 0.015 at 240)
+    CLIPS = 160
     rng = np.random.default_rng(0)
     colour = np.array(APPEARANCES[0][1])
     occupancy = {}
     for direction, (axis, sign) in enumerate(((1, 1), (1, -1), (0, 1), (0, -1))):
         occ = np.zeros((2, 8))
-        for _ in range(80):
+        for _ in range(CLIPS):
             v = render_clip(rng, 0, direction, 8, 48, 64)
             a, b = _object_mask(v[3], colour), _object_mask(v[4], colour)
             along = a.shape[axis]
@@ -90,7 +93,7 @@ def test_synthetic_class_needs_motion_not_one_frame():
             for i, f in enumerate((0, 7)):  # first and last frame: where a non-wrapping design leaks
                 prof = _object_mask(v[f], colour).sum(axis=1 - axis).astype(float)
                 occ[i] += np.add.reduceat(prof, np.linspace(0, along, 9).astype(int)[:-1]) / prof.sum()
-        occupancy[direction] = occ / 80
+        occupancy[direction] = occ / CLIPS
     # where the object is in any single frame says nothing about the direction it moves in
     assert np.abs(occupancy[0] - occupancy[1]).max() < 0.07
     assert np.abs(occupancy[2] - occupancy[3]).max() < 0.07

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from pipelines.datasets import read_dataset
-from pipelines.synthetic import SynthConfig, render_scene, write_dataset
-from pipelines.synthetic_tasks import (APPEARANCES, DIRECTIONS, HORIZONTAL, class_parts, max_classes, oracles,
-                                       scene_for)
+from pipelines.synthetic import SynthConfig, made_dataset, render_scene, write_dataset
+from pipelines.synthetic_tasks import (APPEARANCES, DIRECTIONS, HORIZONTAL, LUMA_WEIGHTS, class_parts, luma,
+                                       max_classes, objects_id, oracles, scene_for)
 
 H, W, F = 32, 42, 8
 
@@ -35,6 +35,44 @@ def _observe(clip: np.ndarray) -> tuple[frozenset, frozenset, dict]:
     present = [a for a in range(len(APPEARANCES)) if _mask(clip[3], a).sum() > 8 and _mask(clip[4], a).sum() > 8]
     bound = {a: _motion(clip, a) for a in present}
     return frozenset(present), frozenset(bound.values()), bound
+
+
+def test_the_objects_differ_in_hue_alone_and_stand_out_from_the_background_in_luma():
+    lumas = [luma(rgb) for _, rgb, _ in APPEARANCES]
+    assert max(lumas) - min(lumas) < 0.1  # isoluminant
+    assert len({shape for _, _, shape in APPEARANCES}) == 1  # one shape
+    assert len({rgb for _, rgb, _ in APPEARANCES}) == len({name for name, _, _ in APPEARANCES}) == len(APPEARANCES)
+    # the hues are far apart: a colour-seeing expert has plenty to tell them apart by
+    rgb = np.array([c for _, c, _ in APPEARANCES], float)
+    assert min(np.abs(a - b).max() for i, a in enumerate(rgb) for b in rgb[i + 1:]) > 60
+    # a luma-only viewer still sees the objects: no background pixel comes near their luma
+    rng = np.random.default_rng(3)
+    for c in range(max_classes("binding")):
+        clip = render_scene(rng, scene_for(c, "binding", lambda n: int(rng.integers(n))), 8, H, W)
+        painted = np.zeros(clip.shape[:3], bool)
+        for _, colour, _ in APPEARANCES:
+            painted |= (clip == np.array(colour, np.uint8)).all(-1)
+        y = clip.astype(float) @ np.array(LUMA_WEIGHTS)
+        assert painted.any() and y[~painted].max() < min(lumas) - 20
+        assert np.abs(y[painted] - 118).max() < 0.1
+
+
+def test_a_dataset_of_other_objects_is_not_reused(tmp_path, monkeypatch):
+    cfg = SynthConfig(dataset="ssv2", num_classes=2, videos_per_class=1, size=32, frames=4)
+    written = write_dataset(cfg, tmp_path / "d")
+    assert json.loads((tmp_path / "d" / "synthetic.json").read_text())["objects"] == objects_id()
+    assert made_dataset(cfg, tmp_path / "d")["videos"] == written["videos"]
+    assert made_dataset(SynthConfig(**{**cfg.__dict__, "seed": 1}), tmp_path / "d") is None  # other settings
+    assert made_dataset(cfg, tmp_path / "nothing") is None
+    monkeypatch.setattr("pipelines.synthetic.objects_id", lambda: "other-objects")
+    assert made_dataset(cfg, tmp_path / "d") is None  # the same settings, painted with other objects
+
+
+def test_the_objects_digest_follows_the_appearance_table(monkeypatch):
+    before = objects_id()
+    assert before == objects_id() and len(before) == 12
+    monkeypatch.setattr("pipelines.synthetic_tasks.APPEARANCES", APPEARANCES[:-1] + (("magenta", (188, 68, 192), "square"),))
+    assert objects_id() != before
 
 
 def test_pixels_bind_appearance_to_motion_and_nothing_less_decides_the_class():
@@ -105,7 +143,7 @@ def test_binding_layouts_with_a_heldout_split_from_another_seed(tmp_path):
     assert sorted(r.labels["label"] for r in held.rows) == [0, 1, 2, 3]
     assert not {r.source_id for r in held.rows} & {r.source_id for r in train.rows}
     names = json.loads((tmp_path / "ssv2" / "labels" / "labels.json").read_text())
-    assert "Moving red square from left to right past another object moving vertically" in names
+    assert "Moving red disc from left to right past another object moving vertically" in names
     # the held-out videos come from another generator: not the bytes of a training video
     train_bytes = {open(r.path, "rb").read() for r in train.rows}
     assert all(open(r.path, "rb").read() not in train_bytes for r in held.rows)

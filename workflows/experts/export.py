@@ -6,7 +6,9 @@
   as CLIP's holds its projection into the joint space; CAST ignores both.
 - temporal: a VideoMAE pretraining checkpoint (``encoder.patch_embed.proj``, ``encoder.blocks.N.*``,
   ``encoder.norm``; from masked reconstruction also ``encoder_to_decoder``, ``mask_token``,
-  ``decoder.blocks.N.*``, ``decoder.norm``, ``decoder.head``); CAST keeps the encoder.
+  ``decoder.blocks.N.*``, ``decoder.norm``, ``decoder.head``); CAST keeps the encoder. A luma-only
+  expert's ``patch_embed.proj.weight`` is still a plain (D, 3, t, p, p) conv weight: the constraint is in
+  its values, so any VideoMAE reader takes it unchanged.
 """
 
 from __future__ import annotations
@@ -65,7 +67,10 @@ def videomae_state_dict(net: VideoEncoder) -> StateDict:
     a :class:`VideoMAE` its decoder too (a :class:`MotionField`'s read-out is no part of the release
     layout and stays behind)."""
     s = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
-    out = {"encoder.patch_embed.proj.weight": s["stem.proj.weight"], "encoder.patch_embed.proj.bias": s["stem.proj.bias"],
+    # The stem's weight as the conv computes it: a luma-only stem stores its grey kernel under a
+    # parametrization (stem.proj.parametrizations.weight.original); the release layout wants the (D, 3, ...) weight
+    patch_embed = net.stem.proj.weight.detach().clone().contiguous()
+    out = {"encoder.patch_embed.proj.weight": patch_embed, "encoder.patch_embed.proj.bias": s["stem.proj.bias"],
            "encoder.norm.weight": s["norm.weight"], "encoder.norm.bias": s["norm.bias"]}
     for i in range(net.cfg.depth):
         out.update({f"encoder.blocks.{i}.{k}": v for k, v in _layer(s, f"blocks.{i}.", _VIDEOMAE_LAYER).items()})

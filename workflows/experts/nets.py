@@ -5,6 +5,11 @@ side, VideoMAE's on the temporal side) and CAST's stems, so the pretrained weigh
 exactly what they computed here. An ExpertLayer carries CAST's adapters: they are zeroed and frozen
 here, which makes each layer a plain pre-norm transformer layer.
 
+The temporal expert can be colour-blind (``pixels="luma"``, the pretraining default): its patch embedding
+is parametrized by :class:`LumaOnly`, so it sees each pixel's Rec.601 luma and nothing of its hue, the way
+primate motion vision is largely colour-blind. On the binding task, whose objects differ in hue alone,
+that leaves the binding of *which* object moves *how* to the exchange between the experts.
+
 Shapes: B clips or frames, F frames, T = F / tubelet steps, N patches per frame, D width, P pixels per
 tubelet patch (tubelet * patch^2 * 3).
 """
@@ -14,13 +19,51 @@ from __future__ import annotations
 import torch
 from timm.layers import trunc_normal_
 from torch import nn
+from torch.nn.utils import parametrize
 
 from cast_model.config import CASTConfig
 from cast_model.model import (CLIP_LN_EPS, VIDEOMAE_LN_EPS, ExpertLayer, QuickGELU, SpatialStem, TemporalStem,
                               init_vit_weights, sinusoid_table)
-from pipelines.synthetic_tasks import APPEARANCES
+from pipelines.loader import STD
+from pipelines.synthetic_tasks import APPEARANCES, LUMA_WEIGHTS
 
 NUM_APPEARANCES = len(APPEARANCES)
+TEMPORAL_INPUTS = ("luma", "rgb")  # what the temporal expert's patch embedding sees of each pixel
+
+
+class LumaOnly(nn.Module):
+    """A parametrization of a patch embedding's weight (D, 3, *kernel) as one grey kernel (D, 1, *kernel)
+    times fixed per-channel weights: every output sees a pixel's Rec.601 luma only, never its hue.
+
+    The input is normalised per channel ((v - mean) / std, the loader's ImageNet normalisation), so the
+    channel weights are the luma weights times each channel's std: then the weight applied to the raw value v
+    of channel c is proportional to its luma weight alone, and two colours of equal luma give the same
+    response (the means add one constant). The channel vector has unit norm so that an optimizer's step on
+    the grey kernel moves the effective weight as far as a step on a free kernel would. The parametrized
+    weight is a plain (D, 3, *kernel) tensor: exported as such, it is an ordinary VideoMAE
+    ``patch_embed.proj.weight`` to any reader."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        channels = torch.tensor(LUMA_WEIGHTS, dtype=torch.float64) * torch.tensor(STD, dtype=torch.float64)
+        self.register_buffer("channels", (channels / channels.norm()).float(), persistent=False)
+
+    def _view(self, ndim: int) -> torch.Tensor:
+        return self.channels.view(1, 3, *([1] * (ndim - 2)))
+
+    def forward(self, grey: torch.Tensor) -> torch.Tensor:
+        """(D, 1, *kernel) -> (D, 3, *kernel)."""
+        return grey * self._view(grey.ndim).to(grey.dtype)
+
+    def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
+        """(D, 3, *kernel) -> the grey kernel whose expansion is nearest (least squares): what a weight
+        assigned to the parametrized conv (its initialisation, a loaded checkpoint) becomes."""
+        return (weight * self._view(weight.ndim).to(weight.dtype)).sum(1, keepdim=True)  # unit norm: no division
+
+
+def _check_pixels(pixels: str) -> None:
+    if pixels not in TEMPORAL_INPUTS:
+        raise ValueError(f"the temporal expert's input must be one of {TEMPORAL_INPUTS}, got {pixels!r}")
 
 
 def _init(module: nn.Module) -> None:
@@ -68,12 +111,16 @@ class SpatialExpert(nn.Module):
 
 class VideoEncoder(nn.Module):
     """VideoMAE's encoder: tubelet stem with fixed positions, plain pre-norm layers, a final norm. What
-    CAST's temporal expert keeps of either pretraining network below."""
+    CAST's temporal expert keeps of either pretraining network below. ``pixels="luma"`` constrains the stem
+    to luma (:class:`LumaOnly`); "rgb" leaves it free."""
 
-    def __init__(self, cfg: CASTConfig) -> None:
+    def __init__(self, cfg: CASTConfig, pixels: str) -> None:
         super().__init__()
+        _check_pixels(pixels)
         self.cfg = cfg
         self.stem = TemporalStem(cfg)
+        if pixels == "luma":
+            parametrize.register_parametrization(self.stem.proj, "weight", LumaOnly())
         self.blocks = nn.ModuleList(ExpertLayer(cfg, nn.GELU, VIDEOMAE_LN_EPS, "qv", 0.0) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=VIDEOMAE_LN_EPS)
 
@@ -97,8 +144,8 @@ class MotionField(VideoEncoder):
     rendered clips whose motion is known by construction (as optical-flow networks are pretrained on
     synthetic scenes); exported as a VideoMAE checkpoint of the encoder alone."""
 
-    def __init__(self, cfg: CASTConfig) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg: CASTConfig, pixels: str) -> None:
+        super().__init__(cfg, pixels)
         self.motion_head = nn.Linear(cfg.embed_dim, 2)
         _init(self)
 
@@ -110,9 +157,9 @@ class VideoMAE(VideoEncoder):
     """VideoMAE: the encoder over the visible tubes of a masked clip and a narrow decoder that
     reconstructs the masked tubes' pixels (Tong et al. 2022, at this project's size)."""
 
-    def __init__(self, cfg: CASTConfig, decoder_dim: int, decoder_depth: int, decoder_heads: int,
+    def __init__(self, cfg: CASTConfig, pixels: str, decoder_dim: int, decoder_depth: int, decoder_heads: int,
                  motion_target: bool = False) -> None:
-        super().__init__(cfg)
+        super().__init__(cfg, pixels)
         dec = cfg.replace(embed_dim=decoder_dim, num_heads=decoder_heads, depth=decoder_depth)
         self.encoder_to_decoder = nn.Linear(cfg.embed_dim, decoder_dim, bias=False)
         self.mask_token = nn.Parameter(torch.zeros(decoder_dim))
@@ -177,4 +224,4 @@ def tubelet_pixels(clips: torch.Tensor, cfg: CASTConfig) -> torch.Tensor:
     return x.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(B, cfg.num_steps * g * g, t * p * p * 3)
 
 
-__all__ = ["SpatialExpert", "VideoEncoder", "MotionField", "VideoMAE", "tube_mask", "half_time_mask", "tubelet_pixels", "NUM_APPEARANCES"]
+__all__ = ["LumaOnly", "TEMPORAL_INPUTS", "SpatialExpert", "VideoEncoder", "MotionField", "VideoMAE", "tube_mask", "half_time_mask", "tubelet_pixels", "NUM_APPEARANCES"]

@@ -7,7 +7,8 @@
   rendered clips whose motion is known by construction, no label of any task (as optical-flow networks
   are pretrained on synthetic scenes); or VideoMAE's masked tube reconstruction (pixels of the hidden
   tubes from the visible ones), as the paper's temporal expert was pretrained. At this size the second
-  leaves the direction of motion barely decodable (docs/learning.md has the measurements).
+  leaves the direction of motion barely decodable (docs/learning.md has the measurements). By default it
+  sees luma only (``temporal_input="luma"``): colour-blind, so the objects' hues are not its to bind.
 
 Sanity first: a linear probe of each frozen expert (appearance from the spatial one's features of one
 frame, direction of motion from the temporal one's features of a clip), beside the same probe on the
@@ -26,11 +27,13 @@ import torch
 import torch.nn.functional as F
 
 from cast_model.config import CASTConfig
+from pipelines.synthetic_tasks import objects_id
 
 from ..cli.flags import flag
 from .data import (MOTION_SEED, PRETRAIN_SEED, PROBE_SEED, ClipPool, MotionPool, appearance_sets, as_clips,
                    crop_columns, normalise, patch_labels, render_motion_pool, render_pool, token_motion)
-from .nets import MotionField, SpatialExpert, VideoEncoder, VideoMAE, half_time_mask, tube_mask, tubelet_pixels
+from .nets import (TEMPORAL_INPUTS, MotionField, SpatialExpert, VideoEncoder, VideoMAE, half_time_mask, tube_mask,
+                   tubelet_pixels)
 
 Log = Callable[[str], None]
 
@@ -57,6 +60,10 @@ class PretrainPreset:
     # The temporal expert's objective: "motion_field" (each token's velocity, on clips of free motion) or
     # "videomae" (masked tube reconstruction, with the masking options below)
     temporal_objective: str = "motion_field"
+    # What the temporal expert sees of each pixel: "luma" (colour-blind, as primate motion vision largely
+    # is; the task's objects differ in hue alone, so appearance reaches it only through the exchange with
+    # the spatial expert) or "rgb" (free, so it can read the objects' hues beside their motion)
+    temporal_input: str = "luma"
     max_speed: float = 1.2  # motion_field: fastest object, pixels per source frame
     # VideoMAE's objective, with a mask that asks for motion: one half of the time steps hidden entirely,
     # tubes at ``mask_ratio`` in the other ("tube": VideoMAE's own masking at ``mask_ratio``)
@@ -72,6 +79,8 @@ class PretrainPreset:
     def __post_init__(self) -> None:
         if self.temporal_objective not in TEMPORAL_OBJECTIVES:
             raise ValueError(f"temporal_objective must be one of {TEMPORAL_OBJECTIVES}, got {self.temporal_objective!r}")
+        if self.temporal_input not in TEMPORAL_INPUTS:
+            raise ValueError(f"temporal_input must be one of {TEMPORAL_INPUTS}, got {self.temporal_input!r}")
         if self.masking not in ("half_time", "tube"):
             raise ValueError(f"masking must be 'half_time' or 'tube', got {self.masking!r}")
 
@@ -79,8 +88,11 @@ class PretrainPreset:
         return CASTConfig.preset(self.model, **self.model_overrides)
 
     def params(self) -> dict[str, str]:
-        return {k: str(v) for k, v in asdict(self).items()} | {f"geometry.{k}": str(v) for k, v in
-                                                               self.config().to_dict().items()}
+        """What made the experts, as the cache compares it: the recipe, the geometry and the objects the
+        pretraining clips show (experts cached before the objects changed are remade)."""
+        return ({k: str(v) for k, v in asdict(self).items()} | {f"geometry.{k}": str(v) for k, v in
+                                                                self.config().to_dict().items()}
+                | {"objects": objects_id()})
 
 
 PRETRAIN_PRESETS: dict[str, PretrainPreset] = {
@@ -158,8 +170,9 @@ def temporal_net(preset: PretrainPreset) -> VideoEncoder:
     """The temporal expert's pretraining network for the preset's objective."""
     cfg = preset.config()
     if preset.temporal_objective == "motion_field":
-        return MotionField(cfg)
-    return VideoMAE(cfg, preset.decoder_dim, preset.decoder_depth, preset.decoder_heads, preset.motion_target)
+        return MotionField(cfg, preset.temporal_input)
+    return VideoMAE(cfg, preset.temporal_input, preset.decoder_dim, preset.decoder_depth, preset.decoder_heads,
+                    preset.motion_target)
 
 
 def train_temporal(net: VideoEncoder, pool: ClipPool | MotionPool, preset: PretrainPreset,

@@ -12,13 +12,13 @@ current one).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from cast_model.precision import PRECISIONS
+from pipelines.synthetic_tasks import objects_id
 
 from ..cli.flags import flag
 from ..cluster.ray_connect import connect_ray
@@ -44,20 +44,26 @@ def log(message: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def make_videos(root: Path) -> dict:
-    from pipelines.synthetic import SynthConfig, write_dataset
+def make_videos(root: Path, shards: Path) -> dict:
+    """The demo's videos in ``root``, written unless ``root`` already holds them as this code paints them. A
+    folder of other objects or settings (``synthetic.json`` says which) is stale, and so are the shards
+    made from it (preprocessing resumes from whatever shards are there): both are removed and remade."""
+    import shutil
 
-    marker = root / "synthetic.json"
-    if marker.is_file():
-        made = json.loads(marker.read_text())["config"]
-        if (made["num_classes"], made["videos_per_class"]) != (NUM_CLASSES, VIDEOS_PER_CLASS):
-            raise SystemExit(f"{root} holds another synthetic dataset ({made['num_classes']} classes): "
-                             f"`make clean-data` removes data/demo")
+    from pipelines.synthetic import SynthConfig, made_dataset, write_dataset
+
+    cfg = SynthConfig(dataset="ssv2", num_classes=NUM_CLASSES, videos_per_class=VIDEOS_PER_CLASS, size=VIDEO_SIZE,
+                      frames=VIDEO_FRAMES, fps=VIDEO_FPS)
+    made = made_dataset(cfg, root)
+    if made is not None:
         log(f"synthetic videos already in {root}")
-        return {"videos": str(root / "videos"), "annotations": str(root / "labels")}
+        return made
+    if (root / "synthetic.json").is_file():
+        log(f"{root} holds videos of other objects or settings: removing them and {shards}, then remaking both")
+        shutil.rmtree(root)
+        shutil.rmtree(shards, ignore_errors=True)
     log(f"writing {NUM_CLASSES} classes x {VIDEOS_PER_CLASS} synthetic SSV2-layout videos (VP9) to {root}")
-    return write_dataset(SynthConfig(dataset="ssv2", num_classes=NUM_CLASSES, videos_per_class=VIDEOS_PER_CLASS,
-                                     size=VIDEO_SIZE, frames=VIDEO_FRAMES, fps=VIDEO_FPS), root)
+    return write_dataset(cfg, root)
 
 
 def make_shards(data: dict, out: Path, short_side: int = SHORT_SIDE, log: Callable[[str], None] = log) -> None:
@@ -100,8 +106,9 @@ def run_demo(cfg: DemoConfig) -> int:
     from .command import config_from_args
 
     shards = DEMO_DIR / "shards"
-    run_name = f"demo-ssv2-{PRESET}" + (time.strftime("-%Y%m%d-%H%M%S") if cfg.fresh else "")
-    data = make_videos(DEMO_DIR / "videos")
+    # The objects' digest in the name: a finished demo on other objects is not this one's result
+    run_name = f"demo-ssv2-{PRESET}-{objects_id()}" + (time.strftime("-%Y%m%d-%H%M%S") if cfg.fresh else "")
+    data = make_videos(DEMO_DIR / "videos", shards)
     t0 = time.perf_counter()
     experts = ensure_experts(preset=PRESET, log=log)
     log(f"experts ready in {time.perf_counter() - t0:.0f}s")
