@@ -5,7 +5,10 @@ For each size (240p VP9 WebM as SSV2 ships it, 480p and 1080p H.264 MP4), each r
 this tree's ``process_row`` (decode, resize to short side 256, encode MJPEG q5: the job's per-video
 work) in a worker process; the same with ``--previous TREE``'s code; and
 ``ffmpeg -threads 1 -i F -vf scale=-2:256 -c:v mjpeg -q:v 5``. Figures are CPU seconds (all threads of
-the worker / of ffmpeg), so videos/s and frames/s are per core.
+the worker / of ffmpeg), so videos/s and frames/s are per core. With ``--previous``, the first round's
+shards of both trees are decoded and compared, with each other and with the source frames at the shard's
+size (PyAV's decode, swscale's bilinear resize: what the RGB route encodes), as mean absolute differences
+in 0-255 RGB levels, so a speed-up that changes the pixels says by how much.
 
     python benchmarks/preprocess_speed.py --previous /tmp/prev      # ~5 minutes on a 2-core VM
 
@@ -32,16 +35,19 @@ SIZES = {"240p": (427, 240, "webm", ("-c:v", "libvpx-vp9", "-deadline", "realtim
 
 
 def worker() -> None:
-    """Reads paths on stdin, preprocesses each, prints its CPU seconds and frames (one JSON per line)."""
+    """Reads ``video<TAB>shard`` paths on stdin, preprocesses each video, writes its encoded sample to the
+    shard path and prints its CPU seconds and frames (one JSON per line)."""
     from pipelines.encode import EncodeConfig
     from pipelines.preprocess_job import _Work, process_row
     from pipelines.schema import VideoRow
 
     work = _Work(256, None, EncodeConfig(codec="mjpeg", mjpeg_q=5), "cpu", 2, ("label",))
     for line in sys.stdin:
+        video, shard = line.rstrip("\n").split("\t")
         c0, t0 = time.process_time(), time.time()
-        out = process_row(VideoRow("v", line.strip(), {"label": 0}).to_record(), work)
+        out = process_row(VideoRow("v", video, {"label": 0}).to_record(), work)
         frames = json.loads(out["meta"])["num_frames"] if out["meta"] else 0
+        Path(shard).write_bytes(out["video"])  # after the clock: not the job's work
         print(json.dumps({"cpu_s": time.process_time() - c0, "wall_s": time.time() - t0, "frames": frames,
                           "reason": out["reason"]}), flush=True)
 
@@ -51,8 +57,8 @@ class Worker:
         self.p = subprocess.Popen([sys.executable, __file__, "--worker"], env=dict(os.environ, PYTHONPATH=str(tree)),
                                   cwd=tree, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    def run(self, path: Path) -> dict:
-        self.p.stdin.write(f"{path}\n")
+    def run(self, path: Path, shard: Path) -> dict:
+        self.p.stdin.write(f"{path}\t{shard}\n")
         self.p.stdin.flush()
         return json.loads(self.p.stdout.readline())
 
@@ -67,6 +73,32 @@ def ffmpeg_run(path: Path) -> dict:
                     "-c:v", "mjpeg", "-q:v", "5", "-f", "avi", "-y", os.devnull], check=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {"cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, "wall_s": time.time() - t0}
+
+
+def rgb_frames(path: Path, size: tuple[int, int] | None = None):
+    """(F, H, W, 3) int16 RGB frames of ``path`` decoded by PyAV, resized to ``size`` = (h, w) if given."""
+    import av
+    import numpy as np
+
+    with av.open(str(path)) as c:
+        frames = (f.reformat(width=size[1], height=size[0]) if size else f for f in c.decode(video=0))
+        return np.stack([f.to_ndarray(format="rgb24") for f in frames]).astype(np.int16)
+
+
+def shard_differences(source: Path, this: Path, previous: Path) -> dict[str, float]:
+    """Mean absolute differences (0-255) between the two trees' shards and against the source."""
+    a, b = rgb_frames(this), rgb_frames(previous)
+    if a.shape != b.shape:
+        raise SystemExit(f"{this.name} and {previous.name} hold different frames: {a.shape} vs {b.shape}")
+    src = rgb_frames(source, a.shape[1:3])
+    return {"this vs previous": float(abs(a - b).mean()), "this vs source": float(abs(a - src).mean()),
+            "previous vs source": float(abs(b - src).mean())}
+
+
+def machine() -> str:
+    """UTC time and load average (1/5/15 min): with every figure, as the machine may be shared."""
+    load = "/".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}, load average {load}"
 
 
 def make(root: Path, size: str, n: int, seconds: int) -> list[Path]:
@@ -93,15 +125,20 @@ def main() -> None:
         worker()
         return
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-    print(f"# {cpu}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"# {cpu}, {os.cpu_count()} cores; start {machine()}")
     codes = {"this": Worker(HERE)} | ({"previous": Worker(a.previous)} if a.previous else {})
     totals: dict[tuple[str, str], dict[str, float]] = {}
+    diffs: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         files = {s: make(Path(tmp), s, a.videos, a.seconds) for s in SIZES}
-        for _ in range(a.rounds):
+        for round_ in range(a.rounds):
             for size, paths in files.items():
                 for path in paths:
-                    runs = {name: w.run(path) for name, w in codes.items()} | {"ffmpeg -threads 1": ffmpeg_run(path)}
+                    shards = {name: path.with_suffix(f".{name}.avi") for name in codes}
+                    runs = {name: w.run(path, shards[name]) for name, w in codes.items()}
+                    runs |= {"ffmpeg -threads 1": ffmpeg_run(path)}
+                    if round_ == 0 and "previous" in shards:
+                        diffs.setdefault(size, []).append(shard_differences(path, shards["this"], shards["previous"]))
                     frames = runs["this"]["frames"]
                     for name, r in runs.items():
                         t = totals.setdefault((size, name), {"videos": 0, "frames": 0, "cpu_s": 0.0, "wall_s": 0.0})
@@ -116,8 +153,11 @@ def main() -> None:
     for (size, name), t in totals.items():
         print(f"| {size} | {name} | {t['videos'] / t['cpu_s']:.2f} | {t['frames'] / t['cpu_s']:.0f} | "
               f"{t['cpu_s']:.1f} | {t['wall_s']:.1f} |")
+    for size, d in diffs.items():
+        means = ", ".join(f"{k} {sum(x[k] for x in d) / len(d):.2f}" for k in d[0])
+        print(f"# {size} pixels, mean |diff| in levels over {len(d)} videos: {means}")
     print(json.dumps({f"{s}/{n}": t for (s, n), t in totals.items()}))
-    print(f"# load after: {os.getloadavg()[0]:.2f}")
+    print(f"# end {machine()}")
 
 
 if __name__ == "__main__":

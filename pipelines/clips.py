@@ -4,7 +4,9 @@ An EK100 video is a recording of minutes to an hour with dozens of segments: eac
 own would read and decode the video again and again. Here the video is probed and decoded once, forward,
 and each decoded frame is handed to the encoders of the segments that keep it (resampled to ``max_fps``);
 a segment's clip is finished as soon as its last frame has passed. Memory: the decoder's frames in flight
-plus one open encoder per segment that overlaps the current frame — never the video.
+plus one open encoder per segment that overlaps the current frame — never the video. Frames travel as
+4:2:0 planes in the encoder's own format where ``decode.yuv_route`` allows (PyAV, 8-bit 4:2:0 sources,
+even sizes), else as RGB.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.decode import VideoPlan, check_count, plan_decode, segment_window, stream_frames
+from pipelines.decode import VideoPlan, check_count, plan_decode, segment_window, stream_frames, yuv_route
 from pipelines.encode import EncodeConfig, StreamEncoder
 from pipelines.probe import VideoDecodeError
 from pipelines.sampling import resample_indices
@@ -69,8 +71,10 @@ def encode_clips(path: str, requests: list[ClipRequest], cfg: ClipSettings) -> l
     for r, c in clips.items():
         for i in c.keep.tolist():
             users.setdefault(i, []).append(r)
+    pix_fmt = cfg.encode.pix_fmt if yuv_route(plan) else "rgb24"
     try:
-        for i, frame in stream_frames(plan, np.array(sorted(users), dtype=np.int64), budget=cfg.budget):
+        for i, frame in stream_frames(plan, np.array(sorted(users), dtype=np.int64), budget=cfg.budget,
+                                      pix_fmt=pix_fmt):
             for r in users[i]:
                 c = clips[r]
                 if c.encoder is None:

@@ -7,6 +7,10 @@ from the first frame), the output size and the backend. :func:`stream_frames` th
 samples it at once and a task's memory never depends on the video's length. :func:`decode_video`
 collects them (tests, short clips); :func:`decode_sampled` decodes only the frames a picker chooses.
 
+Frames are RGB, or, on the shards' way to their encoder (:func:`yuv_route`), 4:2:0 planes in the
+encoder's own format: swscale resizes the source's planes straight into them, as ffmpeg's
+``-vf scale`` does, instead of a YUV -> RGB -> YUV round trip per frame.
+
 Backends: PyAV (ffmpeg's decoders, every codec; the default on CPU and the reference: its frames equal
 ffmpeg's own decode) and DALI (``pipelines.dali_decode``: ``mixed`` on a GPU, every codec NVDEC knows;
 ``cpu`` for VP8/VP9/MJPEG). DALI numbers frames by packets, so a stream whose packets are not its frames
@@ -22,6 +26,7 @@ from typing import Callable, Iterator
 
 import av
 import numpy as np
+from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
 
 from pipelines.memory import MemoryWatch, check_budget
 from pipelines.probe import MIN_VIDEO_FRAMES, Probe, VideoDecodeError, check_source, open_container, probe_container
@@ -31,6 +36,14 @@ from pipelines.sampling import short_side_size
 
 DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
 BACKENDS = ("auto", "dali", "pyav")
+# The 4:2:0 formats stream_frames can hand an encoder (``EncodeConfig.pix_fmt``), with their range.
+YUV_FORMATS = {"yuv420p": ColorRange.MPEG, "yuvj420p": ColorRange.JPEG}
+# swscale's filter for every resize and conversion here (PyAV's default, named so it cannot drift): the
+# RGB and the YUV route resize alike.
+SCALE_FILTER = Interpolation.BILINEAR
+# swscale threads: one. A decode task holds one core (Ray: num_cpus=1); at these output sizes swscale's
+# slice threads cost more CPU than they save (1080p -> 256 px: 1.17 vs 1.09 ms a frame; 480p: 0.29 vs 0.22).
+SCALE_THREADS = 1
 
 
 @dataclass
@@ -140,13 +153,32 @@ def plan_decode(src: str | bytes, *, segment: tuple[int, int] | None = None, seg
     return VideoPlan(source, info, start, stop, size, used, clamped, like_loader)
 
 
+def yuv_route(plan: VideoPlan) -> bool:
+    """Whether :func:`stream_frames` can hand ``plan``'s frames over as 4:2:0 planes (``pix_fmt`` a key of
+    :data:`YUV_FORMATS`) instead of RGB: for a PyAV decode (DALI hands over RGB) of an 8-bit 4:2:0 source
+    to an even size, never for the evaluation loader's resize (``like_loader``). The rest keep the RGB
+    route: odd sizes (4:2:0 planes cannot be cropped to the encoder's even size without resampling their
+    chroma; the encoder crops RGB), and 10-bit, 4:2:2 and 4:4:4 sources (the route is checked against RGB
+    on 8-bit 4:2:0 sources only: tests/pipelines/test_yuv_route.py)."""
+    h, w = plan.out_size
+    # The 8-bit 4:2:0 sources are the same two formats the encoders take, limited and full range.
+    return (plan.backend == "pyav" and not plan.like_loader and plan.info.bit_depth == 8
+            and plan.info.pix_fmt in YUV_FORMATS and h % 2 == 0 and w % 2 == 0)
+
+
 def stream_frames(plan: VideoPlan, wanted: np.ndarray | None = None, budget: int | None = None,
-                  seek: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+                  seek: bool = True, pix_fmt: str = "rgb24") -> Iterator[tuple[int, np.ndarray]]:
     """``(index, frame)`` for the frames of ``plan`` (indices from the window's start; ``wanted``: only
-    those, sorted and unique), in order, each (H, W, 3) uint8 RGB as displayed. Frames the decoder does
-    not output are missing from the stream, never filled in. ``budget`` bytes: see ``pipelines.memory``.
-    ``seek=False``: PyAV decodes forward from the start (containers whose seeks land off their index).
+    those, sorted and unique), in order, each as displayed: (H, W, 3) uint8 RGB; or, with ``pix_fmt`` a
+    key of :data:`YUV_FORMATS` where :func:`yuv_route` holds, (3H/2, W) uint8 4:2:0 planes in that format
+    (PyAV's ``yuv420p`` array layout; BT.601, as the shards' decoders read an untagged stream). Frames the
+    decoder does not output are missing from the stream, never filled in. ``budget`` bytes: see
+    ``pipelines.memory``. ``seek=False``: PyAV decodes forward from the start (containers whose seeks land
+    off their index).
     """
+    if pix_fmt != "rgb24" and (pix_fmt not in YUV_FORMATS or not yuv_route(plan)):
+        raise ValueError(f"pix_fmt {pix_fmt!r} is not available for this plan (yuv_route: {yuv_route(plan)}); "
+                         f"rgb24 always is")
     if wanted is None:
         wanted = np.arange(plan.num_frames)
     wanted = np.asarray(wanted, dtype=np.int64)
@@ -159,11 +191,12 @@ def stream_frames(plan: VideoPlan, wanted: np.ndarray | None = None, budget: int
         frames = dali_frames(plan, wanted, DALI_CHUNK)
     else:
         check_budget(plan.info, budget)
-        frames = _pyav_frames(plan, wanted, seek)
+        frames = _pyav_frames(plan, wanted, seek, _Converter(plan, pix_fmt))
+    turn = plan.orientation.apply if pix_fmt == "rgb24" else plan.orientation.apply_yuv420
     with MemoryWatch(budget) as watch:
         for i, frame in frames:
             watch.check()
-            yield i, np.ascontiguousarray(plan.orientation.apply(frame))
+            yield i, np.ascontiguousarray(turn(frame))
 
 
 # Frames a DALI run hands over at once (full size, before its resize): bounds its memory.
@@ -179,19 +212,42 @@ def resize_like_loader(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((size[1], size[0]), Image.BILINEAR))
 
 
-def _to_rgb(frame, size: tuple[int, int] | None, like_loader: bool = False) -> np.ndarray:
-    if size is None:
-        return frame.to_ndarray(format="rgb24")
-    if like_loader:
-        # RGB first, then the loader's resize: the YUV-first resize below differs from it at colour edges
-        # (99th percentile ~20 levels at 64 -> 32 px).
-        return resize_like_loader(frame.to_ndarray(format="rgb24"), size)
-    # Resize in YUV first (as ffmpeg's -vf scale does), then convert the small frame: ~7% less CPU per
-    # 1080p frame than converting and resizing in one swscale pass.
-    return frame.reformat(width=size[1], height=size[0]).to_ndarray(format="rgb24")
+class _Converter:
+    """A decoded PyAV frame -> the array :func:`stream_frames` yields (coded orientation). One swscale
+    context per step, kept for the whole decode: ``VideoFrame.reformat`` builds a new one for every frame
+    (~0.7 ms at 1080p, as much as the resize itself)."""
+
+    def __init__(self, plan: VideoPlan, pix_fmt: str) -> None:
+        self.size, self.like_loader, self.pix_fmt = plan.size, plan.like_loader, pix_fmt
+        self.resize, self.to_rgb = VideoReformatter(), VideoReformatter()
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        h, w = self.size or (frame.height, frame.width)
+        if self.pix_fmt in YUV_FORMATS:
+            # One swscale pass from the source's planes to the encoder's, resized: the source's colour
+            # matrix and range (as tagged; BT.601 untagged) become BT.601 in the encoder's range, as the
+            # RGB route's conversions do (the shards are untagged: their decoders read BT.601).
+            return self.resize.reformat(frame, width=w, height=h, format=self.pix_fmt, interpolation=SCALE_FILTER,
+                                        threads=SCALE_THREADS, dst_colorspace=Colorspace.ITU601,
+                                        dst_color_range=YUV_FORMATS[self.pix_fmt]).to_ndarray()
+        if self.size is None:
+            return self._rgb(frame)
+        if self.like_loader:
+            # RGB first, then the loader's resize: the YUV-first resize below differs from it at colour
+            # edges (99th percentile ~20 levels at 64 -> 32 px).
+            return resize_like_loader(self._rgb(frame), self.size)
+        # Resize in YUV first (as ffmpeg's -vf scale does), then convert the small frame: ~7% less CPU per
+        # 1080p frame than converting and resizing in one swscale pass.
+        return self._rgb(self.resize.reformat(frame, width=w, height=h, interpolation=SCALE_FILTER,
+                                             threads=SCALE_THREADS))
+
+    def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        return self.to_rgb.reformat(frame, format="rgb24", interpolation=SCALE_FILTER,
+                                   threads=SCALE_THREADS).to_ndarray()
 
 
-def _pyav_frames(plan: VideoPlan, wanted: np.ndarray, seek: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+def _pyav_frames(plan: VideoPlan, wanted: np.ndarray, seek: bool,
+                 convert: _Converter) -> Iterator[tuple[int, np.ndarray]]:
     """PyAV: seek to the keyframe before the next wanted frame whenever a whole GOP lies between it and
     the last decoded one, else keep decoding forward; frames are matched to the table by timestamp."""
     info = plan.info
@@ -229,7 +285,7 @@ def _pyav_frames(plan: VideoPlan, wanted: np.ndarray, seek: bool = True) -> Iter
                     while pos < wanted.size and wanted[pos] < i:
                         pos += 1  # the decoder skipped a wanted frame: believe it
                     if pos < wanted.size and wanted[pos] == i:
-                        yield i, _to_rgb(frame, plan.size, plan.like_loader)
+                        yield i, convert(frame)
                         n_out += 1
                         pos += 1
                     got = True
@@ -309,4 +365,4 @@ def decode_sampled(src: str | bytes, pick: FramePicker, *, segment: tuple[int, i
 
 __all__ = ["BACKENDS", "DALI_CPU_CODECS", "DecodedVideo", "FramePicker", "VideoDecodeError", "VideoPlan",
            "check_count", "decode_sampled", "decode_video", "plan_decode", "probe_container", "resize_like_loader",
-           "segment_seconds", "stream_frames"]
+           "segment_seconds", "stream_frames", "yuv_route"]

@@ -29,10 +29,18 @@ class EncodeConfig:
         if self.gop < 1:
             raise ValueError(f"gop must be >= 1, got {self.gop}")
 
+    @property
+    def pix_fmt(self) -> str:
+        """The encoder's pixel format: 4:2:0, full range for MJPEG (JPEG's own range, which ffmpeg's MJPEG
+        encoder takes as ``yuvj420p``), limited range for VP9 and H.264."""
+        return "yuvj420p" if self.codec == "mjpeg" else "yuv420p"
+
 
 class StreamEncoder:
     """Encodes frames as they come (one at a time), so a clip never sits in memory decoded: ``add`` each
-    (H, W, 3) uint8 RGB frame (cropped to even sizes, as 4:2:0 needs), then ``finish`` for the bytes."""
+    frame, then ``finish`` for the bytes. A frame is (H, W, 3) uint8 RGB (cropped to even sizes, as 4:2:0
+    needs; converted by the encoder) or (3H/2, W) uint8 4:2:0 planes already in ``pix_fmt`` at the
+    stream's size (``pipelines.decode.yuv_route``: taken as they are, no conversion)."""
 
     def __init__(self, fps: float, height: int, width: int, cfg: EncodeConfig) -> None:
         encoder, container, _, _ = CODECS[cfg.codec]
@@ -46,26 +54,32 @@ class StreamEncoder:
         self.stream = s = self.container.add_stream(encoder, rate=Fraction(round(fps * 1000), 1000))
         s.width, s.height = self.width, self.height
         s.gop_size = cfg.gop
+        s.pix_fmt = self.pix_fmt = cfg.pix_fmt
         if cfg.codec == "vp9":
-            s.pix_fmt = "yuv420p"
             # realtime + cpu-used 8: ~10x faster than the default "good" deadline at similar size here
             s.options = {"deadline": "realtime", "cpu-used": "8", "crf": str(cfg.crf), "b": "0",
                          "lag-in-frames": "0", "row-mt": "1"}
         elif cfg.codec == "mjpeg":
-            s.pix_fmt = "yuvj420p"
             # a fixed quantiser (qmin = qmax); PyAV's qscale attribute does not reach the encoder
             s.options = {"qmin": str(cfg.mjpeg_q), "qmax": str(cfg.mjpeg_q)}
         else:
-            s.pix_fmt = "yuv420p"
             s.options = {"preset": "veryfast", "crf": str(cfg.crf), "bf": "0"}
 
     def add(self, frame: np.ndarray) -> None:
-        if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
-            raise ValueError(f"expected (H, W, 3) uint8 frames, got {frame.shape} {frame.dtype}")
-        frame = np.ascontiguousarray(frame[: self.height, : self.width])
-        if frame.shape[:2] != (self.height, self.width):
-            raise ValueError(f"frame of {frame.shape[1]}x{frame.shape[0]} in a {self.width}x{self.height} stream")
-        for packet in self.stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+        if frame.dtype == np.uint8 and frame.ndim == 2:
+            if frame.shape != (self.height * 3 // 2, self.width):
+                raise ValueError(f"4:2:0 planes of shape {frame.shape} in a {self.width}x{self.height} stream "
+                                 f"(expected {(self.height * 3 // 2, self.width)})")
+            picture = av.VideoFrame.from_ndarray(frame, format=self.pix_fmt)
+        elif frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[-1] == 3:
+            frame = np.ascontiguousarray(frame[: self.height, : self.width])
+            if frame.shape[:2] != (self.height, self.width):
+                raise ValueError(f"frame of {frame.shape[1]}x{frame.shape[0]} in a {self.width}x{self.height} stream")
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+        else:
+            raise ValueError(f"expected (H, W, 3) uint8 RGB or (3H/2, W) uint8 4:2:0 frames, got {frame.shape} "
+                             f"{frame.dtype}")
+        for packet in self.stream.encode(picture):
             self.container.mux(packet)
         self.frames += 1
 

@@ -63,6 +63,7 @@ class Probe:
     orientation: Orientation  # how the display matrix turns coded frames into displayed ones
     plain: bool  # frame k of the stream is packet k: no discarded pre-roll, no negative timestamps
     bit_depth: int = 8
+    pix_fmt: str | None = None  # the decoder's pixel format (``yuv420p``, ``yuvj444p`` ...); None: not known
 
     @property
     def num_frames(self) -> int:
@@ -172,7 +173,7 @@ def probe_container(c) -> Probe:
     if not fps:
         fps = 1.0 if len(pts) <= 1 else fps
     return Probe(s.codec_context.name, float(fps), duration, h, w, pts, table["keys"], tb, Orientation(),
-                 table["plain"], _bit_depth(s))
+                 table["plain"], _bit_depth(s), s.codec_context.format.name if s.codec_context.format else None)
 
 
 def _rate_and_duration(c, s) -> tuple[float | None, float | None]:

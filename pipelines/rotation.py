@@ -36,10 +36,22 @@ class Orientation:
         return self.transpose ^ self.flip_rows ^ self.flip_cols
 
     def apply(self, frame: np.ndarray) -> np.ndarray:
-        """(H, W, C) coded -> displayed ((W, H, C) when transposed); a view, no copy."""
+        """(H, W, ...) coded -> displayed ((W, H, ...) when transposed); a view, no copy."""
         if self.transpose:
-            frame = frame.transpose(1, 0, 2)
+            frame = frame.swapaxes(0, 1)
         return frame[:: -1 if self.flip_rows else 1, :: -1 if self.flip_cols else 1]
+
+    def apply_yuv420(self, frame: np.ndarray) -> np.ndarray:
+        """(3H/2, W) 4:2:0 planes coded -> displayed ((3W/2, H) when transposed). The layout is PyAV's
+        for ``yuv420p``: the Y plane's H rows, then the U and the V plane (H/2 x W/2 each) packed behind
+        it. Each plane is turned on its own as :meth:`apply` turns an RGB frame, so a chroma sample stays
+        with the 2x2 luma block it covers. A copy unless upright."""
+        if self.upright:
+            return frame
+        h, w = frame.shape[0] * 2 // 3, frame.shape[1]
+        flat = frame.reshape(-1)
+        planes = [self.apply(p) for p in (flat[: h * w].reshape(h, w), *flat[h * w:].reshape(2, h // 2, w // 2))]
+        return np.concatenate([p.reshape(-1) for p in planes]).reshape(-1, planes[0].shape[1])
 
     def describe(self) -> str:
         if self.upright:
