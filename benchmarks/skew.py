@@ -43,7 +43,7 @@ from cast_model import CAST, save_checkpoint
 from cast_model.vocab import as_heads, view_average
 from pipelines.datasets import read_dataset
 from pipelines.loader import MEAN, STD, eval_loader, train_loader
-from pipelines.synthetic import SynthConfig, made_dataset, write_dataset
+from pipelines.synthetic import SynthConfig, ensure_dataset
 from workflows.experts import ExpertFiles, ensure_experts
 from workflows.inference.classify import VideoClassifier, views_for
 from workflows.inference.config import InferConfig
@@ -96,10 +96,7 @@ def make_shards(root: Path, a: argparse.Namespace) -> dict:
 
     synth = SynthConfig("ssv2", a.classes, a.per_class, a.size, a.frames, demo.VIDEO_FPS, a.seed)
     shards = root / "shards"
-    data = made_dataset(synth, root / "videos")
-    if data is None:  # none there, or of other settings or objects: the shards made from them are stale too
-        shutil.rmtree(shards, ignore_errors=True)
-        data = write_dataset(synth, root / "videos")
+    data = ensure_dataset(synth, root / "videos", derived=(shards,), log=log)
     connect_ray(2, log_to_driver=False)
     try:
         demo.make_shards(data, shards, short_side=a.short_side, log=log)

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -358,6 +360,25 @@ def made_dataset(cfg: SynthConfig, out: str | Path) -> dict | None:
     if made.get("config") != cfg.__dict__ or made.get("objects") != objects_id():
         return None
     return {k: v for k, v in made.items() if k not in ("config", "objects")}
+
+
+def ensure_dataset(cfg: SynthConfig, out: str | Path, derived: tuple[Path, ...] = (),
+                   log: Callable[[str], None] = print) -> dict:
+    """:func:`made_dataset`'s paths when ``out`` holds ``cfg``'s dataset, else the dataset written anew. A
+    folder of other settings or objects is removed first, and so is each ``derived`` folder made from it
+    (shards: preprocessing resumes from whatever is there, so stale shards would be kept)."""
+    out = Path(out)
+    made = made_dataset(cfg, out)
+    if made is not None:
+        log(f"synthetic videos already in {out}")
+        return made
+    stale = [p for p in (out, *derived) if p.exists()]
+    if stale:
+        log(f"removing {', '.join(map(str, stale))}: made from videos of other objects or settings")
+        for path in stale:
+            shutil.rmtree(path)
+    log(f"writing {cfg.num_classes} classes x {cfg.videos_per_class} synthetic {cfg.dataset} videos to {out}")
+    return write_dataset(cfg, out)
 
 
 def write_dataset(cfg: SynthConfig, out: str | Path) -> dict:

@@ -47,23 +47,12 @@ def log(message: str) -> None:
 def make_videos(root: Path, shards: Path) -> dict:
     """The demo's videos in ``root``, written unless ``root`` already holds them as this code paints them. A
     folder of other objects or settings (``synthetic.json`` says which) is stale, and so are the shards
-    made from it (preprocessing resumes from whatever shards are there): both are removed and remade."""
-    import shutil
-
-    from pipelines.synthetic import SynthConfig, made_dataset, write_dataset
+    made from it: both are removed and remade."""
+    from pipelines.synthetic import SynthConfig, ensure_dataset
 
     cfg = SynthConfig(dataset="ssv2", num_classes=NUM_CLASSES, videos_per_class=VIDEOS_PER_CLASS, size=VIDEO_SIZE,
                       frames=VIDEO_FRAMES, fps=VIDEO_FPS)
-    made = made_dataset(cfg, root)
-    if made is not None:
-        log(f"synthetic videos already in {root}")
-        return made
-    if (root / "synthetic.json").is_file():
-        log(f"{root} holds videos of other objects or settings: removing them and {shards}, then remaking both")
-        shutil.rmtree(root)
-        shutil.rmtree(shards, ignore_errors=True)
-    log(f"writing {NUM_CLASSES} classes x {VIDEOS_PER_CLASS} synthetic SSV2-layout videos (VP9) to {root}")
-    return write_dataset(cfg, root)
+    return ensure_dataset(cfg, root, derived=(shards,), log=log)
 
 
 def make_shards(data: dict, out: Path, short_side: int = SHORT_SIDE, log: Callable[[str], None] = log) -> None:
