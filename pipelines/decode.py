@@ -161,9 +161,10 @@ def yuv_route(plan: VideoPlan) -> bool:
     chroma; the encoder crops RGB), and 10-bit, 4:2:2 and 4:4:4 sources (the route is checked against RGB
     on 8-bit 4:2:0 sources only: tests/pipelines/test_yuv_route.py)."""
     h, w = plan.out_size
-    # The 8-bit 4:2:0 sources are the same two formats the encoders take, limited and full range.
-    return (plan.backend == "pyav" and not plan.like_loader and plan.info.bit_depth == 8
-            and plan.info.pix_fmt in YUV_FORMATS and h % 2 == 0 and w % 2 == 0)
+    # The 8-bit 4:2:0 sources are the same two formats the encoders take, limited and full range
+    # (10-bit 4:2:0 is yuv420p10le: not among them).
+    return (plan.backend == "pyav" and not plan.like_loader and plan.info.pix_fmt in YUV_FORMATS
+            and h % 2 == 0 and w % 2 == 0)
 
 
 def stream_frames(plan: VideoPlan, wanted: np.ndarray | None = None, budget: int | None = None,
