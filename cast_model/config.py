@@ -17,8 +17,9 @@ Window = Literal["time", "space", "space_time"]
 Direction = Literal["t2s", "s2t"]
 # Which experts the network holds: both (CAST and its ablations) or one alone (the single-expert baselines).
 Experts = Literal["both", "spatial", "temporal"]
-# How the single head joins the two adapted features: "sum" is CAST's head(A_s(s) + A_t(t)); "concat" is
-# head([A_s(s); A_t(t)]), the late-fusion baseline's head over both features side by side.
+# How the heads join the two experts. "sum": CAST's, the single head over A_s(s) + A_t(t), or the noun head
+# over the spatial and the verb head over the temporal feature. "concat": the late-fusion baseline's, the
+# single head over [A_s(s); A_t(t)], or each of the verb and noun heads over [s; t].
 Fusion = Literal["sum", "concat"]
 
 _WINDOWS = ("time", "space", "space_time")
@@ -165,13 +166,8 @@ class CASTConfig:
             if self.bcast_layers:
                 problems.append(f"experts={self.experts!r} has no second expert to exchange with: "
                                 f"bcast_blocks must be (), got {self.bcast_blocks!r}")
-            if self.head != "single":
-                problems.append(f"head={self.head!r} puts verbs on the temporal and nouns on the spatial expert: "
-                                f"it needs experts='both', got {self.experts!r}")
             if self.fusion != "sum":
                 problems.append(f"fusion={self.fusion!r} joins two experts' features: experts={self.experts!r} has one")
-        if self.fusion == "concat" and self.head != "single":
-            problems.append("fusion='concat' applies to the single head only")
         if self.bcast_layers and not self.directions and self.experts == "both":
             problems.append("directions is empty while bcast_blocks asks for B-CAST: use bcast_blocks=() for no exchange")
         return problems

@@ -347,8 +347,9 @@ class CAST(nn.Module):
     (ImageNet-normalised) and returns (B, num_classes) logits, or ``{"verb", "noun"}`` logits.
 
     ``config.experts`` builds one expert alone (its stem, layers with adapters, norm, head adapter and
-    head; nothing of the other expert exists); ``config.fusion="concat"`` gives the single head both
-    adapted features side by side instead of their sum (the late-fusion baseline).
+    head, or both verb and noun heads; nothing of the other expert exists); ``config.fusion="concat"``
+    gives the single head both adapted features side by side instead of their sum, and each of the verb
+    and noun heads both experts' features instead of its own expert's (the late-fusion baseline).
     """
 
     def __init__(self, config: CASTConfig) -> None:
@@ -376,8 +377,9 @@ class CAST(nn.Module):
                 self.temporal_head_adapter = Adapter(D, cfg.adapter_ratio, skip=False)
             self.head = nn.Linear(2 * D if cfg.fusion == "concat" else D, cfg.num_classes)
         else:
-            self.head_noun = nn.Linear(D, cfg.num_nouns)  # spatial side: what is handled
-            self.head_verb = nn.Linear(D, cfg.num_verbs)  # temporal side: what is done
+            width = 2 * D if cfg.fusion == "concat" else D
+            self.head_noun = nn.Linear(width, cfg.num_nouns)  # what is handled (CAST: from the spatial side)
+            self.head_verb = nn.Linear(width, cfg.num_verbs)  # what is done (CAST: from the temporal side)
         self._init_weights()
 
     # -- initialisation --------------------------------------------------------------------------
@@ -444,6 +446,10 @@ class CAST(nn.Module):
     def forward_head(self, s: torch.Tensor | None, t: torch.Tensor | None
                      ) -> torch.Tensor | dict[str, torch.Tensor]:
         if self.config.head != "single":
+            if self.config.fusion == "concat":  # late fusion: both heads read both experts
+                s = t = torch.cat([s, t], dim=-1)  # (B, 2D)
+            elif self.config.experts != "both":  # one expert: both heads read it
+                s = t = s if t is None else t
             return {"verb": self.head_verb(self.head_drop(t)), "noun": self.head_noun(self.head_drop(s))}
         parts = [a(f) for a, f in zip(self.head_adapters(), [f for f in (s, t) if f is not None])]  # (B, D) each
         fused = torch.cat(parts, dim=-1) if self.config.fusion == "concat" else sum(parts[1:], parts[0])
