@@ -1,14 +1,14 @@
 """A small dataset in each native layout, with real codecs, for tests, the demo and the ablation.
 
 Two tasks (defined in :mod:`pipelines.synthetic_tasks`): ``motion``, where a class is one object's
-appearance (one of six hues at equal brightness) times its direction of motion, and ``binding``, where
-two objects of different appearance move, one horizontally and one vertically, and the class is the
-appearance of the horizontal one times which way it moves. An object's position in any single frame is distributed the
-same way for every direction (it wraps around the frame from a uniform random start), so one frame is
+appearance (one of six hues at equal brightness) times its direction of motion, and ``binding``, where a
+warm-hued and a cool-hued object move in opposite senses along one axis; its noun is the hue of the one
+moving forward, its verb the direction of the warm one. An object's position in any single frame is
+distributed the same way for every direction (it wraps around the frame from a uniform random start), so one frame is
 not enough: a model must compare frames. Objects are big and high-contrast and cross about half the
 frame per clip, so motion stays visible between sparsely sampled frames. ``synthetic.json`` records the
-config and :func:`~pipelines.synthetic_tasks.objects_id` (the objects the videos show), so a cache of
-videos made with other objects is recognised.
+config and :func:`~pipelines.synthetic_tasks.task_id` (the objects and the task's definition), so a cache
+of videos made with other objects or another definition is recognised.
 
 With ``heldout_per_class`` a labelled ``heldout`` split is written too, rendered from another seed
 than train and validation (a test set no tuning has seen).
@@ -31,7 +31,7 @@ import numpy as np
 from cast_model.vocab import DATASETS
 from pipelines.encode import EncodeConfig, encode_video
 from pipelines.synthetic_tasks import (APPEARANCES, DIRECTIONS, TASKS, Scene, class_name, class_parts,
-                                       max_classes, object_name, objects_id, scene_for)
+                                       max_classes, object_name, scene_for, task_id)
 
 MAX_CLASSES = max_classes("motion")
 HELDOUT_SEED_OFFSET = 7919  # the held-out split's generator: seed + this, a stream train/validation never use
@@ -52,8 +52,8 @@ class SynthConfig:
     bad: int = field(default=0, metadata={  # broken files (truncated, empty, garbage bytes), cycled
         "help": "broken files (truncated, empty, garbage bytes) and as many missing entries"})
     task: str = field(default="motion", metadata={
-        "help": "motion: one object, appearance x direction; binding: two objects, the horizontal one's "
-                "appearance x direction", "choices": ("motion", "binding")})
+        "help": "motion: one object, appearance x direction; binding: a warm and a cool object moving "
+                "apart, noun = the forward one's hue, verb = the warm one's direction", "choices": TASKS})
     heldout_per_class: int = field(default=0, metadata={
         "help": "labelled held-out videos per class, rendered from another seed"})
 
@@ -117,7 +117,16 @@ def render_scene(rng: np.random.Generator, scene: Scene, frames: int, height: in
         along = width if dx else height
         start = rng.uniform(0, along)
         across = rng.uniform(r + 1, (height if dx else width) - r - 2)
-        paths.append((shape_mask(shape, r), colour, dy, dx, along, start, across))
+        paths.append([shape_mask(shape, r), colour, dy, dx, along, start, across])
+    # Objects moving along one axis keep to lanes of their own, so neither hides the other when they pass:
+    # their cross positions are drawn again, together, until they are a disc apart (one object: never).
+    same_axis = [i for i, p in enumerate(paths) if sum(bool(q[3]) == bool(p[3]) for q in paths) > 1]
+    if same_axis and min(height, width) - 3 * r - 4 < 1:  # the cross range (size - 2r - 3) must exceed 2r + 1
+        raise ValueError(f"a {height}x{width} frame has no room for two lanes of objects of radius {r}")
+    while any(abs(paths[i][6] - paths[j][6]) < 2 * r + 1 for i in same_axis for j in same_axis
+              if i < j and bool(paths[i][3]) == bool(paths[j][3])):
+        for i in same_axis:
+            paths[i][6] = rng.uniform(r + 1, (height if paths[i][3] else width) - r - 2)
     bg = rng.integers(20, 60, size=3)
     out = np.clip(bg + rng.normal(0, 6, size=(frames, height, width, 1)), 0, 255).astype(np.uint8)
     for t, img in enumerate(out):  # painted in place
@@ -283,7 +292,8 @@ def _ts(seconds: float) -> str:
 
 def write_ek100(cfg: SynthConfig, out: Path) -> dict:
     """Long videos per participant, each a sequence of actions separated by still background; verb =
-    direction of motion, noun = object (of the horizontally moving object in the binding task). Annotation frames count at 50 fps while the MP4s run at
+    direction of motion, noun = object (binding: the verb is the warm object's direction, the noun the hue of
+    the object moving forward). Annotation frames count at 50 fps while the MP4s run at
     ``cfg.fps``, as with the real released frames; one segment per training video runs past the end
     (clamped) and, with ``bad``, one starts past the end (``segment_out_of_range``)."""
     w = _Writer(cfg)
@@ -357,9 +367,9 @@ def made_dataset(cfg: SynthConfig, out: str | Path) -> dict | None:
     if not marker.is_file():
         return None
     made = json.loads(marker.read_text())
-    if made.get("config") != cfg.__dict__ or made.get("objects") != objects_id():
+    if made.get("config") != cfg.__dict__ or made.get("task_id") != task_id(cfg.task):
         return None
-    return {k: v for k, v in made.items() if k not in ("config", "objects")}
+    return {k: v for k, v in made.items() if k not in ("config", "task_id")}
 
 
 def ensure_dataset(cfg: SynthConfig, out: str | Path, derived: tuple[Path, ...] = (),
@@ -386,7 +396,7 @@ def write_dataset(cfg: SynthConfig, out: str | Path) -> dict:
     out = Path(out)
     writer = {"ssv2": write_ssv2, "k400": write_k400, "ek100": write_ek100}[cfg.dataset]
     result = writer(cfg, out)
-    # "objects": which appearance table painted these videos (a reader remakes them when it changed)
-    (out / "synthetic.json").write_text(json.dumps({"config": cfg.__dict__, "objects": objects_id(), **result},
+    # "task_id": which objects and task definition made these videos (a reader remakes them when it changed)
+    (out / "synthetic.json").write_text(json.dumps({"config": cfg.__dict__, "task_id": task_id(cfg.task), **result},
                                                    indent=1))
     return result

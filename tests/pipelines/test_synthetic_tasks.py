@@ -11,8 +11,8 @@ import pytest
 
 from pipelines.datasets import read_dataset
 from pipelines.synthetic import SynthConfig, made_dataset, render_scene, write_dataset
-from pipelines.synthetic_tasks import (APPEARANCES, DIRECTIONS, HORIZONTAL, LUMA_WEIGHTS, class_parts, luma,
-                                       max_classes, objects_id, oracles, scene_for)
+from pipelines.synthetic_tasks import (APPEARANCES, DIRECTIONS, FORWARD, HORIZONTAL, LUMA_WEIGHTS, WARM, class_parts,
+                                       luma, max_classes, objects_id, oracles, scene_for, task_id)
 
 H, W, F = 32, 42, 8
 
@@ -60,47 +60,68 @@ def test_the_objects_differ_in_hue_alone_and_stand_out_from_the_background_in_lu
 def test_a_dataset_of_other_objects_is_not_reused(tmp_path, monkeypatch):
     cfg = SynthConfig(dataset="ssv2", num_classes=2, videos_per_class=1, size=32, frames=4)
     written = write_dataset(cfg, tmp_path / "d")
-    assert json.loads((tmp_path / "d" / "synthetic.json").read_text())["objects"] == objects_id()
+    assert json.loads((tmp_path / "d" / "synthetic.json").read_text())["task_id"] == task_id("motion")
     assert made_dataset(cfg, tmp_path / "d")["videos"] == written["videos"]
     assert made_dataset(SynthConfig(**{**cfg.__dict__, "seed": 1}), tmp_path / "d") is None  # other settings
     assert made_dataset(cfg, tmp_path / "nothing") is None
-    monkeypatch.setattr("pipelines.synthetic.objects_id", lambda: "other-objects")
-    assert made_dataset(cfg, tmp_path / "d") is None  # the same settings, painted with other objects
+    monkeypatch.setattr("pipelines.synthetic.task_id", lambda task: "other-objects")
+    assert made_dataset(cfg, tmp_path / "d") is None  # the same settings, other objects or task definition
 
 
-def test_the_objects_digest_follows_the_appearance_table(monkeypatch):
-    before = objects_id()
-    assert before == objects_id() and len(before) == 12
+def test_the_digests_follow_the_appearance_table_and_the_task_definition(monkeypatch):
+    before, tasks_before = objects_id(), {t: task_id(t) for t in ("motion", "binding")}
+    assert before == objects_id() and len(before) == 12 and len(set(tasks_before.values())) == 2
     monkeypatch.setattr("pipelines.synthetic_tasks.APPEARANCES", APPEARANCES[:-1] + (("magenta", (188, 68, 192), "square"),))
     assert objects_id() != before
+    assert all(task_id(t) != tasks_before[t] for t in tasks_before)
+    monkeypatch.undo()
+    monkeypatch.setattr("pipelines.synthetic_tasks.WARM", (0, 1, 2))  # another definition of the verb
+    assert task_id("binding") != tasks_before["binding"] and task_id("motion") == tasks_before["motion"]
 
 
-def test_pixels_bind_appearance_to_motion_and_nothing_less_decides_the_class():
+def test_pixels_bind_appearance_to_motion_and_nothing_less_decides_the_labels():
     rng = np.random.default_rng(5)
-    by_appearance, by_motion, by_both = defaultdict(set), defaultdict(set), defaultdict(set)
+    by_appearance, by_motion = defaultdict(set), defaultdict(set)
+    unbound = defaultdict(lambda: defaultdict(set))  # (appearances, motions) -> noun/verb/class -> seen
     seen = 0
     for _ in range(240):
         c = int(rng.integers(max_classes("binding")))
         scene = scene_for(c, "binding", lambda n: int(rng.integers(n)))
         clip = render_scene(rng, scene, 24, H, W)[::3]
         appearances, motions, bound = _observe(clip)
-        if len(appearances) < 2:  # the two objects overlap in frame 3 or 4: nothing to read there
+        if len(appearances) < 2:  # an object cut by the frame's edge in frame 3 or 4: nothing to read there
             continue
         seen += 1
-        a, d = class_parts(c, "binding")
-        # the class is exactly "the appearance that moves horizontally, and which way"
-        horizontal = [(x, m) for x, m in bound.items() if m in HORIZONTAL]
-        assert horizontal == [(a, d)]
-        assert len(appearances) == 2 and len(motions) == 2
+        noun, verb = class_parts(c, "binding")
+        # the noun is exactly "the hue that moves forward", the verb "the way the warm hue moves"
+        assert [x for x, m in bound.items() if m in FORWARD] == [noun]
+        assert [m for x, m in bound.items() if x in WARM] == [verb]
+        # one warm and one cool object, moving apart along one axis
+        assert len({x in WARM for x in appearances}) == 2 and len({m // 2 for m in motions}) == 1 and len(motions) == 2
         by_appearance[appearances].add(c)
         by_motion[motions].add(c)
-        by_both[(appearances, motions)].add(c)
+        for name, value in (("class", c), ("noun", noun), ("verb", verb)):
+            unbound[(appearances, motions)][name].add(value)
     assert seen > 200
-    # the same appearances, the same motions, or both seen unbound, come with several classes; unbound
-    # evidence narrows the class to the two objects' appearances with the one horizontal motion, never to one
+    # the same appearances, or the same motions, come with several classes; both seen unbound narrow the
+    # class, the noun and the verb each to two, never to one
     mean = lambda groups: np.mean([len(v) for v in groups.values()])  # noqa: E731
     assert mean(by_appearance) > 2 and mean(by_motion) > 4
-    assert max(len(v) for v in by_both.values()) == 2 and mean(by_both) > 1.5
+    for name in ("class", "noun", "verb"):
+        assert max(len(v[name]) for v in unbound.values()) == 2 and np.mean([len(v[name]) for v in unbound.values()]) > 1.5
+
+
+def test_objects_on_one_axis_keep_to_their_own_lanes():
+    rng = np.random.default_rng(2)
+    for c in range(max_classes("binding")):
+        noun, _ = class_parts(c, "binding")
+        for _ in range(10):
+            clip = render_scene(rng, scene_for(c, "binding", lambda n: int(rng.integers(n))), 8, H, W)
+            mine = np.any([_mask(f, noun) for f in clip], axis=0)  # (H, W): every pixel the noun's object covers
+            other = np.any([_mask(f, a) for f in clip for a in range(len(APPEARANCES)) if a != noun], axis=0)
+            across = 1 if c % 2 == 0 else 0  # horizontal motion: rows are the lanes; vertical: columns
+            lanes = [set(np.flatnonzero(m.any(axis=across))) for m in (mine, other)]
+            assert lanes[0] and lanes[1] and not lanes[0] & lanes[1]  # neither ever hides the other
 
 
 def test_single_frame_position_is_the_same_for_both_horizontal_directions():
@@ -109,7 +130,7 @@ def test_single_frame_position_is_the_same_for_both_horizontal_directions():
     for d in HORIZONTAL:
         occ = np.zeros(6)
         for _ in range(60):
-            scene = scene_for(d, "binding", lambda n: int(rng.integers(n)))  # appearance 0, direction d
+            scene = scene_for(d, "motion", lambda n: int(rng.integers(n)))  # appearance 0, direction d
             clip = render_scene(rng, scene, 12, H, W)
             for f in (0, 11):  # the first and last frames, where a design without wrapping would leak
                 occ += np.add.reduceat(_mask(clip[f], 0).sum(0), np.linspace(0, W, 7).astype(int)[:-1])
@@ -119,16 +140,19 @@ def test_single_frame_position_is_the_same_for_both_horizontal_directions():
 
 def test_oracles_from_the_definition():
     b = oracles("binding")
-    assert b["full video"].ceiling == 1.0
-    assert b["one frame"].ceiling == pytest.approx(1 / 4)  # which object and which way: unknown
-    assert b["shuffled frames"].ceiling == pytest.approx(1 / 2)  # which object, not which way
-    assert b["appearance only"].ceiling == pytest.approx(1 / 4)
-    assert b["motion only"].ceiling == pytest.approx(1 / len(APPEARANCES))
-    assert b["appearance + motion (summed)"].ceiling == pytest.approx(1 / 2)  # binding is what is missing
+    ceilings = {k: (o.ceiling, o.noun, o.verb) for k, o in b.items()}
+    assert ceilings["full video"] == (1.0, 1.0, 1.0)
+    # one frame shows which hues, not which moves forward nor how the warm one moves
+    assert ceilings["one frame"] == pytest.approx((1 / 4, 1 / 2, 1 / 4))
+    assert ceilings["shuffled frames"] == pytest.approx((1 / 2, 1 / 2, 1 / 2))  # the axis, not the senses
+    assert ceilings["appearance only"] == pytest.approx((1 / 4, 1 / 2, 1 / 4))
+    assert ceilings["motion only"] == pytest.approx((1 / len(APPEARANCES), 1 / len(APPEARANCES), 1 / 2))
+    # seen apart, neither the noun nor the verb: binding is what is missing, for each head
+    assert ceilings["appearance + motion (summed)"] == pytest.approx((1 / 2, 1 / 2, 1 / 2))
     assert b["one frame"].chance == pytest.approx(1 / 12)
     m = oracles("motion")
     assert m["appearance + motion (summed)"].ceiling == 1.0  # one object: the sum is enough
-    assert m["appearance only"].ceiling == pytest.approx(1 / len(DIRECTIONS))
+    assert (m["appearance only"].ceiling, m["appearance only"].noun) == pytest.approx((1 / len(DIRECTIONS), 1.0))
     assert oracles("motion", 8)["motion only"].ceiling == pytest.approx(1 / 2)  # 2 appearances x 4 directions
     with pytest.raises(ValueError, match="num_classes"):
         oracles("binding", 13)
@@ -143,7 +167,7 @@ def test_binding_layouts_with_a_heldout_split_from_another_seed(tmp_path):
     assert sorted(r.labels["label"] for r in held.rows) == [0, 1, 2, 3]
     assert not {r.source_id for r in held.rows} & {r.source_id for r in train.rows}
     names = json.loads((tmp_path / "ssv2" / "labels" / "labels.json").read_text())
-    assert "Moving red disc from left to right past another object moving vertically" in names
+    assert "Moving red disc from left to right past a cool disc moving from right to left" in names
     # the held-out videos come from another generator: not the bytes of a training video
     train_bytes = {open(r.path, "rb").read() for r in train.rows}
     assert all(open(r.path, "rb").read() not in train_bytes for r in held.rows)

@@ -94,7 +94,7 @@ def test_cast_run_holds_attention_maps_of_the_right_shape(ablation, tmp_path):
     assert png.size[0] > png.size[1] > 100  # a row per video, T frames and a matrix across
 
 
-def test_ensemble_averages_the_saved_predictions(mlflow_store):
+def test_ensemble_averages_the_saved_predictions_head_by_head(mlflow_store):
     from workflows.tracking import store as tracking
     from workflows.ablation.run import SEED_TAG, TASK_TAG, VARIANT_TAG, log_ensembles
     from workflows.ablation.trial import log_predictions, read_predictions
@@ -108,29 +108,37 @@ def test_ensemble_averages_the_saved_predictions(mlflow_store):
     rows, probs = [], {}
     for side in ("spatial", "temporal"):
         run_id = client.create_run(exp).info.run_id
-        probs[side] = rng.dirichlet(np.ones(12), size=12).astype(np.float32)
+        probs[side] = {"noun": rng.dirichlet(np.ones(6), size=12).astype(np.float32),
+                       "verb": rng.dirichlet(np.ones(4), size=12).astype(np.float32)}
         log_predictions(client, run_id, probs[side], labels)
         rows.append({"task": "binding", "variant": side, "seed": 3, "run_id": run_id})
     out = log_ensembles(rows, BY_NAME["ensemble"], {"binding": info}, "parent-id", "ensemble-test", {"cast.x": "y"})
-    mean = (probs["spatial"] + probs["temporal"]) / 2
-    assert out[0]["test_top1"] == pytest.approx(scores(mean, labels, info)["top1"])
+    mean = {h: (probs["spatial"][h] + probs["temporal"][h]) / 2 for h in ("noun", "verb")}
+    expected = scores(mean, labels, info)
+    assert {k: out[0][f"test_{k}"] for k in expected} == pytest.approx(expected)
     saved, saved_labels = read_predictions(client, out[0]["run_id"])
-    assert np.allclose(saved, mean) and (saved_labels == labels).all()
+    assert all(np.allclose(saved[h], mean[h]) for h in mean) and (saved_labels == labels).all()
     run = client.get_run(out[0]["run_id"])
     assert run.data.tags[VARIANT_TAG] == "ensemble" and run.data.tags[SEED_TAG] == "3"
     assert run.data.tags[TASK_TAG] == "binding" and run.data.tags["mlflow.parentRunId"] == "parent-id"
 
 
-def test_scores_split_appearance_and_motion():
-    info = task_info("motion")  # class = appearance * 4 + direction
-    labels = np.array([0, 5, 10])
-    probs = np.eye(24)[[1, 5, 2]]  # same appearance wrong direction; right; wrong appearance right direction
-    s = scores(probs, labels, info)
-    assert s["top1"] == pytest.approx(1 / 3)
+def test_scores_are_the_noun_and_verb_heads_and_the_action_needs_both():
+    info = task_info("binding")  # class = noun * 2 + axis; the verb is the warm object's direction
+    labels = np.array([0, 5, 10])  # (red, right), (green, up), (magenta, right)
+    assert [tuple(info.targets(labels)[h]) for h in ("noun", "verb")] == [(0, 2, 5), (0, 3, 0)]
+    noun = np.eye(6)[[0, 2, 1]]  # right, right, wrong
+    verb = np.eye(4)[[1, 3, 0]]  # wrong, right, right
+    s = scores({"noun": noun, "verb": verb}, labels, info)
+    assert s["top1"] == pytest.approx(1 / 3)  # only the second has both
     assert s["appearance_acc"] == pytest.approx(2 / 3) and s["motion_acc"] == pytest.approx(2 / 3)
     assert s["am_balance"] == pytest.approx(2 / 3)
-    only_app = scores(np.eye(24)[[1, 4, 8]], np.array([0, 5, 10]), info)
-    assert only_app["motion_acc"] == 0 and only_app["am_balance"] == 0
+    no_verb = scores({"noun": noun, "verb": np.eye(4)[[2, 2, 2]]}, labels, info)
+    assert no_verb["motion_acc"] == 0 and no_verb["am_balance"] == 0 and no_verb["top1"] == 0
+    with pytest.raises(ValueError, match="noun .* and verb"):
+        scores({"noun": noun}, labels, info)
+    with pytest.raises(ValueError, match="noun .* and verb"):
+        scores({"noun": noun, "verb": np.eye(5)[[0, 1, 2]]}, labels, info)
 
 
 def _rows(values: dict[str, list[float]]) -> list[dict]:

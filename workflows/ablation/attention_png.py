@@ -17,6 +17,7 @@ import torch
 
 from cast_model import CAST
 from cast_model.attention import attention_profiles, capture_attention
+from pipelines.synthetic_tasks import DIRECTIONS, object_name
 
 ARTIFACT_DIR = "attention"
 _MEAN = np.array([0.485, 0.456, 0.406])[:, None, None]
@@ -89,13 +90,14 @@ def render(path: Path, video: np.ndarray, arrays: dict[str, np.ndarray], tubelet
     return path
 
 
-def log_attention_maps(client, run_id: str, model: CAST, data, count: int, probs: np.ndarray) -> None:
+def log_attention_maps(client, run_id: str, model: CAST, data, count: int, probs: dict[str, np.ndarray]) -> None:
     """The first ``count`` test videos' maps on ``run_id``: ``attention/maps.npz`` and ``attention/maps.png``."""
     video = data.test.video[:count]
     arrays = attention_arrays(model, video)
     names = data.class_names
-    titles = [f"true: {names[int(y)]}\npred: {names[int(p)]}"[:120]
-              for y, p in zip(data.test.label[:count], probs[:count].argmax(1))]
+    titles = [f"true: {names[int(y)]}\npred: noun {object_name(int(n))}, verb {DIRECTIONS[int(v)][0]}"[:150]
+              for y, n, v in zip(data.test.label[:count], probs["noun"][:count].argmax(1),
+                                 probs["verb"][:count].argmax(1))]
     with tempfile.TemporaryDirectory() as tmp:
         np.savez(Path(tmp) / "maps.npz", **arrays)
         render(Path(tmp) / "maps.png", video, arrays, model.config.tubelet_size, titles)

@@ -22,9 +22,9 @@ from .variants import NAMES, select
 EXPERT_SOURCES = ("project", "none")  # the experts pretrained here (workflows.experts), or random frozen ones
 
 
-# Both tasks and more seeds. The default runs the binding task alone: on the one-object motion task every
-# variant that joins both experts reaches 1.000 (measured, docs/reproduce.md), so it separates nothing and
-# would double the time.
+# Both tasks and more seeds. The default runs the binding task alone: on the one-object motion task each
+# head reads what its own expert sees, so the exchange has nothing to add there (measured,
+# docs/reproduce.md) and it would double the time.
 FULL = dict(tasks=("motion", "binding"), seeds=(0, 1, 2, 3, 4))
 
 

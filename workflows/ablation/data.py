@@ -2,8 +2,8 @@
 preprocessing) -> one centre clip per video decoded by the project's loader -> numpy arrays.
 
 Every trial of the ablation trains and tests on the same decoded clips, put once in Ray's object store;
-a trial never decodes video. Made files are cached under ``<data_dir>/<task>-<sizes>-objects<id>/`` (one
-folder per task, data settings and appearance table, ``made.json`` says which) and reused, so a rerun
+a trial never decodes video. Made files are cached under ``<data_dir>/<task>-<sizes>-<task id>/`` (one
+folder per task, data settings and task definition with its objects, ``made.json`` says which) and reused, so a rerun
 skips straight to training and a run with other data settings or other objects makes its own.
 """
 
@@ -98,11 +98,11 @@ def load_task(task: str, data_dir: str | Path, num_classes: int, videos_per_clas
     """The task's three splits in memory, decoded at the model's geometry (cached as .npz beside the
     shards: plain arrays, read without pickles)."""
     from pipelines.manifest import read_label_map
-    from pipelines.synthetic_tasks import class_name, objects_id
+    from pipelines.synthetic_tasks import class_name, task_id
 
     size = max(32, img_size + img_size % 2)  # the synthetic writer's smallest frame
-    # the objects' digest in the name: clips of other objects are another folder, never reused
-    root = Path(data_dir) / f"{task}-{videos_per_class}v{heldout_per_class}h-{size}px-seed{seed}-objects{objects_id()}"
+    # the task's digest in the name: clips of other objects or another task definition are another folder
+    root = Path(data_dir) / f"{task}-{videos_per_class}v{heldout_per_class}h-{size}px-seed{seed}-{task_id(task)}"
     shards = write_shards(task, root, num_classes, videos_per_class, heldout_per_class, size, seed, log)
     names = read_label_map(str(shards))["label"]
     cache = root / f"clips-{num_frames}x{img_size}.npz"

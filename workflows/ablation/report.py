@@ -11,7 +11,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-# What each child run logs as test_<measure>; am_balance is the appearance-motion balance.
+# What each child run logs as test_<measure>: action top-1, noun (appearance) and verb (motion) accuracy,
+# and am_balance, the appearance-motion balance (their harmonic mean).
 MEASURES = ("top1", "appearance_acc", "motion_acc", "am_balance")
 GATE_MEASURE = "am_balance"
 # The oracle whose ceiling says whether a task can separate CAST from the variants without exchange: what
@@ -43,21 +44,24 @@ def to_markdown(table: pd.DataFrame, oracles: Sequence[dict[str, Any]]) -> str:
     lines = []
     for task, part in table.groupby("task", sort=False):
         lines += [f"### task `{task}` (held-out test split, mean ± std over {int(part['seeds'].max())} seeds)", "",
-                  "| variant | top-1 | appearance acc | motion acc | balance (harmonic mean) |", "|---|---|---|---|---|"]
+                  "| variant | action top-1 | noun acc (appearance) | verb acc (motion) | balance (harmonic mean) |",
+                  "|---|---|---|---|---|"]
         for _, r in part.iterrows():
             cells = [f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_std']:.3f}" for m in MEASURES]
             lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
         rows = [o for o in oracles if o["task"] == task]
         if rows:
-            lines += ["", f"Oracle ceilings of `{task}` from its definition (top-1; chance {rows[0]['chance_top1']:.3f}):", "",
-                      "| evidence | ceiling |", "|---|---|"]
-            lines += [f"| {o['evidence']} | {o['ceiling_top1']:.3f} |" for o in rows]
+            lines += ["", f"Oracle ceilings of `{task}` from its definition (action top-1 chance "
+                      f"{rows[0]['chance_top1']:.3f}):", "",
+                      "| evidence | action top-1 | noun | verb |", "|---|---|---|---|"]
+            lines += [f"| {o['evidence']} | {o['ceiling_top1']:.3f} | {o['ceiling_noun']:.3f} | {o['ceiling_verb']:.3f} |"
+                      for o in rows]
         lines.append("")
     return "\n".join(lines)
 
 
 def plot(table: pd.DataFrame, path: str | Path) -> Path:
-    """Bars of top-1 and balance per variant, one panel per task, error bars = std over seeds."""
+    """Bars of action top-1 and balance per variant, one panel per task, error bars = std over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -68,7 +72,7 @@ def plot(table: pd.DataFrame, path: str | Path) -> Path:
     for ax, task in zip(axes[0], tasks):
         part = table[table["task"] == task]
         x = np.arange(len(part))
-        for i, (m, name) in enumerate((("top1", "top-1"), (GATE_MEASURE, "appearance-motion balance"))):
+        for i, (m, name) in enumerate((("top1", "action top-1"), (GATE_MEASURE, "appearance-motion balance"))):
             ax.bar(x + (i - 0.5) * 0.38, part[f"{m}_mean"], 0.38, yerr=part[f"{m}_std"], capsize=2, label=name)
         ax.set_xticks(x, part["label"], rotation=35, ha="right", fontsize=8)
         ax.set_ylim(0, 1.05)

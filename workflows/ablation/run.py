@@ -16,7 +16,7 @@ from cast_model import CASTConfig
 from ..tracking import store as tracking
 from . import report
 from .config import AblationConfig
-from .task import TaskInfo, scores, task_info
+from .task import HEADS, TaskInfo, scores, task_info
 from .trial import EXPERTS_KEY, PARENT_TAG, log_predictions, read_predictions, run_trial
 from .variants import Variant, select
 
@@ -120,7 +120,8 @@ def child_rows(parent: str, experiment_id: str) -> list[dict[str, Any]]:
 
 def log_ensembles(rows: list[dict[str, Any]], variant: Variant, infos: dict[str, TaskInfo], parent: str,
                   experiment: str, lineage: dict[str, str]) -> list[dict[str, Any]]:
-    """Per task and seed, a child run whose predictions are the mean of its sources' saved softmax outputs."""
+    """Per task and seed, a child run whose predictions are the mean of its sources' saved softmax
+    outputs, head by head."""
     from mlflow.entities import Metric
 
     client = tracking.client()
@@ -129,7 +130,7 @@ def log_ensembles(rows: list[dict[str, Any]], variant: Variant, infos: dict[str,
     for task, seed in sorted({(r["task"], r["seed"]) for r in rows}):
         sources = [by_key[(task, s, seed)]["run_id"] for s in variant.ensemble_of]
         preds = [read_predictions(client, rid) for rid in sources]
-        probs = sum(p for p, _ in preds) / len(preds)
+        probs = {h: sum(p[h] for p, _ in preds) / len(preds) for h in HEADS}  # per head: (n, K)
         labels = preds[0][1]
         test = {f"test_{k}": v for k, v in scores(probs, labels, infos[task]).items()}
         tags = {PARENT_TAG: parent, KIND_TAG: variant.name, TASK_TAG: task, VARIANT_TAG: variant.name,

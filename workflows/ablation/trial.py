@@ -22,15 +22,19 @@ import torch
 
 from cast_model import CAST, CASTConfig, freeze_experts, load_experts, param_groups
 
+from ..training.recipe import total_loss
+from .task import HEADS, TaskInfo, scores
+
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests the run under its parent
 EXPERT_SEED = 0  # random experts (experts="none") are the same for every variant and seed
 EXPERTS_KEY = "experts"  # beside the tasks' names in the object references handed to every trial
-PREDICTIONS = "predictions/test.npz"  # artifact: probs (n, C) float32, labels (n,) int64
+PREDICTIONS = "predictions/test.npz"  # artifact: noun (n, A) and verb (n, M) float32 probabilities, labels (n,) int64
 
 
 # -- the model -------------------------------------------------------------------------------------------
-def variant_config(base: CASTConfig, overrides: dict[str, Any], num_classes: int) -> CASTConfig:
-    return CASTConfig.from_dict({**base.to_dict(), **overrides, "num_classes": num_classes})
+def variant_config(base: CASTConfig, overrides: dict[str, Any], info: TaskInfo) -> CASTConfig:
+    """The variant at ``base``'s geometry with CAST's EK100 heads sized for the task's nouns and verbs."""
+    return CASTConfig.from_dict({**base.to_dict(), **overrides, "head": "verb_noun", **info.head_sizes})
 
 
 def build_model(cfg: CASTConfig, experts: dict[str, Any] | None, base: CASTConfig, seed: int) -> CAST:
@@ -44,7 +48,7 @@ def build_model(cfg: CASTConfig, experts: dict[str, Any] | None, base: CASTConfi
                      videomae=experts["temporal"] if cfg.has_temporal else None)
     else:
         torch.manual_seed(EXPERT_SEED)
-        full = CAST(base.replace(num_classes=cfg.num_classes)).state_dict()
+        full = CAST(base.replace(head=cfg.head, num_nouns=cfg.num_nouns, num_verbs=cfg.num_verbs)).state_dict()
         own = model.state_dict()
         frozen = {k: full[k] for k in own if not CAST.is_trainable(k)}
         model.load_state_dict(frozen, strict=False)
@@ -60,25 +64,26 @@ def lr_factor(step: int, steps: int, warmup: int) -> float:
 
 
 @torch.no_grad()
-def predict(model: CAST, video: np.ndarray, batch: int = 64) -> np.ndarray:
-    """(n, 3, F, S, S) clips -> (n, C) softmax probabilities (float32)."""
+def predict(model: CAST, video: np.ndarray, batch: int = 64) -> dict[str, np.ndarray]:
+    """(n, 3, F, S, S) clips -> each head's (n, K) softmax probabilities (float32)."""
     model.eval()
     # np.array copies: arrays from Ray's object store are read-only, which torch warns about
-    out = [model(torch.from_numpy(np.array(video[i:i + batch], np.float32))).softmax(-1)
-           for i in range(0, len(video), batch)]
-    return torch.cat(out).numpy()
+    out = [model(torch.from_numpy(np.array(video[i:i + batch], np.float32))) for i in range(0, len(video), batch)]
+    return {h: torch.cat([o[h] for o in out]).softmax(-1).numpy() for h in HEADS}
 
 
-def fit(model: CAST, train, val, recipe: dict[str, Any], seed: int,
+def fit(model: CAST, train, val, info: TaskInfo, recipe: dict[str, Any], seed: int,
         on_eval: Callable[[int, dict[str, float]], None]) -> None:
     """The one recipe: AdamW (no decay on biases, norms, positions) with warmup and cosine decay, fixed
-    steps over shuffled batches of the in-memory clips; every ``eval_every`` steps the mean training
-    loss and validation top-1 go to ``on_eval(step, metrics)``."""
+    steps over shuffled batches of the in-memory clips, the noun and verb cross-entropies summed (as the
+    paper trains on EK100); every ``eval_every`` steps the mean training loss and the validation scores
+    (action top-1, noun and verb accuracy) go to ``on_eval(step, metrics)``."""
     steps, bs = recipe["steps"], recipe["batch_size"]
     groups = param_groups(model, weight_decay=recipe["weight_decay"], layer_decay=1.0)
     for g in groups:
         g.pop("param_names")
     opt = torch.optim.AdamW(groups, lr=recipe["lr"])
+    criterion = torch.nn.CrossEntropyLoss()
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, steps, int(recipe["warmup_frac"] * steps)))
     rng = np.random.default_rng(seed)
@@ -90,16 +95,17 @@ def fit(model: CAST, train, val, recipe: dict[str, Any], seed: int,
         idx = np.sort(order[pos:pos + bs])
         pos += bs
         x = torch.from_numpy(train.video[idx]).float()  # (B, 3, F, S, S)
-        loss = torch.nn.functional.cross_entropy(model(x), torch.from_numpy(train.label[idx]))
+        targets = {h: torch.from_numpy(y) for h, y in info.targets(train.label[idx]).items()}
+        loss = total_loss(criterion, model(x), targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
         if step % recipe["eval_every"] == 0 or step == steps:
-            probs = predict(model, val.video)
+            val_scores = scores(predict(model, val.video), val.label, info)
             on_eval(step, {"train_loss": float(np.mean(losses)), "lr": opt.param_groups[0]["lr"],
-                           "val_top1": float((probs.argmax(1) == val.label).mean())})
+                           **{f"val_{k}": v for k, v in val_scores.items() if k != "am_balance"}})
             losses = []
             model.train()
 
@@ -112,8 +118,6 @@ def train_worker(config: dict[str, Any]) -> None:
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    from .task import scores
-
     spec = config["spec"]
     wall0, cpu0 = time.perf_counter(), time.process_time()
     torch.set_num_threads(max(1, int(spec["cpus"])))
@@ -122,13 +126,13 @@ def train_worker(config: dict[str, Any]) -> None:
     info = config["info"]
     client, run_id = MlflowClient(config["tracking_uri"]), config["run_id"]
     base = CASTConfig.from_dict(spec["model"])
-    cfg = variant_config(base, spec["overrides"], info.num_classes)
+    cfg = variant_config(base, spec["overrides"], info)
     model = build_model(cfg, experts, base, spec["seed"])
 
     def on_eval(step: int, metrics: dict[str, float]) -> None:
         client.log_batch(run_id, metrics=[Metric(k, v, 0, step) for k, v in metrics.items()])
 
-    fit(model, data.train, data.validation, spec["recipe"], spec["seed"], on_eval)
+    fit(model, data.train, data.validation, info, spec["recipe"], spec["seed"], on_eval)
     probs = predict(model, data.test.video)
     test = {f"test_{k}": v for k, v in scores(probs, data.test.label, info).items()}
     # This worker's cost: model build, training, validation and test (not Ray's start-up of the worker).
@@ -142,19 +146,19 @@ def train_worker(config: dict[str, Any]) -> None:
     ray.train.report(test)
 
 
-def log_predictions(client, run_id: str, probs: np.ndarray, labels: np.ndarray) -> None:
+def log_predictions(client, run_id: str, probs: dict[str, np.ndarray], labels: np.ndarray) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(PREDICTIONS).name
-        np.savez(path, probs=probs.astype(np.float32), labels=labels.astype(np.int64))
+        np.savez(path, **{h: probs[h].astype(np.float32) for h in HEADS}, labels=labels.astype(np.int64))
         client.log_artifact(run_id, str(path), str(Path(PREDICTIONS).parent))
 
 
-def read_predictions(client, run_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """A run's saved test predictions: (probs (n, C), labels (n,)), read without pickles."""
+def read_predictions(client, run_id: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A run's saved test predictions: ({head: probs (n, K)}, labels (n,)), read without pickles."""
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(run_id, PREDICTIONS, tmp)
         with np.load(path, allow_pickle=False) as z:
-            return z["probs"], z["labels"]
+            return {h: z[h] for h in HEADS}, z["labels"]
 
 
 # -- the Tune trial ------------------------------------------------------------------------------------------

@@ -1,14 +1,15 @@
 """The networks the ablation compares: CAST and what the paper's Tables 1-2 set it against.
 
 Each trained variant is CAST's config with a few fields changed; every one gets the same frozen experts,
-the same recipe and the same steps. The ensemble is not trained: it averages the softmax outputs the
-two fine-tuned single experts saved (the paper's "ensemble of experts").
+the same recipe and the same steps, and CAST's EPIC-KITCHENS heads (a noun head and a verb head), as
+the paper's Table 1 compares them on EK100. The ensemble is not trained: it averages, head by head, the
+softmax outputs the two fine-tuned single experts saved (the paper's "ensemble of experts").
 
-Late fusion vs no exchange: the paper's released code (KHU-VLL/CAST, ``bidir_modeling_crossattn``) has
-no late-fusion model; its single head already sums the two adapted features, which is what CAST with
-``bcast_blocks=()`` does here ("no exchange"). Late fusion is therefore built as the other common
-reading, the two adapted features concatenated before one head (``fusion="concat"``), so the two rows
-differ in how the head joins the experts, not only in name.
+Where each head reads: CAST and its exchange ablations (no exchange, T2S only, S2T only) put the noun
+head on the spatial expert's feature and the verb head on the temporal expert's, as the paper's code
+does; a single expert carries both heads; late fusion, which the paper's code does not have, gives each
+head both experts' final features side by side (``fusion="concat"``), so its two rows differ from no
+exchange in what each head sees, not only in name.
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ def test_videos_are_reused_then_remade_with_their_shards_when_the_objects_change
     assert demo.make_videos(videos, shards) == first  # reused: nothing written, the shards kept
     assert (videos / "synthetic.json").stat().st_mtime_ns == marker and (shards / "train-000000.tar").is_file()
 
-    monkeypatch.setattr("pipelines.synthetic.objects_id", lambda: "other-objects")
+    monkeypatch.setattr("pipelines.synthetic.task_id", lambda task: "other-objects")
     again = demo.make_videos(videos, shards)
-    assert json.loads((videos / "synthetic.json").read_text())["objects"] == "other-objects"
+    assert json.loads((videos / "synthetic.json").read_text())["task_id"] == "other-objects"
     assert not shards.exists()  # stale: preprocessing would have resumed from them
     assert again["videos"] == first["videos"]
